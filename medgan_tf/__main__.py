@@ -1,0 +1,5 @@
+import sys
+
+from medgan_tf.cli import main
+
+sys.exit(main())

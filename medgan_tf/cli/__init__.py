@@ -1,0 +1,94 @@
+"""The `medgan-tf` command: one entry point, one module per subcommand in this package.
+
+Each subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Modules import TensorFlow inside `run`, so `medgan-tf --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+# Order shown in `medgan-tf --help`: the path from data to a served model.
+SUBCOMMANDS = (
+    "synth",
+    "convert",
+    "summary",
+    "train",
+    "export",
+    "translate",
+    "evaluate",
+    "demo",
+    "reproduce",
+    "bench",
+)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ and Python logging out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medgan-tf",
+        description="MedGAN medical image-to-image translation (PET→CT, MR motion correction, "
+        "PET denoising): convert data, train, export, translate, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"medgan_tf.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"medgan_tf.cli.{name}":
+                continue
+            raise
+        command = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    quiet_tensorflow()
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from medgan_tf.errors import UserError
+
+    try:
+        return int(args._run(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from medgan_tf import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Configuration: nested frozen dataclasses with the paper's values as defaults.
+
+Every number of MedGAN (arXiv 1806.06397, §2.5 and Algorithm 1) lives here once:
+λ1 = 20, λ2 = λ3 = 1e-4, N_G = 3, Adam(2e-4, β1 = 0.5), batch size 1, 200 epochs, CasNet of
+6 U-blocks at 256², instance normalization. Task presets (`TASK_PRESETS`) add the data settings
+of paper §3.1 for `pet_ct`, `mr_motion` and `pet_denoise`.
+
+The resolved `ExperimentConfig` is written as JSON into every run directory and every export
+(`to_dict` / `from_dict`), and `diff` names the fields that differ between two configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+TASKS = ("pet_ct", "mr_motion", "pet_denoise")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """CasNet generator: `num_ublocks` pix2pix `unet_256` U-blocks chained end to end.
+
+    Encoder widths are `min(base_filters * 2**k, max_filters)`; the number of down-sampling
+    convs is log2(image_size) (8 at 256², bottleneck 1×1), as in pix2pix.
+    """
+
+    num_ublocks: int = 6
+    base_filters: int = 64
+    max_filters: int = 512
+    normalization: str = "instance"  # "instance" | "batch"
+    channels: int = 1
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Conditional 16×16 PatchGAN with spectral normalization (paper §2.4.3)."""
+
+    filters: tuple[int, ...] = (64, 128)
+    normalization: str = "instance"  # "instance" | "batch" | "none"
+    spectral_power_iterations: int = 1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of every generator loss term; a weight of 0 switches the term off.
+
+    MedGAN eq. 12: L = L_cGAN + λ1·L_perceptual + λ2·L_style + λ3·L_content.
+    The baselines of paper §3.2 add L1, L2, total variation and PAN's terms.
+    """
+
+    cgan: float = 1.0
+    perceptual: float = 20.0  # λ1
+    style: float = 1e-4  # λ2
+    content: float = 1e-4  # λ3
+    l1: float = 0.0
+    l2: float = 0.0
+    total_variation: float = 0.0
+    feature_matching: float = 0.0  # PAN: discriminator features without the i=0 pixel term
+    # λ_pi of eq. 7 for [raw pair (i=0), hidden 1, hidden 2]: equal influence (paper §2.5).
+    perceptual_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    # First conv of VGG-19 blocks 1 and 5 for style, blocks 1-4 for content (paper §2.5).
+    style_layers: tuple[str, ...] = ("block1_conv1", "block5_conv1")
+    content_layers: tuple[str, ...] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1")
+    style_reference: str = "target"  # "target" (MedGAN) | "source" (Fila-sGAN, paper §3.2.2)
+    discriminator_loss: str = "cgan"  # "cgan" | "pan_margin"
+    pan_margin: float = 1.0  # m of PAN's positive-margin discriminator loss
+
+    def active_terms(self) -> dict[str, float]:
+        """The generator loss terms of this recipe that have a non-zero weight, by name."""
+        names = ("cgan", "perceptual", "style", "content", "l1", "l2", "total_variation", "feature_matching")
+        return {name: getattr(self, name) for name in names if getattr(self, name) != 0.0}
+
+
+@dataclass(frozen=True)
+class NormalizationConfig:
+    """How one modality's physical values map to [-1, 1] (SPEC.md §3).
+
+    kind:
+      - "window":     fixed window [low, high] in physical units (CT in HU) → [-1, 1], clipped.
+      - "scale":      per-volume scale: [0, percentile(p)] → [-1, 1] (PET in SUV or Bq/ml).
+      - "percentile": per-volume window [percentile(p_low), percentile(p)] → [-1, 1] (MR).
+    `share_source` means the target of a pair reuses the source's parameters, so both sides of
+    a same-modality pair (PET 25% vs 100%) keep one physical scale.
+    """
+
+    kind: str = "window"
+    low: float = -1000.0
+    high: float = 2000.0
+    percentile_low: float = 0.5
+    percentile: float = 99.5
+    share_source: bool = False
+    unit: str = "HU"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Per-task data preparation (paper §3.1). `image_size` is the one slice size of the run:
+    the converter crops/pads to it and the networks are built for it."""
+
+    source_modality: str = "PT"
+    target_modality: str = "CT"
+    image_size: int = 256
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    source_normalization: NormalizationConfig = field(
+        default_factory=lambda: NormalizationConfig(kind="scale", percentile=99.5, unit="SUV")
+    )
+    target_normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    val_fraction: float = 0.2
+    augment: bool = True
+    max_shift_pixels: int = 8
+    shuffle_buffer: int = 512
+    num_shards: int = 4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Algorithm 1 settings plus the engineering knobs of the training driver."""
+
+    epochs: int = 200
+    steps_per_epoch: int | None = None  # None = one pass over the training split
+    batch_size: int = 1
+    generator_steps: int = 3  # N_G
+    generator_learning_rate: float = 2e-4
+    discriminator_learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    seed: int = 0
+    xla: str = "auto"  # "auto" | "on" | "off"
+    mixed_precision: str = "auto"  # "auto" | "off" | "float16" | "bfloat16"
+    strategy: str = "auto"  # "auto" | "default" | "mirrored" | "multiworker"
+    vgg_weights: str = "imagenet"  # "imagenet" | path to a local .h5 | "none" (random; tests)
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    image_summary_every_steps: int = 200
+    validation_steps: int | None = 32
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one training run; written into every run and export."""
+
+    task: str = "pet_ct"
+    model: str = "medgan"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- task presets
+
+_PET_SCALE = NormalizationConfig(kind="scale", percentile=99.5, unit="SUV")
+
+TASK_PRESETS: dict[str, DataConfig] = {
+    # PET (2×2×3 mm) → CT (0.85×0.85×5 mm), both resampled to 1 mm isotropic (paper §3.1).
+    "pet_ct": DataConfig(
+        source_modality="PT",
+        target_modality="CT",
+        spacing_mm=(1.0, 1.0, 1.0),
+        source_normalization=_PET_SCALE,
+        target_normalization=NormalizationConfig(kind="window", low=-1000.0, high=2000.0, unit="HU"),
+    ),
+    # Motion-corrupted T1 SE → motion-free T1 SE, 1 mm isotropic (paper §3.1).
+    "mr_motion": DataConfig(
+        source_modality="MR",
+        target_modality="MR",
+        spacing_mm=(1.0, 1.0, 1.0),
+        source_normalization=NormalizationConfig(kind="percentile", percentile_low=0.5, percentile=99.5, unit="a.u."),
+        target_normalization=NormalizationConfig(
+            kind="percentile", percentile_low=0.5, percentile=99.5, share_source=True, unit="a.u."
+        ),
+    ),
+    # 25 %-time PET → full-time PET, native 2.8×2.8×2 mm (paper §3.1).
+    "pet_denoise": DataConfig(
+        source_modality="PT",
+        target_modality="PT",
+        spacing_mm=(2.8, 2.8, 2.0),
+        source_normalization=_PET_SCALE,
+        target_normalization=dataclasses.replace(_PET_SCALE, share_source=True),
+    ),
+}
+
+
+def task_preset(task: str, model: str = "medgan") -> ExperimentConfig:
+    """The paper's configuration for `task` trained as registered variant `model`."""
+    if task not in TASK_PRESETS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    from medgan_tf import registry  # late import: registry imports this module
+
+    recipe = registry.MODELS.get(model)
+    config = ExperimentConfig(task=task, model=model, data=TASK_PRESETS[task])
+    return recipe.apply(config)
+
+
+# --------------------------------------------------------------------------- (de)serialization
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from `to_dict` output; unknown keys are errors."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config fields {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        field_type = _resolved_field_types(cls)[name]
+        if dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
+            value = from_dict(field_type, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _resolved_field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def experiment_from_json(text: str) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, json.loads(text))
+
+
+def diff(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted field name → (value in a, value in b) for every leaf that differs."""
+    left, right = (to_dict(a), to_dict(b)) if dataclasses.is_dataclass(a) else (a, b)
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(left) | set(right)):
+        lv, rv = left.get(key), right.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(lv, dict) and isinstance(rv, dict):
+            out.update(diff(lv, rv, prefix=f"{name}."))
+        elif lv != rv:
+            out[name] = (lv, rv)
+    return out
+
+
+def override(config: Any, updates: Mapping[str, Any]) -> Any:
+    """Return `config` with dotted-path fields replaced, e.g. {"train.epochs": 1}."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for path, value in updates.items():
+        head, _, rest = path.partition(".")
+        if head not in {f.name for f in dataclasses.fields(config)}:
+            raise ValueError(f"{type(config).__name__} has no field {head!r} (from {path!r})")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = override(getattr(config, head), sub)
+    return dataclasses.replace(config, **direct)
