@@ -36,6 +36,26 @@ def quiet_tensorflow() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
+
+    TF 2.21 prints oneDNN/CUDA notices from C++ before absl logging is initialised, so
+    TF_CPP_MIN_LOG_LEVEL cannot silence them; muting stderr for the import alone can.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medgan-tf",
@@ -68,10 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    quiet_tensorflow()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if not args.verbose:
+        import_tensorflow_quietly()
+    quiet_tensorflow()
     from medgan_tf.errors import UserError
 
     try:
