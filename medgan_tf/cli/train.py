@@ -1,0 +1,196 @@
+"""Train a MedGAN variant (Algorithm 1) and write a run directory.
+
+Task presets hold the paper's settings; every hyperparameter below overrides one field.
+Without --data, the task's built-in synthetic dataset is made once (cached) through the real
+conversion pipeline and used.
+
+Examples:
+  medgan-tf train --task pet_denoise --data data/pet_denoise --logdir runs/pd
+  medgan-tf train --task pet_denoise --epochs 1 --steps-per-epoch 2 --image-size 64 \\
+      --ublocks 1 --base-filters 8 --logdir runs/smoke
+  medgan-tf train --resume runs/pd --epochs 300        # continue, with a longer schedule
+  tensorboard --logdir runs/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from pathlib import Path
+
+from medgan_tf import config as config_lib
+
+HELP = "train a model (Algorithm 1) into a run directory with checkpoints and TensorBoard logs"
+
+log = logging.getLogger(__name__)
+
+# flag dest → dotted config field. Flags default to None so only what the user typed overrides.
+FIELD_FLAGS = {
+    "epochs": "train.epochs",
+    "steps_per_epoch": "train.steps_per_epoch",
+    "batch_size": "train.batch_size",
+    "generator_steps": "train.generator_steps",
+    "lr_generator": "train.generator_learning_rate",
+    "lr_discriminator": "train.discriminator_learning_rate",
+    "beta1": "train.beta_1",
+    "beta2": "train.beta_2",
+    "seed": "train.seed",
+    "xla": "train.xla",
+    "mixed_precision": "train.mixed_precision",
+    "strategy": "train.strategy",
+    "vgg_weights": "train.vgg_weights",
+    "checkpoint_every": "train.checkpoint_every_steps",
+    "keep_checkpoints": "train.keep_checkpoints",
+    "image_every": "train.image_summary_every_steps",
+    "validation_steps": "train.validation_steps",
+    "deterministic": "train.deterministic",
+    "image_size": "data.image_size",
+    "augment": "data.augment",
+    "ublocks": "generator.num_ublocks",
+    "base_filters": "generator.base_filters",
+    "normalization": "generator.normalization",
+    "discriminator_normalization": "discriminator.normalization",
+    "lambda_cgan": "losses.cgan",
+    "lambda_perceptual": "losses.perceptual",
+    "lambda_style": "losses.style",
+    "lambda_content": "losses.content",
+    "lambda_l1": "losses.l1",
+    "lambda_l2": "losses.l2",
+    "lambda_tv": "losses.total_variation",
+    "lambda_feature_matching": "losses.feature_matching",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--task", choices=config_lib.TASKS, help="task preset (default pet_denoise; a resumed run keeps its own)")
+    what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
+    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in synthetic data")
+    what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
+    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last complete checkpoint")
+
+    size = parser.add_argument_group("model size (small values for smoke runs)")
+    size.add_argument("--image-size", type=int, help="slice size S (S×S), a power of two; default 256")
+    size.add_argument("--ublocks", type=int, help="CasNet depth N (U-blocks); default from the variant")
+    size.add_argument("--base-filters", type=int, help="first-layer width of each U-block; default 64")
+    size.add_argument("--normalization", choices=("instance", "batch"), help="generator normalization")
+    size.add_argument("--discriminator-normalization", choices=("instance", "batch", "none"))
+
+    schedule = parser.add_argument_group("Algorithm 1")
+    schedule.add_argument("--epochs", type=int, help="default 200")
+    schedule.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
+    schedule.add_argument("--batch-size", type=int, help="per-replica batch size; default 1")
+    schedule.add_argument("--generator-steps", type=int, help="N_G generator updates per discriminator update; default 3")
+    schedule.add_argument("--lr-generator", type=float, help="Adam learning rate of G; default 2e-4")
+    schedule.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D; default 2e-4")
+    schedule.add_argument("--beta1", type=float, help="Adam β1; default 0.5")
+    schedule.add_argument("--beta2", type=float, help="Adam β2; default 0.999")
+    schedule.add_argument("--seed", type=int)
+    schedule.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="paired flips/shifts")
+
+    losses = parser.add_argument_group("loss weights (eq. 12; 0 switches a term off)")
+    losses.add_argument("--lambda-cgan", type=float)
+    losses.add_argument("--lambda-perceptual", type=float, help="λ1, default 20")
+    losses.add_argument("--lambda-style", type=float, help="λ2, default 1e-4")
+    losses.add_argument("--lambda-content", type=float, help="λ3, default 1e-4")
+    losses.add_argument("--lambda-l1", type=float)
+    losses.add_argument("--lambda-l2", type=float)
+    losses.add_argument("--lambda-tv", type=float)
+    losses.add_argument("--lambda-feature-matching", type=float)
+    losses.add_argument("--vgg-weights", help="imagenet (default; Keras cache), a local .h5 file, or none (random: tests only)")
+
+    run = parser.add_argument_group("execution")
+    run.add_argument("--xla", choices=("auto", "on", "off"), help="XLA compilation; auto = on for GPU, off for CPU")
+    run.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"), help="auto = float16 on GPU, off on CPU")
+    run.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
+                     help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    run.add_argument("--logical-cpus", type=int, default=1, help="split the CPU into N logical devices (to try mirrored on a CPU)")
+    run.add_argument("--deterministic", action="store_true", default=None, help="op determinism (slower; exact resume)")
+    run.add_argument("--checkpoint-every", type=int, help="steps between checkpoints; default 500 (and every epoch end)")
+    run.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep; default 3")
+    run.add_argument("--image-every", type=int, help="steps between TensorBoard image grids; default 200")
+    run.add_argument("--validation-steps", type=int, help="validation batches per epoch; default 32")
+    run.add_argument("--log-every", type=int, default=10, help="steps between scalar summaries / quiet log lines")
+    run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfig, config_lib.ExperimentConfig | None]:
+    """(config to train, the resumed run's saved config or None)."""
+    from medgan_tf.training import checkpoints
+
+    overrides = {field: getattr(args, dest) for dest, field in FIELD_FLAGS.items() if getattr(args, dest) is not None}
+    saved = checkpoints.read_config(args.resume) if args.resume else None
+    if saved is not None:
+        base = saved
+        if args.task and args.task != saved.task:
+            overrides["task"] = args.task
+        if args.model and args.model != saved.model:
+            overrides["model"] = args.model
+    else:
+        base = config_lib.task_preset(args.task or "pet_denoise", args.model or "medgan")
+    try:
+        return config_lib.override(base, overrides), saved
+    except ValueError as error:
+        from medgan_tf.errors import UserError
+
+        raise UserError(str(error)) from error
+
+
+def run(args: argparse.Namespace) -> int:
+    from medgan_tf.errors import UserError
+    from medgan_tf.training import driver, runtime
+
+    experiment, saved = resolve_config(args)
+    if saved is not None:
+        differing = driver.incompatible_fields(saved, experiment)
+        if differing:
+            lines = "; ".join(f"{k}: run has {a!r}, requested {b!r}" for k, (a, b) in differing.items())
+            raise UserError(f"cannot resume {args.resume} with a different configuration ({lines})")
+        run_dir = Path(args.resume)
+    else:
+        run_dir = args.logdir or Path("runs") / f"{experiment.task}-{experiment.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --logdir")
+    size = experiment.data.image_size
+    if size < 8 or size & (size - 1):
+        raise UserError(f"--image-size must be a power of two ≥ 8, got {size}")
+
+    rt = runtime.setup(experiment.train.strategy, experiment.train.xla, experiment.train.mixed_precision, args.logical_cpus)
+    data_dir = args.data
+    if data_dir is None:
+        from medgan_tf.data.builtin import ensure_builtin_dataset
+
+        data_dir = ensure_builtin_dataset(experiment.task, size)
+        log.info("no --data given: using the built-in synthetic %s dataset at %s (made by `medgan-tf synth` + "
+                 "`medgan-tf convert`)", experiment.task, data_dir)
+    else:
+        _check_data(Path(data_dir), experiment)
+
+    # SIGTERM (a cluster scheduler's stop) saves a checkpoint like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    log.info("training %s on %s into %s", experiment.model, experiment.task, run_dir)
+    summary = driver.train(experiment, run_dir, data_dir=Path(data_dir), runtime=rt, resume=saved is not None,
+                           quiet=args.quiet, log_every=args.log_every)
+    log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",
+             summary["step"], summary["generator_updates"], summary["discriminator_updates"], run_dir / "summary.json")
+    return 0
+
+
+def _check_data(data_dir: Path, experiment: config_lib.ExperimentConfig) -> None:
+    from medgan_tf.data.dataset import read_manifest
+    from medgan_tf.errors import UserError
+
+    manifest = read_manifest(data_dir)
+    size = manifest.get("image_size") or manifest.get("config", {}).get("image_size")
+    if size is not None and int(size) != experiment.data.image_size:
+        raise UserError(f"{data_dir} holds {size}×{size} slices but the run is configured for "
+                        f"{experiment.data.image_size}×{experiment.data.image_size}; pass --image-size {size}")
+    task = manifest.get("task")
+    if task is not None and task != experiment.task:
+        raise UserError(f"{data_dir} was converted for task {task!r}, not {experiment.task!r}")
+
+
+def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt

@@ -1,0 +1,128 @@
+"""Run directories and checkpoints that survive being killed.
+
+A run directory holds:
+
+    RUN/config.json          resolved ExperimentConfig (written once, before training starts)
+    RUN/checkpoints/         ckpt-<step>.{index,data-*} + the `checkpoint` state file
+    RUN/train/, RUN/validation/   TensorBoard event files
+    RUN/summary.json         final step, optimizer update counts, last losses (written at the end)
+
+A checkpoint holds generator, discriminator (incl. the spectral-norm power-iteration vectors),
+both optimizers, the global step and the epoch. TensorFlow writes the data files first and
+replaces the `checkpoint` state file atomically afterwards, so a process killed while saving
+leaves the state pointing at the last complete checkpoint, which `--resume` then uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from medgan_tf import config as config_lib
+from medgan_tf.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, experiment: config_lib.ExperimentConfig) -> None:
+    write_json_atomic(Path(run_dir) / CONFIG_FILE, config_lib.to_dict(experiment))
+
+
+def read_config(run_dir: Path) -> config_lib.ExperimentConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a medgan-tf run directory (no {CONFIG_FILE})")
+    try:
+        return config_lib.from_dict(config_lib.ExperimentConfig, json.loads(path.read_text()))
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: cannot read the run's config: {error}") from error
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    return tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR))
+
+
+class CheckpointStore:
+    """Saves and restores everything needed to continue a run exactly."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        generator,
+        discriminator,
+        generator_optimizer,
+        discriminator_optimizer,
+        keep: int,
+        is_chief: bool = True,
+        worker_index: int = 0,
+    ) -> None:
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            generator=generator,
+            discriminator=discriminator,
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+            step=self.step,
+            epoch=self.epoch,
+        )
+        self.directory = Path(run_dir) / CHECKPOINT_DIR
+        # Every multi-worker process must take part in saving; only the chief's copy is kept.
+        self._is_chief = is_chief
+        write_dir = self.directory if is_chief else Path(run_dir) / f".worker-{worker_index}-checkpoints"
+        self._write_dir = write_dir
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(write_dir), max_to_keep=keep, step_counter=self.step
+        )
+
+    def restore_latest(self) -> str | None:
+        """Restore the newest complete checkpoint of the run; None when there is none."""
+        path = tf.train.latest_checkpoint(str(self.directory))
+        if path is None:
+            return None
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        log.info("restored %s (step %d, epoch %d)", path, int(self.step), int(self.epoch))
+        return path
+
+    def save(self) -> str:
+        path = self.manager.save(checkpoint_number=int(self.step))
+        if not self._is_chief:
+            shutil.rmtree(self._write_dir, ignore_errors=True)
+        return path
+
+
+def load_generator(run_dir: Path, checkpoint: str | None = None):
+    """(generator with the run's latest weights, the run's ExperimentConfig)."""
+    from medgan_tf.models.generator import build_casnet
+
+    experiment = read_config(run_dir)
+    path = checkpoint or latest_checkpoint(run_dir)
+    if path is None:
+        raise UserError(f"{run_dir} has no checkpoint yet: train it first")
+    generator = build_casnet(experiment.generator, experiment.data.image_size)
+    status = tf.train.Checkpoint(generator=generator).restore(path)
+    status.assert_existing_objects_matched()
+    status.expect_partial()  # the discriminator and optimizers are not needed here
+    return generator, experiment
