@@ -1,0 +1,72 @@
+"""Network builders: CasNet generator, spectral-normalized patch discriminator, VGG-19 features.
+
+Builders are pure functions of config objects (STYLE.md): `build_networks(config)` builds all
+three networks of one `ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+
+from medgan_tf.config import ExperimentConfig, LossConfig
+from medgan_tf.models.discriminator import (
+    FEATURES,
+    PROBABILITY,
+    build_discriminator,
+    renormalize_spectral_kernels,
+    spectral_normalization_layers,
+)
+from medgan_tf.models.feature_extractor import build_feature_extractor
+from medgan_tf.models.generator import build_casnet, build_ublock, encoder_widths, ublock_trainable_params
+
+__all__ = [
+    "FEATURES",
+    "PROBABILITY",
+    "Networks",
+    "build_casnet",
+    "build_discriminator",
+    "build_feature_extractor",
+    "build_networks",
+    "build_ublock",
+    "encoder_widths",
+    "feature_extractor_layers",
+    "renormalize_spectral_kernels",
+    "spectral_normalization_layers",
+    "ublock_trainable_params",
+]
+
+
+class Networks(NamedTuple):
+    """The three networks of MedGAN (paper Fig. 1)."""
+
+    generator: keras.Model
+    discriminator: keras.Model
+    feature_extractor: keras.Model | None
+
+
+def feature_extractor_layers(losses: LossConfig) -> tuple[str, ...]:
+    """VGG-19 layers the recipe's style/content terms need, in first-use order; () when neither
+    term is weighted (then no VGG is built at all)."""
+    names: list[str] = []
+    if losses.style:
+        names += losses.style_layers
+    if losses.content:
+        names += losses.content_layers
+    return tuple(dict.fromkeys(names))
+
+
+def build_networks(config: ExperimentConfig, vgg_weights: str | None = None) -> Networks:
+    """Generator (CasNet of `config.generator.num_ublocks`), discriminator and — only when the
+    recipe weights style or content — the frozen VGG-19 feature extractor, all for slices of
+    `config.data.image_size`². vgg_weights overrides `config.train.vgg_weights`."""
+    image_size = config.data.image_size
+    generator = build_casnet(config.generator, image_size)
+    discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels)
+    layers = feature_extractor_layers(config.losses)
+    feature_extractor = None
+    if layers:
+        weights = vgg_weights if vgg_weights is not None else config.train.vgg_weights
+        feature_extractor = build_feature_extractor(layers, weights=weights, image_size=image_size)
+    return Networks(generator, discriminator, feature_extractor)

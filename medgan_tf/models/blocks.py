@@ -1,0 +1,130 @@
+"""Building blocks shared by the generator and the discriminator (keras-hub style).
+
+Each `apply_*` function maps a tensor to a tensor and names every layer it creates from `name`,
+so a built network reads like the paper's figure in `model.summary()` and checkpoints keep stable
+variable paths. Blocks follow the pix2pix (Isola et al. 2017) `UnetSkipConnectionBlock` ordering:
+activation *before* the (transposed) convolution, normalization *after* it.
+"""
+
+from __future__ import annotations
+
+import keras
+
+NORMALIZATIONS = ("instance", "batch", "none")
+
+# pix2pix initializes every conv with N(0, 0.02) and normalization scales with N(1, 0.02)
+# (`networks.init_weights(init_type="normal", init_gain=0.02)`).
+CONV_INITIALIZER_STDDEV = 0.02
+
+
+def conv_initializer() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(mean=0.0, stddev=CONV_INITIALIZER_STDDEV)
+
+
+def check_normalization(normalization: str, allowed: tuple[str, ...] = NORMALIZATIONS) -> None:
+    if normalization not in allowed:
+        raise ValueError(f"normalization must be one of {', '.join(allowed)}; received {normalization!r}")
+
+
+def apply_normalization(x, normalization: str, name: str):
+    """Instance norm (`GroupNormalization(groups=-1)`: one group per channel, statistics over
+    H×W of each sample; paper §2.5), batch norm, or identity for "none". Shape is unchanged."""
+    check_normalization(normalization)
+    gamma = keras.initializers.RandomNormal(mean=1.0, stddev=CONV_INITIALIZER_STDDEV)
+    if normalization == "instance":
+        return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, gamma_initializer=gamma, name=name)(x)
+    if normalization == "batch":
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma, name=name)(x)
+    return x
+
+
+def apply_down_block(
+    x,
+    filters: int,
+    name: str,
+    normalization: str = "instance",
+    use_activation: bool = True,
+    use_normalization: bool = True,
+):
+    """pix2pix encoder step: [LeakyReLU(0.2)] → Conv2D(k4, s2, same, no bias) → [norm].
+
+    (B, H, W, C) → (B, H/2, W/2, filters). The outermost block has no activation (it sees the
+    image) and the innermost no normalization (its output is 1×1 at 256², where instance
+    normalization would zero it).
+    """
+    if use_activation:
+        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_leaky_relu")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size=4,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=conv_initializer(),
+        name=f"{name}_conv",
+    )(x)
+    if use_normalization:
+        x = apply_normalization(x, normalization, name=f"{name}_norm")
+    return x
+
+
+def apply_up_block(x, skip, filters: int, name: str, normalization: str = "instance"):
+    """pix2pix decoder step: ReLU → Conv2DTranspose(k4, s2, same, no bias) → norm → concat.
+
+    (B, H, W, C) → (B, 2H, 2W, skip_channels + filters). As in pix2pix
+    (`torch.cat([x, model(x)], 1)`), the mirrored encoder output comes first.
+    """
+    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = keras.layers.Conv2DTranspose(
+        filters,
+        kernel_size=4,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=conv_initializer(),
+        name=f"{name}_conv_transpose",
+    )(x)
+    x = apply_normalization(x, normalization, name=f"{name}_norm")
+    return keras.layers.Concatenate(axis=-1, name=f"{name}_skip_concat")([skip, x])
+
+
+def apply_output_block(x, channels: int, name: str):
+    """pix2pix outermost decoder step: ReLU → Conv2DTranspose(k4, s2, with bias) → tanh.
+
+    (B, H, W, C) → (B, 2H, 2W, channels) in [-1, 1]. The tanh runs in float32 so a
+    mixed-precision generator still returns float32 images.
+    """
+    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = keras.layers.Conv2DTranspose(
+        channels,
+        kernel_size=4,
+        strides=2,
+        padding="same",
+        use_bias=True,
+        kernel_initializer=conv_initializer(),
+        name=f"{name}_conv_transpose",
+    )(x)
+    return keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
+
+
+def apply_spectral_conv(
+    x,
+    filters: int,
+    name: str,
+    strides: int,
+    use_bias: bool,
+    power_iterations: int = 1,
+):
+    """Conv2D(k4, same) wrapped in `keras.layers.SpectralNormalization` (Miyato et al. 2018;
+    MedGAN eq. 8). The wrapper divides the kernel by its power-iteration spectral norm estimate
+    each time it is called with `training=True` (and stores the result in the kernel)."""
+    conv = keras.layers.Conv2D(
+        filters,
+        kernel_size=4,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer=conv_initializer(),
+        name=f"{name}_conv",
+    )
+    return keras.layers.SpectralNormalization(conv, power_iterations=power_iterations, name=f"{name}_spectral")(x)

@@ -1,0 +1,302 @@
+"""The adversarial model: `MedGAN.train_step` is Algorithm 1 of the paper (one batch).
+
+Side-effect free by design (STYLE.md principle 2): no images, checkpoints or logging here — the
+training driver's callbacks do that with the logs `train_step` returns.
+
+Distribution: construct and compile the model inside `strategy.scope()`. Each replica computes
+per-replica batch means; the loss used for gradients is divided by `num_replicas_in_sync` because
+Keras' optimizer sums the replicas' gradients, so the update equals that of the global batch
+mean. Logged values are `keras.metrics.Mean` trackers (synchronized across replicas, reset by
+`fit`/`evaluate` at each epoch), i.e. running means over the epoch so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from medgan_tf import losses as loss_functions
+from medgan_tf.config import ExperimentConfig, LossConfig
+from medgan_tf.models import FEATURES, PROBABILITY, build_networks, renormalize_spectral_kernels
+
+# Generator loss terms, always reported under these keys (0 when the recipe does not weight them).
+LOSS_TERMS = ("cgan", "perceptual", "style", "content", "l1", "l2", "total_variation", "feature_matching")
+TRAIN_LOGS = LOSS_TERMS + ("generator_total", "discriminator_loss", "d_real", "d_fake")
+TEST_LOGS = TRAIN_LOGS + ("ssim", "psnr")
+
+# Images live in [-1, 1], so the dynamic range passed to tf.image.ssim/psnr is 2. SSIM and PSNR
+# are invariant to rescaling both images and max_val together, so the values equal those on
+# [0, 1] with max_val 1 (or on the paper's 0–255 scale with max_val 255).
+IMAGE_DYNAMIC_RANGE = 2.0
+
+
+class MedGAN(keras.Model):
+    """MedGAN's adversarial training (paper §2.5, Algorithm 1) around networks built elsewhere.
+
+    Args:
+        generator: (B, S, S, C) → (B, S, S, C) in [-1, 1], e.g. `models.build_casnet`.
+        discriminator: [candidate, source] → {"probability": (B, P, P, 1), "features": [...]},
+            as built by `models.build_discriminator`.
+        feature_extractor: frozen image → {VGG layer name: features}, or None when the recipe
+            weights neither style nor content.
+        losses: the recipe's `LossConfig` — which terms, their weights, layers and references.
+        generator_steps: N_G, generator updates per batch before the one discriminator update.
+
+    `call(source)` runs the generator (so `predict` translates images).
+    """
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        feature_extractor: keras.Model | None = None,
+        losses: LossConfig = LossConfig(),
+        generator_steps: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if generator_steps < 1:
+            raise ValueError(f"generator_steps (N_G) must be ≥ 1; received {generator_steps}")
+        if losses.discriminator_loss not in ("cgan", "pan_margin"):
+            raise ValueError(f"losses.discriminator_loss must be 'cgan' or 'pan_margin'; received {losses.discriminator_loss!r}")
+        if losses.style_reference not in ("target", "source"):
+            raise ValueError(f"losses.style_reference must be 'target' or 'source'; received {losses.style_reference!r}")
+        needed = (losses.style_layers if losses.style else ()) + (losses.content_layers if losses.content else ())
+        if needed and feature_extractor is None:
+            raise ValueError(
+                f"the recipe weights style ({losses.style}) / content ({losses.content}) losses but no VGG "
+                "feature extractor was given"
+            )
+        if feature_extractor is not None:
+            provided = set(feature_extractor.output.keys()) if isinstance(feature_extractor.output, dict) else set()
+            missing = sorted(set(needed) - provided)
+            if missing:
+                raise ValueError(f"feature extractor lacks layers {missing}; it provides {sorted(provided)}")
+            feature_extractor.trainable = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.feature_extractor = feature_extractor
+        self.loss_config = losses
+        self.generator_steps = int(generator_steps)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in TEST_LOGS}
+        self.generator_optimizer: keras.optimizers.Optimizer | None = None
+        self.discriminator_optimizer: keras.optimizers.Optimizer | None = None
+        # The networks arrive built; nothing to infer from data.
+        self.built = True
+
+    # ------------------------------------------------------------------ keras.Model API
+
+    def call(self, source, training: bool = False):
+        return self.generator(source, training=training)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return list(self.trackers.values())
+
+    def compile(
+        self,
+        generator_optimizer: keras.optimizers.Optimizer,
+        discriminator_optimizer: keras.optimizers.Optimizer,
+        jit_compile: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Take the two optimizers (Algorithm 1: Adam for G and for D).
+
+        Under the `mixed_float16` global policy each is wrapped in a `LossScaleOptimizer`
+        (dynamic loss scaling keeps float16 gradients from underflowing). Both are built here,
+        outside any tf.function/XLA trace, so their slot variables exist before the first step.
+        `jit_compile=True` compiles `train_step`/`test_step` with XLA.
+        """
+        super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
+        mixed_float16 = keras.mixed_precision.global_policy().name == "mixed_float16"
+        if mixed_float16:
+            if not isinstance(generator_optimizer, keras.optimizers.LossScaleOptimizer):
+                generator_optimizer = keras.optimizers.LossScaleOptimizer(generator_optimizer, name="generator_loss_scale")
+            if not isinstance(discriminator_optimizer, keras.optimizers.LossScaleOptimizer):
+                discriminator_optimizer = keras.optimizers.LossScaleOptimizer(
+                    discriminator_optimizer, name="discriminator_loss_scale"
+                )
+        generator_optimizer.build(self.generator.trainable_variables)
+        discriminator_optimizer.build(self.discriminator.trainable_variables)
+        self.generator_optimizer = generator_optimizer
+        self.discriminator_optimizer = discriminator_optimizer
+
+    # ------------------------------------------------------------------ Algorithm 1
+
+    def train_step(self, data):
+        # Plan (Algorithm 1, one pair batch (x_l, y_l) = (target, source)):
+        # 1. VGG features of the fixed references (target x; source y for Fila-sGAN style), once.
+        # 2. N_G times (lines 3–9): recompute G(y), D(G(y), y), D(x, y) and every weighted
+        #    generator loss; step the generator optimizer on their weighted sum (eq. 12).
+        # 3. Line 10: G(y) with the updated generator; D on real and fake pairs; the cGAN (or
+        #    PAN margin) discriminator loss.
+        # 4. Line 11: step the discriminator optimizer.
+        # 5. Line 12: spectral normalization of D's kernels.
+        # 6. Update the trackers and return every term by name.
+        source, target = self._unpack(data)
+
+        references = self._vgg_references(source, target)  # 1
+
+        for _ in range(self.generator_steps):  # 2
+            with tf.GradientTape() as tape:
+                generator_total, terms, _ = self._generator_losses(source, target, references, training=True)
+                scaled = self.generator_optimizer.scale_loss(self._per_replica_share(generator_total))
+            variables = self.generator.trainable_variables
+            gradients = tape.gradient(scaled, variables)
+            self.generator_optimizer.apply(gradients, variables)
+
+        fake = tf.stop_gradient(self.generator(source, training=True))  # 3
+        with tf.GradientTape() as tape:
+            discriminator_loss, d_real, d_fake = self._discriminator_loss(source, target, fake, training=True)
+            scaled = self.discriminator_optimizer.scale_loss(self._per_replica_share(discriminator_loss))
+        variables = self.discriminator.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.discriminator_optimizer.apply(gradients, variables)  # 4
+
+        renormalize_spectral_kernels(self.discriminator)  # 5
+
+        return self._update_trackers(  # 6
+            terms,
+            generator_total=generator_total,
+            discriminator_loss=discriminator_loss,
+            d_real=d_real,
+            d_fake=d_fake,
+            batch_size=tf.shape(source)[0],
+        )
+
+    def test_step(self, data):
+        """Every loss term (no updates, networks in inference mode) plus SSIM and PSNR of G(y)
+        against x, computed on [-1, 1] with max_val = 2 (equal to [0, 1] with max_val = 1)."""
+        source, target = self._unpack(data)
+        references = self._vgg_references(source, target)
+        generator_total, terms, fake = self._generator_losses(source, target, references, training=False)
+        discriminator_loss, d_real, d_fake = self._discriminator_loss(source, target, fake, training=False)
+        fake = tf.cast(fake, tf.float32)
+        return self._update_trackers(
+            terms,
+            generator_total=generator_total,
+            discriminator_loss=discriminator_loss,
+            d_real=d_real,
+            d_fake=d_fake,
+            ssim=tf.reduce_mean(tf.image.ssim(fake, target, max_val=IMAGE_DYNAMIC_RANGE)),
+            psnr=tf.reduce_mean(tf.image.psnr(fake, target, max_val=IMAGE_DYNAMIC_RANGE)),
+            batch_size=tf.shape(source)[0],
+        )
+
+    # ------------------------------------------------------------------ pieces
+
+    @staticmethod
+    def _unpack(data):
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            raise ValueError("MedGAN expects batches (source, target), each (B, S, S, C) in [-1, 1]")
+        source, target = data[0], data[1]
+        return tf.cast(source, tf.float32), tf.cast(target, tf.float32)
+
+    @staticmethod
+    def _per_replica_share(loss):
+        # Keras sums gradients across replicas; dividing by their number makes the update that of
+        # the global-batch mean (what keras.losses' scale_loss_for_distribution does).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+    def _vgg(self, images) -> dict[str, tf.Tensor]:
+        return {name: tf.cast(value, tf.float32) for name, value in self.feature_extractor(images, training=False).items()}
+
+    def _vgg_references(self, source, target) -> dict[str, dict[str, tf.Tensor]]:
+        """VGG features of the images the generator output is compared with; constant during the
+        N_G generator steps, so computed once per batch."""
+        config = self.loss_config
+        references: dict[str, dict[str, tf.Tensor]] = {}
+        if self.feature_extractor is None or not (config.style or config.content):
+            return references
+        target_features = self._vgg(target)
+        if config.content:
+            references["content"] = target_features
+        if config.style:
+            references["style"] = self._vgg(source) if config.style_reference == "source" else target_features
+        return references
+
+    def _generator_losses(self, source, target, references, training: bool):
+        """Algorithm 1 lines 4–7 (and the baselines' terms): (weighted total, {term: value}, G(y))."""
+        config = self.loss_config
+        zero = tf.zeros((), tf.float32)
+        terms = {name: zero for name in LOSS_TERMS}
+
+        fake = self.generator(source, training=training)
+        fake_output = self.discriminator([fake, source], training=training)
+        if config.cgan:
+            terms["cgan"] = loss_functions.cgan_generator_loss(fake_output[PROBABILITY])
+        if config.perceptual or config.feature_matching:
+            # D(x, y) is a fixed reference for the generator: no gradient flows into D here.
+            real_features = [tf.stop_gradient(f) for f in self.discriminator([target, source], training=training)[FEATURES]]
+            if config.perceptual:
+                terms["perceptual"] = loss_functions.perceptual_loss(
+                    fake_output[FEATURES], real_features, config.perceptual_layer_weights)
+            if config.feature_matching:
+                terms["feature_matching"] = loss_functions.feature_matching_loss(
+                    fake_output[FEATURES], real_features, config.perceptual_layer_weights)
+        if references:
+            fake_vgg = self._vgg(fake)
+            if config.style:
+                terms["style"] = loss_functions.style_loss(
+                    [fake_vgg[n] for n in config.style_layers], [references["style"][n] for n in config.style_layers])
+            if config.content:
+                terms["content"] = loss_functions.content_loss(
+                    [fake_vgg[n] for n in config.content_layers], [references["content"][n] for n in config.content_layers])
+        if config.l1:
+            terms["l1"] = loss_functions.l1_loss(fake, target)
+        if config.l2:
+            terms["l2"] = loss_functions.l2_loss(fake, target)
+        if config.total_variation:
+            terms["total_variation"] = loss_functions.total_variation_loss(fake)
+
+        # Eq. 12 (and the baselines' sums): the one place where loss weights are applied.
+        total = tf.add_n([getattr(config, name) * terms[name] for name in LOSS_TERMS if getattr(config, name)] or [zero])
+        return total, terms, fake
+
+    def _discriminator_loss(self, source, target, fake, training: bool):
+        """Algorithm 1 line 10: (loss, mean D(x, y), mean D(G(y), y))."""
+        config = self.loss_config
+        real_output = self.discriminator([target, source], training=training)
+        fake_output = self.discriminator([fake, source], training=training)
+        d_real, d_fake = real_output[PROBABILITY], fake_output[PROBABILITY]
+        if config.discriminator_loss == "pan_margin":
+            loss = loss_functions.pan_margin_discriminator_loss(
+                d_real, d_fake, fake_output[FEATURES], real_output[FEATURES],
+                margin=config.pan_margin, layer_weights=config.perceptual_layer_weights)
+        else:
+            loss = loss_functions.cgan_discriminator_loss(d_real, d_fake)
+        return loss, tf.reduce_mean(tf.cast(d_real, tf.float32)), tf.reduce_mean(tf.cast(d_fake, tf.float32))
+
+    def _update_trackers(self, terms, batch_size, **values) -> dict[str, tf.Tensor]:
+        values = {**terms, **values}
+        weight = tf.cast(batch_size, tf.float32)
+        for name, value in values.items():
+            self.trackers[name].update_state(value, sample_weight=weight)
+        return {name: self.trackers[name].result() for name in values}
+
+
+def build_model(config: ExperimentConfig, vgg_weights: str | None = None, jit_compile: bool = False) -> MedGAN:
+    """Build the networks of `config` and a compiled `MedGAN` with the paper's two Adam
+    optimizers (`config.train`: lr 2e-4, β1 0.5, β2 0.999). Call inside `strategy.scope()` when
+    distributing. vgg_weights overrides `config.train.vgg_weights`."""
+    networks = build_networks(config, vgg_weights=vgg_weights)
+    model = MedGAN(
+        networks.generator,
+        networks.discriminator,
+        networks.feature_extractor,
+        losses=config.losses,
+        generator_steps=config.train.generator_steps,
+        name=f"{config.model}_gan",
+    )
+    train = config.train
+    model.compile(
+        generator_optimizer=keras.optimizers.Adam(
+            train.generator_learning_rate, beta_1=train.beta_1, beta_2=train.beta_2, name="generator_adam"),
+        discriminator_optimizer=keras.optimizers.Adam(
+            train.discriminator_learning_rate, beta_1=train.beta_1, beta_2=train.beta_2, name="discriminator_adam"),
+        jit_compile=jit_compile,
+    )
+    return model
