@@ -448,7 +448,8 @@ def report_markdown(result: EvaluationResult, *, title: str) -> str:
     parts = [
         f"# {title}\n",
         f"{len(result.slices)} slices from {len(per_patient)} patients. SSIM, PSNR, MSE, VIF (pixel) and "
-        "UQI on the 0–255 scale, mean ± sd over slices. " + mae_line + " " + lpips_line + "\n",
+        "UQI on the 0–255 scale, mean ± sd over slices; PSNR averages the finite slices and \"(k×∞)\" "
+        "counts slices reproduced exactly. " + mae_line + " " + lpips_line + "\n",
         markdown_table({"model": summary["output"], "input (untouched)": summary["input"]}, unit=result.unit),
         "## Per patient (model output)\n",
         markdown_table(
