@@ -146,8 +146,15 @@ def uqi(output: np.ndarray, target: np.ndarray, window_size: int = 8, convention
     reference, test = target, output
     window_count = window_size**2 if convention == "sewar" else 1
 
+    box = np.full(window_size, 1.0 / window_size)
+
     def local_mean(image: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(image, window_size)
+        if convention == "sewar":
+            return ndimage.uniform_filter(image, window_size)
+        # Same windows as uniform_filter (i − size//2 … i + size//2 − 1, reflect padding), but summed
+        # directly: uniform_filter's running sum drifts, so an all-zero window after a bright region
+        # gets a mean of ~1e-15 instead of 0, which turns the 0/0 case below into garbage.
+        return ndimage.correlate1d(ndimage.correlate1d(image, box, axis=0), box, axis=1)
 
     mean_reference, mean_test = local_mean(reference), local_mean(test)
     mean_product = mean_reference * mean_test
@@ -155,9 +162,9 @@ def uqi(output: np.ndarray, target: np.ndarray, window_size: int = 8, convention
     covariance_term = window_count * local_mean(reference * test) - mean_product
     variance_term = window_count * (local_mean(reference * reference) + local_mean(test * test)) - mean_squares
     if convention == "wang_bovik":
-        # Box-filter moments of a flat window come out as ±1e-13 instead of 0; treat variances that
-        # small relative to the intensity as exactly flat so they do not become a 0/0 lottery.
-        flat = np.abs(variance_term) <= 1e-10 * (mean_squares + 1.0)
+        # E[x²] − E[x]² of a flat nonzero window comes out as ±1e-13 instead of 0; treat variances
+        # that small relative to the intensity as exactly flat so they do not become a 0/0 lottery.
+        flat = np.abs(variance_term) <= 1e-10 * mean_squares
         variance_term = np.where(flat, 0.0, variance_term)
         covariance_term = np.where(flat, 0.0, covariance_term)
     numerator = 4 * covariance_term * mean_product
