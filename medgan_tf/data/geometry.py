@@ -1,0 +1,177 @@
+"""World-coordinate geometry: put volumes on the model grid and back (SPEC.md §3, paper §3.1).
+
+The *model grid* of a pair is defined by its source volume: the source's axes reordered/flipped
+to the closest RAS+ orientation (so k runs inferior→superior and k-slices are axial), voxel size
+= the task spacing, in-plane size = `image_size` × `image_size`, centred on the source volume's
+centre, and as many slices as cover the source extent. Sampling a volume on that grid by world
+coordinates is, in one interpolation, "target onto the source grid → resample to the task
+spacing → centre crop/pad in-plane" (doing it in one step avoids interpolating twice).
+`from_model_grid` is the inverse map used by `translate` to put model outputs back on the
+original grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medgan_tf.data.io import Volume
+
+
+class GeometryError(Exception):
+    """Two volumes that cannot be paired (e.g. they do not overlap in world space)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def voxel_to_world(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(N, 3) voxel indices → (N, 3) world mm."""
+    return indices @ affine[:3, :3].T + affine[:3, 3]
+
+
+def resample(
+    array: np.ndarray,
+    affine: np.ndarray,
+    out_shape: tuple[int, ...],
+    out_affine: np.ndarray,
+    *,
+    order: int = 1,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Sample `array` (on `affine`) at the voxel centres of the grid (`out_shape`, `out_affine`).
+
+    Trilinear (order 1) by default: no overshoot, so HU and activity stay in their physical
+    ranges. Points outside the input take `fill` (may be NaN, to measure overlap).
+    """
+    from scipy import ndimage
+
+    mapping = np.linalg.inv(affine) @ out_affine  # output voxel → input voxel
+    out = ndimage.affine_transform(
+        np.asarray(array, dtype=np.float32),
+        mapping[:3, :3],
+        offset=mapping[:3, 3],
+        output_shape=tuple(int(v) for v in out_shape),
+        order=order,
+        mode="constant",
+        cval=float(fill),
+        prefilter=order > 1,
+    )
+    return out.astype(np.float32, copy=False)
+
+
+def model_grid(volume: Volume, spacing_mm: tuple[float, float, float], image_size: int) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape (S, S, K) and 4×4 affine of the model grid defined by `volume` (see module doc).
+
+    The grid axes follow the volume's axes reordered/flipped to the closest RAS+ orientation,
+    so oblique acquisitions keep their own (oblique) slice planes: no rotation is interpolated.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    ornt = nib.orientations.io_orientation(affine)
+    directions = np.zeros((3, 3))
+    extent = np.zeros(3)
+    for in_axis, (out_axis, flip) in enumerate(ornt):
+        column = affine[:3, in_axis]
+        length = np.linalg.norm(column)
+        directions[:, int(out_axis)] = flip * column / length
+        extent[int(out_axis)] = volume.array.shape[in_axis] * length
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    num_slices = max(1, int(round(extent[2] / spacing[2])))
+    shape = (int(image_size), int(image_size), num_slices)
+    centre = voxel_to_world(affine, (np.asarray(volume.array.shape, dtype=np.float64) - 1.0)[None] / 2.0)[0]
+    grid = np.eye(4)
+    grid[:3, :3] = directions * spacing[None, :]
+    grid[:3, 3] = centre - grid[:3, :3] @ ((np.asarray(shape, dtype=np.float64) - 1.0) / 2.0)
+    return shape, grid
+
+
+def background_value(volume: Volume) -> float:
+    """Value for samples outside a volume: its minimum (air: −1000 HU in CT, 0 in PET/MR)."""
+    return float(np.min(volume.array))
+
+
+def to_model_grid(
+    volume: Volume,
+    spacing_mm: tuple[float, float, float],
+    image_size: int,
+    *,
+    grid: tuple[tuple[int, int, int], np.ndarray] | None = None,
+    order: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample `volume` onto a model grid → (float32 array (S, S, K), grid affine 4×4).
+
+    Without `grid`, the grid is the one `volume` defines itself (`model_grid`); pass the source's
+    grid to put a target on it. Slice k of the result is `array[:, :, k]`.
+    """
+    shape, grid_affine = grid if grid is not None else model_grid(volume, spacing_mm, image_size)
+    array = resample(volume.array, volume.affine, shape, grid_affine, order=order, fill=background_value(volume))
+    return array, grid_affine
+
+
+def from_model_grid(
+    array: np.ndarray,
+    grid_affine: np.ndarray,
+    reference_volume: Volume,
+    *,
+    order: int = 1,
+    fill: float | None = None,
+) -> np.ndarray:
+    """Inverse of `to_model_grid`: an (S, S, K) stack on `grid_affine` → float32 array with the
+    shape of `reference_volume`, sampled at its voxel centres by world coordinates. Voxels the
+    model grid does not cover take `fill` (default: the stack's minimum)."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 4 and array.shape[-1] == 1:  # (S, S, K, 1) from a model
+        array = array[..., 0]
+    if fill is None:
+        fill = float(np.min(array))
+    return resample(array, grid_affine, reference_volume.array.shape, reference_volume.affine, order=order, fill=fill)
+
+
+def overlap_fraction(moving: Volume, shape: tuple[int, ...], affine: np.ndarray) -> float:
+    """Fraction of the voxel centres of grid (`shape`, `affine`) that fall inside `moving`'s grid."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    # Sub-sample large grids: a few thousand points estimate the fraction well enough.
+    points = np.stack([g.ravel() for g in grids], axis=1)
+    if len(points) > 20000:
+        points = points[:: len(points) // 20000]
+    world = voxel_to_world(affine, points)
+    inside = voxel_to_world(np.linalg.inv(moving.affine), world)
+    upper = np.asarray(moving.array.shape, dtype=np.float64) - 0.5
+    within = np.all((inside >= -0.5) & (inside <= upper), axis=1)
+    return float(np.mean(within))
+
+
+def pair_to_model_grid(
+    source: Volume,
+    target: Volume,
+    spacing_mm: tuple[float, float, float],
+    image_size: int,
+    *,
+    min_overlap: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source and target on the source's model grid → (source (S,S,K), target (S,S,K), affine).
+
+    Raises GeometryError when the target covers less than `min_overlap` of the source volume
+    in world space (e.g. a pair from different scans or a wrong header).
+    """
+    overlap = overlap_fraction(target, source.array.shape, source.affine)
+    if overlap < min_overlap:
+        raise GeometryError(
+            f"volumes do not overlap in world space (target covers {overlap:.1%} of the source; "
+            f"expected at least {min_overlap:.0%})"
+        )
+    grid = model_grid(source, spacing_mm, image_size)
+    source_array, grid_affine = to_model_grid(source, spacing_mm, image_size, grid=grid)
+    target_array, _ = to_model_grid(target, spacing_mm, image_size, grid=grid)
+    return source_array, target_array, grid_affine
+
+
+def coverage(volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Boolean mask over grid (`shape`, `affine`): voxel centres that fall inside `volume`."""
+    indices = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
+    mapping = (np.linalg.inv(volume.affine) @ affine).astype(np.float32)
+    inside = indices @ mapping[:3, :3].T + mapping[:3, 3]
+    upper = np.asarray(volume.array.shape, dtype=np.float32) - 0.5
+    return np.all((inside >= -0.5) & (inside <= upper), axis=-1)
