@@ -1,0 +1,434 @@
+"""SavedModel export for TF Serving, and the loader every consumer of an export uses.
+
+Layout (TF Serving's model base path = OUT, numeric versions, the highest is served):
+
+    OUT/<version>/saved_model.pb
+    OUT/<version>/variables/
+    OUT/<version>/assets/config.json          the run's resolved ExperimentConfig
+    OUT/<version>/assets/normalization.json   how physical units map to the model's [-1, 1]
+
+A version is written to a hidden temporary folder inside OUT and renamed into place at the end,
+so an interrupted export never leaves a numeric folder that TF Serving would pick up.
+
+Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 1):
+
+- `serving_default`: input `source` = normalized source slices in [-1, 1] → output `output` =
+  the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode).
+- `physical`: the same in physical units (HU / SUV / Bq/ml / MR a.u.). Inputs:
+    `source`                    source slices in the source unit;
+    `source_low`, `source_high` (B,) — only when the source normalization is per volume
+                                (PET "scale", MR "percentile"): the source *volume's* parameters,
+                                the same value for every slice of one volume (fit them on the whole
+                                volume with the `fit_source_normalization` signature, not per slice);
+    `target_low`, `target_high` (B,) — only when the target normalization is per volume and not
+                                shared with the source (no built-in task needs this).
+  Output `output` in the target unit. Fixed windows (CT in HU) are constants of the graph; a target
+  that shares the source's parameters (PET denoising, MR motion correction) reuses
+  `source_low`/`source_high`.
+- `fit_source_normalization` (only for per-volume source normalization): input `volume` = all
+  voxels of one source volume (float32, any shape, physical units; ideally already on the model
+  grid) → `source_low`, `source_high` (scalars), numpy-percentile compatible ("linear").
+
+Normalization (medgan_tf.data.normalization): y = 2·(clip(x, low, high) − low)/(high − low) − 1 and
+back x = low + (y + 1)/2·(high − low).
+
+Wrong dtype or rank is refused by the signature's input spec (the message names the expected
+TensorSpec (None, S, S, 1)); inside the graph, assertions name the expected shape too, so clients
+that bypass the Python binding (TF Serving's REST/gRPC) get the same explanation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from medgan_tf import config as config_lib
+from medgan_tf.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONFIG_ASSET = "config.json"
+NORMALIZATION_ASSET = "normalization.json"
+SERVING_SIGNATURE = "serving_default"
+PHYSICAL_SIGNATURE = "physical"
+FIT_SIGNATURE = "fit_source_normalization"
+INPUT_NAME = "source"
+OUTPUT_NAME = "output"
+PER_VOLUME_KINDS = ("scale", "percentile")
+NORMALIZATION_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- normalization description
+
+
+def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[str, Any]:
+    """What a serving client needs to go between physical units and the model's [-1, 1].
+
+    Returns a JSON-ready dict (the content of assets/normalization.json):
+    {"format", "image_size", "spacing_mm", "formula",
+     "source": {"modality", "unit", "kind", "per_volume", "low", "high", "percentile_low",
+                "percentile"},
+     "target": {... same ..., "share_source"},
+     "physical_inputs": [names of the `physical` signature's inputs]}
+    `low`/`high` are numbers for a fixed window and null for per-volume kinds.
+    """
+    data = experiment.data
+
+    def side(norm: config_lib.NormalizationConfig, modality: str) -> dict[str, Any]:
+        per_volume = norm.kind in PER_VOLUME_KINDS
+        return {
+            "modality": modality,
+            "unit": norm.unit,
+            "kind": norm.kind,
+            "per_volume": per_volume,
+            "low": None if per_volume else float(norm.low),
+            "high": None if per_volume else float(norm.high),
+            "percentile_low": float(norm.percentile_low) if norm.kind == "percentile" else (0.0 if norm.kind == "scale" else None),
+            "percentile": float(norm.percentile) if per_volume else None,
+        }
+
+    source = side(data.source_normalization, data.source_modality)
+    target = side(data.target_normalization, data.target_modality)
+    target["share_source"] = bool(data.target_normalization.share_source)
+    return {
+        "format": NORMALIZATION_FORMAT,
+        "task": experiment.task,
+        "image_size": int(data.image_size),
+        "spacing_mm": [float(v) for v in data.spacing_mm],
+        "formula": "normalized = 2*(clip(x, low, high) - low)/(high - low) - 1; "
+        "physical = low + (normalized + 1)/2*(high - low)",
+        "source": source,
+        "target": target,
+        "physical_inputs": physical_input_names(source, target),
+    }
+
+
+def _target_needs_own_parameters(target: Mapping[str, Any]) -> bool:
+    return bool(target["per_volume"]) and not bool(target.get("share_source"))
+
+
+def physical_input_names(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    """Input names of the `physical` signature for these source/target descriptions."""
+    names = [INPUT_NAME]
+    if source["per_volume"]:
+        names += ["source_low", "source_high"]
+    if _target_needs_own_parameters(target):
+        names += ["target_low", "target_high"]
+    return names
+
+
+def target_parameters(
+    description: Mapping[str, Any],
+    source_params: Mapping[str, Any],
+    target_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`normalization.denormalize` parameters for the model output of one volume.
+
+    Fixed window → the window; shared with the source → `source_params`; otherwise the caller must
+    know the target's parameters (`target_params`), since a per-volume target window cannot be
+    fitted on a volume that does not exist yet.
+    """
+    target = description["target"]
+    if not target["per_volume"]:
+        return {"kind": target["kind"], "unit": target["unit"], "low": target["low"], "high": target["high"]}
+    if target.get("share_source"):
+        return {"kind": target["kind"], "unit": target["unit"], "low": float(source_params["low"]), "high": float(source_params["high"])}
+    if target_params is None:
+        raise UserError(
+            f"the target normalization ({target['kind']}) is fitted per target volume and not shared with "
+            "the source; pass the target's parameters (low, high) explicitly"
+        )
+    return {"kind": target["kind"], "unit": target["unit"], "low": float(target_params["low"]), "high": float(target_params["high"])}
+
+
+# --------------------------------------------------------------------------- the served module
+
+
+def _percentile(values, q: float):
+    """numpy.percentile(values, q) with the default "linear" method, in TensorFlow (float32)."""
+    import tensorflow as tf
+
+    flat = tf.sort(tf.reshape(values, [-1]))
+    count = tf.size(flat)
+    position = (q / 100.0) * tf.cast(count - 1, tf.float32)
+    below = tf.cast(tf.floor(position), tf.int32)
+    above = tf.minimum(below + 1, count - 1)
+    fraction = position - tf.cast(below, tf.float32)
+    return flat[below] + fraction * (flat[above] - flat[below])
+
+
+def _build_module(generator, description: Mapping[str, Any]):
+    """A tf.Module holding `generator` and the tf.functions of the three signatures."""
+    import tensorflow as tf
+
+    size = int(description["image_size"])
+    expected = f"float32 (batch, {size}, {size}, 1)"
+    image_spec = lambda name: tf.TensorSpec([None, size, size, 1], tf.float32, name=name)  # noqa: E731
+    parameter_spec = lambda name: tf.TensorSpec([None], tf.float32, name=name)  # noqa: E731
+    source, target = description["source"], description["target"]
+
+    def check_images(images, name: str):
+        # The input_signature already fixes dtype and rank for Python callers; TF Serving feeds the
+        # graph directly, so the sizes are checked again here with a message naming the shape.
+        tf.debugging.assert_rank(images, 4, message=f"{name}: expected {expected}")
+        tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant([size, size, 1]), message=f"{name}: expected {expected}"
+        )
+
+    def check_parameters(images, low, high, name: str):
+        batch = tf.shape(images)[:1]
+        for tensor, what in ((low, f"{name}_low"), (high, f"{name}_high")):
+            tf.debugging.assert_equal(
+                tf.shape(tensor), batch, message=f"{what}: expected float32 (batch,), one value per slice"
+            )
+        tf.debugging.assert_greater(high, low, message=f"{name}_high must be greater than {name}_low")
+
+    def per_slice(values):
+        return tf.reshape(values, [-1, 1, 1, 1])
+
+    def to_normalized(images, low, high):
+        return 2.0 * (tf.clip_by_value(images, low, high) - low) / (high - low) - 1.0
+
+    def to_physical(images, low, high):
+        return (images + 1.0) * (0.5 * (high - low)) + low
+
+    class ServingModule(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="medgan")
+            self.generator = generator
+
+        def forward(self, normalized):
+            output = self.generator(normalized, training=False)
+            return tf.cast(output, tf.float32)
+
+        @tf.function(input_signature=[image_spec(INPUT_NAME)])
+        def serve(self, source_images):
+            """Normalized (B, S, S, 1) source in [-1, 1] → normalized output in [-1, 1]."""
+            check_images(source_images, INPUT_NAME)
+            return {OUTPUT_NAME: self.forward(source_images)}
+
+    module = ServingModule()
+
+    def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None):
+        check_images(source_images, INPUT_NAME)
+        if source["per_volume"]:
+            check_parameters(source_images, source_low, source_high, "source")
+            low_in, high_in = per_slice(source_low), per_slice(source_high)
+        else:
+            low_in, high_in = tf.constant(source["low"], tf.float32), tf.constant(source["high"], tf.float32)
+        output = module.forward(to_normalized(source_images, low_in, high_in))
+        if not target["per_volume"]:
+            low_out, high_out = tf.constant(target["low"], tf.float32), tf.constant(target["high"], tf.float32)
+        elif target.get("share_source"):
+            low_out, high_out = low_in, high_in
+        else:
+            check_parameters(source_images, target_low, target_high, "target")
+            low_out, high_out = per_slice(target_low), per_slice(target_high)
+        return {OUTPUT_NAME: to_physical(output, low_out, high_out)}
+
+    names = physical_input_names(source, target)
+    specs = [image_spec(INPUT_NAME)] + [parameter_spec(name) for name in names[1:]]
+    # The signature's input keys are the TensorSpec names, so `*inputs` keeps exactly `names`.
+    module.physical = tf.function(
+        lambda *inputs: physical(**dict(zip(["source_images"] + names[1:], inputs))), input_signature=specs
+    )
+
+    signatures = {SERVING_SIGNATURE: module.serve, PHYSICAL_SIGNATURE: module.physical}
+    if source["per_volume"]:
+        percentile_low = float(source["percentile_low"])
+        percentile_high = float(source["percentile"])
+        kind = source["kind"]
+
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="volume")])
+        def fit_source_normalization(volume):
+            tf.debugging.assert_positive(tf.size(volume), message="volume: expected at least one voxel")
+            high = _percentile(volume, percentile_high)
+            low = tf.constant(0.0) if kind == "scale" else _percentile(volume, percentile_low)
+            # A constant volume keeps the map invertible (as normalization.fit does).
+            high = tf.where(high > low, high, low + 1.0)
+            return {"source_low": low, "source_high": high}
+
+        module.fit_source_normalization = fit_source_normalization
+        signatures[FIT_SIGNATURE] = fit_source_normalization
+    return module, signatures
+
+
+# --------------------------------------------------------------------------- export
+
+
+def next_version(out_dir: str | Path) -> int:
+    """1 + the highest numeric version folder in `out_dir` (1 when there is none)."""
+    out_dir = Path(out_dir)
+    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export_generator(
+    generator,
+    experiment: config_lib.ExperimentConfig,
+    out_dir: str | Path,
+    version: int | None = None,
+) -> Path:
+    """Write `generator` as OUT/<version>/ (see module doc) and return that version folder.
+
+    `version` defaults to the next free number; an existing version is never overwritten.
+    """
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    if version is None:
+        version = next_version(out_dir)
+    if int(version) < 1:
+        raise UserError(f"--version must be a positive integer (TF Serving versions); received {version}")
+    final = out_dir / str(int(version))
+    if final.exists():
+        raise UserError(f"{final} already exists; pick another --version or leave it out for the next free one")
+    size = int(experiment.data.image_size)
+    expected_shape = (None, size, size, 1)
+    if tuple(generator.input_shape) != expected_shape:
+        raise UserError(
+            f"the generator takes {tuple(generator.input_shape)}; expected {expected_shape} from the config"
+        )
+    description = normalization_description(experiment)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".export-{int(version)}-"))
+    asset_dir = Path(tempfile.mkdtemp(prefix="medgan-export-assets-"))
+    try:
+        (asset_dir / CONFIG_ASSET).write_text(config_lib.to_json(experiment) + "\n")
+        (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+        module, signatures = _build_module(generator, description)
+        # Tracked Asset objects are copied into <version>/assets/ by tf.saved_model.save.
+        module.config_asset = tf.saved_model.Asset(str(asset_dir / CONFIG_ASSET))
+        module.normalization_asset = tf.saved_model.Asset(str(asset_dir / NORMALIZATION_ASSET))
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        if not (staging / "saved_model.pb").is_file():
+            raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
+        os.rename(staging, final)  # atomic on one file system; fails if `final` appeared meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(asset_dir, ignore_errors=True)
+    log.info("exported %s (signatures: %s)", final, ", ".join(signatures))
+    return final
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, version: int | None = None) -> Path:
+    """Export the latest checkpoint of a run directory; `out_dir` defaults to savedmodels/<task>."""
+    from medgan_tf.training import checkpoints
+
+    generator, experiment = checkpoints.load_generator(Path(run_dir))
+    if out_dir is None:
+        out_dir = Path("savedmodels") / experiment.task
+    return export_generator(generator, experiment, out_dir, version)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_export_dir(path: str | Path) -> Path:
+    """A version folder (holding saved_model.pb) from itself or from its model base folder
+    (then the highest numeric version, as TF Serving would serve)."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        versions = sorted(
+            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
+        )
+        if versions:
+            return path / str(versions[-1])
+    raise UserError(
+        f"{path} is not a medgan-tf export; expected a folder with saved_model.pb or numeric version "
+        "folders holding one (the output of `medgan-tf export`)"
+    )
+
+
+def is_export(path: str | Path) -> bool:
+    try:
+        resolve_export_dir(path)
+    except UserError:
+        return False
+    return True
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """A loaded export. Call it like a function on normalized slices.
+
+    path:          the version folder that was loaded.
+    config:        the run's ExperimentConfig (assets/config.json).
+    normalization: assets/normalization.json (see `normalization_description`).
+    image_size:    S; every image argument is float32 (B, S, S, 1).
+    """
+
+    path: Path
+    config: config_lib.ExperimentConfig
+    normalization: dict[str, Any]
+    loaded: Any = dataclasses.field(repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.normalization["image_size"])
+
+    @property
+    def signatures(self) -> dict[str, Any]:
+        return dict(self.loaded.signatures)
+
+    def _check(self, images: Any, name: str = INPUT_NAME) -> np.ndarray:
+        array = np.asarray(images, dtype=np.float32)
+        size = self.image_size
+        if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
+            raise UserError(f"{name}: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
+        return array
+
+    def __call__(self, source: Any) -> np.ndarray:
+        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
+        array = self._check(source)
+        return self.loaded.signatures[SERVING_SIGNATURE](**{INPUT_NAME: array})[OUTPUT_NAME].numpy()
+
+    def predict(self, source: Any, batch_size: int = 8) -> np.ndarray:
+        """`__call__` over a stack of any length, `batch_size` slices at a time."""
+        array = self._check(source)
+        return np.concatenate([self(array[i : i + batch_size]) for i in range(0, len(array), batch_size)])
+
+    def physical(self, source: Any, **parameters: Any) -> np.ndarray:
+        """The `physical` signature: source in physical units (+ per-slice parameters named as in
+        `normalization["physical_inputs"]`; scalars are broadcast to the batch) → output in the
+        target unit."""
+        array = self._check(source)
+        names = self.normalization["physical_inputs"][1:]
+        missing = [name for name in names if name not in parameters]
+        extra = sorted(set(parameters) - set(names))
+        if missing or extra:
+            raise UserError(f"physical signature takes {names} besides {INPUT_NAME!r}; missing {missing}, unexpected {extra}")
+        feeds = {INPUT_NAME: array}
+        for name in names:
+            feeds[name] = np.broadcast_to(np.asarray(parameters[name], dtype=np.float32), (len(array),)).copy()
+        return self.loaded.signatures[PHYSICAL_SIGNATURE](**feeds)[OUTPUT_NAME].numpy()
+
+
+def load_export(path: str | Path) -> ExportedModel:
+    """Load an export (a version folder, or its base folder → the highest version)."""
+    import tensorflow as tf
+
+    version_dir = resolve_export_dir(path)
+    assets = version_dir / "assets"
+    try:
+        experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
+        description = json.loads((assets / NORMALIZATION_ASSET).read_text())
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and {NORMALIZATION_ASSET}") from error
+    loaded = tf.saved_model.load(str(version_dir))
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
+    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
+
