@@ -47,8 +47,9 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 
-from medgan_tf.config import TASK_PRESETS, TASKS, DataConfig, to_dict
+from medgan_tf.config import TASK_PRESETS, DataConfig, to_dict
 from medgan_tf.errors import UserError
+from pipelines.options import add_arguments
 
 MANIFEST_VERSION = 1
 REJECTED = "rejected"
@@ -56,22 +57,7 @@ VOLUMES = "volumes"
 SPLITS = ("train", "val")
 
 
-# --------------------------------------------------------------------------- arguments
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The converter's own options (shared by `python -m pipelines.convert` and `medgan-tf convert`)."""
-    parser.add_argument("--pairs", required=True, help="CSV with header patient_id,source,target (NIfTI file or DICOM folder paths; relative paths are relative to the CSV)")
-    parser.add_argument("--task", required=True, choices=TASKS, help="task preset: spacing, normalization, modalities")
-    parser.add_argument("--out", required=True, help="output directory (train/, val/, manifest.json)")
-    parser.add_argument("--image-size", type=int, default=None, help="slice size S of the records (default: the task preset's, 256)")
-    parser.add_argument("--strict", action="store_true", help="fail (exit 1, no output) if any pair is rejected")
-    parser.add_argument("--salt", default=None, help="secret for the patient pseudonyms (default: $MEDGAN_TF_SALT or a per-user secret file)")
-    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val gets half; default from the task preset)")
-    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, ...)")
-    parser.add_argument("--num-workers", type=int, default=None, help="DirectRunner: N local worker processes (multi_processing)")
-    return parser
+# --------------------------------------------------------------------------- options
 
 
 def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:

@@ -1,0 +1,40 @@
+"""Write a built-in synthetic dataset: NIfTI volume pairs from anatomical head phantoms with
+physically sensible simulation (PET Poisson counts at 100 % vs 25 % time reconstructed by FBP;
+MR rigid motion in k-space; PET and CT from one tissue map) and DIR/pairs.csv, ready for
+`medgan-tf convert --pairs DIR/pairs.csv`. Deterministic per --seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from medgan_tf.config import TASK_PRESETS, TASKS
+
+HELP = "write synthetic phantom NIfTI pairs + pairs.csv for a task"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--out", required=True, help="output directory (NIfTI pairs and pairs.csv)")
+    parser.add_argument("--patients", type=int, default=8, help="number of synthetic patients (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed → identical volumes)")
+    parser.add_argument(
+        "--image-size", type=int, default=256,
+        help="size the head to fill an S×S slice at the task spacing (pet_ct, mr_motion; default 256)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.errors import UserError
+
+    if args.patients < 1:
+        raise UserError(f"--patients {args.patients}; expected at least 1")
+    started = time.monotonic()
+    field_of_view = args.image_size * TASK_PRESETS[args.task].spacing_mm[0]
+    csv_path = write_synthetic_dataset(args.task, args.out, patients=args.patients, seed=args.seed, field_of_view_mm=field_of_view)
+    logging.info("wrote %d synthetic %s pairs and %s in %.1f s", args.patients, args.task, csv_path, time.monotonic() - started)
+    print(csv_path)
+    return 0

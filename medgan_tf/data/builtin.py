@@ -1,0 +1,77 @@
+"""The built-in synthetic dataset of each task, made once and cached (SPEC.md §3, §4 `train`).
+
+`ensure_builtin_dataset` synthesizes phantom pairs and converts them through the real Beam
+pipeline into `<cache>/datasets/<task>-s<image_size>-p<patients>-seed<seed>-v<version>/`, where
+<cache> is $MEDGAN_TF_CACHE, else $XDG_CACHE_HOME/medgan-tf, else ~/.cache/medgan-tf. A dataset
+is reused only when its manifest exists (the converter writes it last, atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from medgan_tf.config import TASK_PRESETS, TASKS
+
+# Bump when the phantoms, the simulation or the record schema change: old caches are ignored.
+BUILTIN_VERSION = 1
+# Synthetic patient ids carry no identity: a fixed, public salt keeps the keys reproducible.
+BUILTIN_SALT = "medgan-tf-builtin-synthetic"
+
+
+def cache_root() -> Path:
+    if os.environ.get("MEDGAN_TF_CACHE"):
+        return Path(os.environ["MEDGAN_TF_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "medgan-tf"
+
+
+def builtin_dataset_dir(task: str, image_size: int, patients: int = 8, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir else cache_root()
+    return root / "datasets" / f"{task}-s{image_size}-p{patients}-seed{seed}-v{BUILTIN_VERSION}"
+
+
+def ensure_builtin_dataset(
+    task: str,
+    image_size: int,
+    cache_dir: str | Path | None = None,
+    patients: int = 8,
+    seed: int = 0,
+    num_workers: int | None = None,
+) -> Path:
+    """Path of the converted built-in dataset of `task` at `image_size` (made on first use).
+
+    The directory has the converter's layout (manifest.json, train/, val/) and works with
+    `medgan_tf.data.dataset.make_dataset`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    out = builtin_dataset_dir(task, image_size, patients, seed, cache_dir)
+    if (out / "manifest.json").is_file():
+        logging.info("using the cached built-in synthetic %s dataset %s", task, out)
+        return out
+    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.errors import UserError
+    from pipelines.convert import run_with_args
+    from pipelines.options import add_arguments
+
+    import argparse
+
+    logging.info("making the built-in synthetic %s dataset (%d patients, %d²) in %s", task, patients, image_size, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"synth-{task}-", dir=out.parent) as volumes_dir:
+        field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
+        csv_path = write_synthetic_dataset(task, volumes_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
+        argv = ["--pairs", str(csv_path), "--task", task, "--out", str(out), "--image-size", str(image_size),
+                "--salt", BUILTIN_SALT, "--overwrite"]
+        if num_workers:
+            argv += ["--num-workers", str(num_workers)]
+        args = add_arguments(argparse.ArgumentParser()).parse_args(argv)
+        status = run_with_args(args, [])
+    if status != 0 or not (out / "manifest.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        raise UserError(f"could not build the built-in {task} dataset (converter exit status {status})")
+    return out

@@ -1,0 +1,23 @@
+"""Command-line options of the conversion pipeline, without importing Apache Beam (so that
+`medgan-tf --help` stays instant); shared by `python -m pipelines.convert` and `medgan-tf convert`."""
+
+from __future__ import annotations
+
+import argparse
+
+from medgan_tf.config import TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The converter's own options (shared by `python -m pipelines.convert` and `medgan-tf convert`)."""
+    parser.add_argument("--pairs", required=True, help="CSV with header patient_id,source,target (NIfTI file or DICOM folder paths; relative paths are relative to the CSV)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="task preset: spacing, normalization, modalities")
+    parser.add_argument("--out", required=True, help="output directory (train/, val/, manifest.json)")
+    parser.add_argument("--image-size", type=int, default=None, help="slice size S of the records (default: the task preset's, 256)")
+    parser.add_argument("--strict", action="store_true", help="fail (exit 1, no output) if any pair is rejected")
+    parser.add_argument("--salt", default=None, help="secret for the patient pseudonyms (default: $MEDGAN_TF_SALT or a per-user secret file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val gets half; default from the task preset)")
+    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, ...)")
+    parser.add_argument("--num-workers", type=int, default=None, help="DirectRunner: N local worker processes (multi_processing)")
+    return parser

@@ -1,0 +1,204 @@
+"""Readers: DICOM series (pydicom) and NIfTI (nibabel) behind `read_volume`.
+
+`write_dicom_series` (also used by the pipeline tests) writes a known volume as a DICOM series
+with any orientation, so the reader's geometry is checked against the affine we started from.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgan_tf.data.io import Volume, VolumeReadError, read_volume, write_nifti
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def oblique_affine(spacing=(0.9, 1.3, 2.5), angles_degrees=(20.0, -12.0), origin=(-40.0, -35.0, -20.0)) -> np.ndarray:
+    """RAS affine: rotation about z then about x, anisotropic voxels; right-handed in LPS too."""
+    a, b = (math.radians(v) for v in angles_degrees)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rx @ rz @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def smooth_volume(shape, rng, low=0.0, high=1000.0) -> np.ndarray:
+    """Asymmetric smooth blobs (so a transposed or flipped read cannot match)."""
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij"), axis=-1)
+    volume = np.zeros(shape)
+    for _ in range(6):
+        centre, width = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.3)
+        volume += rng.uniform(0.3, 1.0) * np.exp(-np.sum((grid - centre) ** 2, axis=-1) / (2 * width**2))
+    volume += 0.3 * grid[..., 0] + 0.1 * grid[..., 1]
+    return low + (high - low) * volume / volume.max()
+
+
+def write_dicom_series(
+    folder: Path,
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    modality: str = "CT",
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    extra: dict | None = None,
+    shuffle_seed: int | None = 0,
+) -> Path:
+    """Write `array` (I, J, K) on RAS `affine` as one DICOM file per k-slice (int16 stored values
+    with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = LPS @ affine
+    row_cosine = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    column_cosine = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    assert np.allclose(np.cross(row_cosine, column_cosine), lps[:3, 2] / np.linalg.norm(lps[:3, 2]), atol=1e-6)
+    sop_class = CTImageStorage if modality == "CT" else PositronEmissionTomographyImageStorage
+    series_uid, study_uid = generate_uid(), generate_uid()
+    stored = np.round((np.asarray(array, dtype=np.float64) - intercept) / slope)
+    assert stored.min() >= -32768 and stored.max() <= 32767
+    order = np.random.default_rng(shuffle_seed).permutation(array.shape[2]) if shuffle_seed is not None else range(array.shape[2])
+    for file_number, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality = modality
+        ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+        ds.PixelSpacing = [f"{np.linalg.norm(lps[:3, 1]):.10g}", f"{np.linalg.norm(lps[:3, 0]):.10g}"]
+        ds.SliceThickness = f"{np.linalg.norm(lps[:3, 2]):.10g}"
+        ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row_cosine, *column_cosine)]
+        ds.ImagePositionPatient = [f"{v:.10g}" for v in lps[:3, 3] + k * lps[:3, 2]]
+        ds.InstanceNumber = int(k) + 1
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        for keyword, value in (extra or {}).items():
+            setattr(ds, keyword, value)
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T.astype("<i2")).tobytes()  # [row, column]
+        ds.save_as(folder / f"IM{file_number:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def test_dicom_series_geometry_and_values_match_the_source_volume(tmp_path):
+    rng = np.random.default_rng(1)
+    shape, affine = (20, 16, 7), oblique_affine()
+    array = np.round(smooth_volume(shape, rng, -1000, 1500))
+    volume = read_volume(write_dicom_series(tmp_path / "ct", array, affine))
+    assert volume.modality == "CT" and volume.unit == "HU"
+    assert volume.array.dtype == np.float32 and volume.array.shape == shape
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(volume.array, array.astype(np.float32))
+    np.testing.assert_allclose(volume.spacing, (0.9, 1.3, 2.5), atol=1e-6)
+
+
+def test_dicom_series_in_reverse_slice_order_reads_the_same_world_volume(tmp_path):
+    rng = np.random.default_rng(2)
+    affine = oblique_affine()
+    array = np.round(smooth_volume((12, 10, 5), rng, 0, 900))
+    # Same voxels, k axis reversed: position of the last slice, negative normal step.
+    flipped = affine.copy()
+    flipped[:3, 3] = affine[:3, 3] + 11 * affine[:3, 0] + 4 * affine[:3, 2]
+    flipped[:3, 2] = -affine[:3, 2]
+    flipped[:3, 0] = -affine[:3, 0]  # keep it right-handed for the DICOM writer
+    reordered = array[::-1, :, ::-1]
+    volume = read_volume(write_dicom_series(tmp_path / "ct", reordered, flipped))
+    # Every voxel read must hold the value of the original voxel at the same world point.
+    indices = np.stack(np.meshgrid(*[np.arange(n) for n in volume.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = indices @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    original = np.rint((world - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T).astype(int)
+    np.testing.assert_array_equal(volume.array.reshape(-1), array[tuple(original.T)].astype(np.float32))
+
+
+def test_pet_dicom_in_bqml_becomes_suv_with_decay_corrected_dose(tmp_path):
+    from pydicom.dataset import Dataset
+
+    info = Dataset()
+    info.RadionuclideTotalDose = "350000000"
+    info.RadionuclideHalfLife = "6586.2"
+    info.RadiopharmaceuticalStartTime = "100000"
+    extra = {"Units": "BQML", "DecayCorrection": "START", "PatientWeight": "70", "SeriesTime": "110000"}
+    from pydicom.sequence import Sequence
+
+    extra["RadiopharmaceuticalInformationSequence"] = Sequence([info])
+    array = np.full((8, 8, 3), 20000.0)
+    volume = read_volume(write_dicom_series(tmp_path / "pet", array, oblique_affine(), modality="PT", slope=1.0, intercept=0.0, extra=extra))
+    expected_factor = 70000.0 / (350e6 * 2 ** (-3600 / 6586.2))  # g / Bq at scan start
+    assert volume.unit == "SUV"
+    np.testing.assert_allclose(volume.array, 20000.0 * expected_factor, rtol=1e-5)
+    # Without weight the values stay in Bq/ml and the reader says so.
+    extra["PatientWeight"] = "0"
+    volume = read_volume(write_dicom_series(tmp_path / "pet2", array, oblique_affine(), modality="PT", intercept=0.0, extra=extra))
+    assert volume.unit == "Bq/ml" and np.allclose(volume.array, 20000.0)
+
+
+def test_nifti_round_trip_keeps_affine_modality_and_unit(tmp_path):
+    rng = np.random.default_rng(3)
+    volume = Volume(smooth_volume((9, 8, 5), rng).astype(np.float32), oblique_affine(), "PT", "Bq/ml")
+    read = read_volume(write_nifti(volume, tmp_path / "v.nii.gz"))
+    np.testing.assert_array_equal(read.array, volume.array)
+    np.testing.assert_allclose(read.affine, volume.affine, atol=1e-5)
+    assert (read.modality, read.unit) == ("PT", "Bq/ml")
+
+
+def _nifti(path, array, affine=None):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "missing.nii.gz", "does not exist"),
+        (lambda d: _nifti(d / "four_d.nii.gz", np.zeros((4, 4, 3, 2))), "4-D"),
+        (lambda d: _nifti(d / "nan.nii.gz", np.where(np.arange(48).reshape(4, 4, 3) == 5, np.nan, 1.0)), "NaN/inf"),
+        (lambda d: (d / "junk.nii").write_bytes(b"not an image at all") and d / "junk.nii", "not a readable NIfTI"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "empty folder"),
+    ],
+)
+def test_bad_inputs_raise_one_line_reasons(tmp_path, make, expected):
+    with pytest.raises(VolumeReadError) as caught:
+        read_volume(make(tmp_path))
+    assert expected in caught.value.reason and "\n" not in caught.value.reason
+
+
+def test_truncated_and_non_image_dicom_are_rejected_with_reasons(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder = write_dicom_series(tmp_path / "ct", np.zeros((8, 8, 3)), np.eye(4))
+    victim = sorted(folder.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-60])
+    with pytest.raises(VolumeReadError) as caught:
+        read_volume(folder)
+    assert "truncated" in caught.value.reason or "unreadable" in caught.value.reason
+
+    report = tmp_path / "sr"
+    report.mkdir()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.Modality = "SR"
+    ds.save_as(report / "report.dcm", enforce_file_format=True)
+    assert pydicom.dcmread(report / "report.dcm").Modality == "SR"
+    with pytest.raises(VolumeReadError, match="without pixel data"):
+        read_volume(report)
