@@ -75,14 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=module.HELP, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=module.run, _pass_through=getattr(module, "PASS_THROUGH_UNKNOWN_ARGS", False))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_tensorflow()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Subcommands with PASS_THROUGH_UNKNOWN_ARGS (e.g. convert: Beam pipeline options) receive
+    # unrecognized options as args.extra_args; for all others they stay an error.
+    args, extra_args = parser.parse_known_args(argv)
+    if extra_args and not getattr(args, "_pass_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra_args)}")
+    args.extra_args = extra_args
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
