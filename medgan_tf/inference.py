@@ -1,0 +1,287 @@
+"""Running a trained generator on data: whole volumes (`translate`) and converted datasets (`evaluate`).
+
+`load_model(path)` accepts an export (`medgan-tf export` output: a version folder or its base
+folder) or a run directory (generator restored from its latest checkpoint); both give a callable
+on normalized slices with the run's config and normalization description, so the rest of this
+module does not care which one it got.
+
+Whole-volume translation mirrors the converter (`pipelines/convert.py`) step for step, so a volume
+is seen by the model exactly as its training slices were:
+
+  read (NIfTI / DICOM series) → model grid (task spacing, centre crop/pad to S×S, axial slices)
+  → normalization fitted on this volume on the model grid → slice batches through the generator
+  → de-normalization to the target unit → back onto the input's voxel grid by world coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from medgan_tf import config as config_lib
+from medgan_tf import export as export_lib
+from medgan_tf.errors import UserError
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclasses.dataclass
+class RunModel:
+    """A run directory's generator, with the same interface as `export.ExportedModel`."""
+
+    path: Path
+    config: config_lib.ExperimentConfig
+    normalization: dict[str, Any]
+    generator: Any = dataclasses.field(repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.data.image_size)
+
+    def __call__(self, source: Any) -> np.ndarray:
+        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
+        array = np.asarray(source, dtype=np.float32)
+        size = self.image_size
+        if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
+            raise UserError(f"source: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
+        return np.asarray(self.generator(array, training=False), dtype=np.float32)
+
+
+Model = Any  # export.ExportedModel | RunModel: both callable on (B, S, S, 1) with .config/.normalization
+
+
+def is_run_dir(path: str | Path) -> bool:
+    from medgan_tf.training.checkpoints import CONFIG_FILE
+
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def load_model(path: str | Path) -> Model:
+    """An export (version or base folder) or a run directory → a model callable on normalized slices."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
+    if export_lib.is_export(path):
+        return export_lib.load_export(path)
+    if is_run_dir(path):
+        from medgan_tf.training import checkpoints
+
+        generator, experiment = checkpoints.load_generator(path)
+        return RunModel(path, experiment, export_lib.normalization_description(experiment), generator)
+    raise UserError(
+        f"{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
+        "nor a run directory (config.json + checkpoints/)"
+    )
+
+
+def predict_slices(
+    model: Callable[[np.ndarray], np.ndarray],
+    slices: np.ndarray,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(K, S, S, 1) normalized slices → (K, S, S, 1) outputs, `batch_size` at a time;
+    `progress(done)` is called after every batch."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1; received {batch_size}")
+    outputs = []
+    for start in range(0, len(slices), batch_size):
+        outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
+        if progress is not None:
+            progress(min(start + batch_size, len(slices)))
+    return np.concatenate(outputs, axis=0)
+
+
+# --------------------------------------------------------------------------- whole volumes
+
+
+@dataclasses.dataclass
+class Translation:
+    """Result of `translate_volume`: the output volume on the input's grid plus what was used."""
+
+    volume: Any  # medgan_tf.data.io.Volume
+    source_params: dict[str, Any]
+    target_params: dict[str, Any]
+    grid_shape: tuple[int, int, int]
+    grid_affine: np.ndarray
+
+
+def translate_volume(
+    model: Model,
+    volume: Any,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> Translation:
+    """Translate a whole source `Volume` (physical units) → output Volume on the same grid.
+
+    The output has the input's shape and affine, the task's target modality, and values in the
+    target unit (for a target that shares the source's normalization, e.g. PET denoising, the
+    input's own unit, so Bq/ml stays Bq/ml). `progress(done, total)` counts slices.
+    """
+    from medgan_tf.data import geometry, normalization
+    from medgan_tf.data.io import Volume
+
+    data = model.config.data
+    description = model.normalization
+    expected_modality = data.source_modality
+    if volume.modality not in ("OT", expected_modality):
+        raise UserError(
+            f"input modality is {volume.modality}; this {model.config.task} model expects {expected_modality}"
+        )
+    size, spacing = int(data.image_size), tuple(float(v) for v in data.spacing_mm)
+    grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size)
+    # Fitted on the volume as it lies on the model grid, as the converter does for training data.
+    source_params = normalization.fit(grid_array, data.source_normalization, unit=volume.unit)
+    target_params = export_lib.target_parameters(description, source_params)
+    if description["target"].get("share_source"):
+        target_params["unit"] = volume.unit
+    slices = np.moveaxis(normalization.normalize(grid_array, source_params), 2, 0)[..., None]  # (K, S, S, 1)
+    total = len(slices)
+    outputs = predict_slices(model, slices, batch_size, None if progress is None else lambda done: progress(done, total))
+    physical = normalization.denormalize(np.moveaxis(outputs[..., 0], 0, 2), target_params).astype(np.float32)
+    on_input_grid = geometry.from_model_grid(physical, grid_affine, volume)
+    output = Volume(
+        array=on_input_grid,
+        affine=np.asarray(volume.affine, dtype=np.float64).copy(),
+        modality=data.target_modality,
+        unit=str(target_params["unit"]),
+        metadata={"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"},
+    )
+    return Translation(output, source_params, target_params, tuple(int(v) for v in grid_array.shape), grid_affine)
+
+
+def check_nifti_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not str(path).endswith(NIFTI_SUFFIXES):
+        raise UserError(f"output {path} must be a NIfTI file name ending in .nii or .nii.gz")
+    return path
+
+
+def write_nifti_atomic(volume: Any, path: str | Path) -> Path:
+    """`io.write_nifti` through a temporary file in the same folder and a rename: a reader (or a
+    crash) never sees half a file."""
+    from medgan_tf.data.io import write_nifti
+
+    path = check_nifti_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write_nifti(volume, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def translate_file(
+    model: Model | str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    batch_size: int = 8,
+    quiet: bool = False,
+) -> Translation:
+    """Read `input_path` (NIfTI file or DICOM series folder), translate, write NIfTI `output_path`.
+
+    `model` is a loaded model or a path for `load_model`. A progress bar (keras Progbar on stdout)
+    counts slices unless `quiet`.
+    """
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    output_path = check_nifti_path(output_path)
+    if not isinstance(model, (export_lib.ExportedModel, RunModel)):
+        model = load_model(model)
+    try:
+        volume = read_volume(input_path, modality_hint=model.config.data.source_modality)
+    except VolumeReadError as error:
+        raise UserError(f"cannot read input {error.path}: {error.reason}") from None
+    progress = None
+    if not quiet:
+        import keras
+
+        bar: dict[str, Any] = {}
+
+        def progress(done: int, total: int) -> None:
+            if "bar" not in bar:
+                bar["bar"] = keras.utils.Progbar(total, unit_name="slice")
+            bar["bar"].update(done)
+
+    translation = translate_volume(model, volume, batch_size=batch_size, progress=progress)
+    write_nifti_atomic(translation.volume, output_path)
+    return translation
+
+
+# --------------------------------------------------------------------------- converted datasets
+
+
+def evaluate_dataset(
+    model: Model,
+    data_dir: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = 8,
+    num_examples: int = 8,
+    max_slices: int | None = None,
+):
+    """Score `model` on every record of a converted dataset's `split` (medgan_tf.evaluation).
+
+    Returns an `evaluation.EvaluationResult`: the paper's metrics on the 0–255 scale for the
+    model output and the untouched input, per slice and per patient, and MAE in the target's
+    physical unit from each record's normalization parameters.
+    """
+    import itertools
+
+    from medgan_tf import evaluation
+    from medgan_tf.data import dataset, normalization
+
+    manifest = dataset.read_manifest(data_dir)
+    records = dataset.iterate_records(data_dir, split)
+    first = next(records, None)
+    if first is None:
+        raise UserError(f"{data_dir}: split {split!r} holds no records")
+    size = int(np.shape(first["source"])[0])
+    if size != model.image_size:
+        raise UserError(
+            f"{data_dir} holds {size}×{size} slices; the model was trained for "
+            f"{model.image_size}×{model.image_size} (convert the data with --image-size {model.image_size})"
+        )
+    manifest_task = _manifest_task(manifest)
+    if manifest_task is not None and manifest_task != model.config.task:
+        log.warning("dataset task is %s but the model's task is %s", manifest_task, model.config.task)
+    all_records = itertools.chain([first], records)
+    if max_slices is not None:
+        all_records = itertools.islice(all_records, max_slices)
+
+    def denormalize(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+        return normalization.denormalize(image, record["target_params"])
+
+    return evaluation.evaluate_slices(
+        all_records,
+        model,
+        batch_size,
+        denormalize,
+        unit=str(first["target_params"]["unit"]),
+        # Input MAE is meaningful only when the source was normalized with the target's parameters.
+        source_in_target_units=bool(model.normalization["target"].get("share_source")),
+        num_examples=num_examples,
+    )
+
+
+def _manifest_task(manifest: Mapping[str, Any]) -> str | None:
+    task = manifest.get("task")
+    if task is None and isinstance(manifest.get("config"), Mapping):
+        task = manifest["config"].get("task")
+    return task if isinstance(task, str) else None
