@@ -38,8 +38,9 @@ def encode_example(
 
     source = np.asarray(source_slice, dtype="<f4")
     target = np.asarray(target_slice, dtype="<f4")
-    if source.ndim == 3 and source.shape[-1] == 1:
-        source, target = source[..., 0], target[..., 0] if target.ndim == 3 else target
+    # (S, S, 1) channel-last slices are accepted too.
+    source = source[..., 0] if source.ndim == 3 and source.shape[-1] == 1 else source
+    target = target[..., 0] if target.ndim == 3 and target.shape[-1] == 1 else target
     if source.ndim != 2 or source.shape != target.shape or source.shape[0] != source.shape[1]:
         raise ValueError(f"expected two square slices of one shape (S, S); got {source.shape} and {target.shape}")
 

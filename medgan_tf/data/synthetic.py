@@ -132,11 +132,12 @@ def head_labels(phantom: HeadPhantom, world: np.ndarray) -> tuple[np.ndarray, np
 
 
 def ct_from_labels(labels: np.ndarray, bone_density: np.ndarray, rng: np.random.Generator, noise_hu: float = 4.0) -> np.ndarray:
-    """CT numbers (HU, float32): tissue values, bone 700–1500 HU from `bone_density`, quantum noise."""
+    """CT numbers (HU, float32): tissue values, bone 750–1450 HU from `bone_density`, quantum noise."""
     hu = np.vectorize(CT_HU.get, otypes=[np.float64])(labels)
     bone = labels == BONE
     hu[bone] = 750.0 + 700.0 * bone_density[bone]
-    hu += rng.normal(0.0, noise_hu, size=hu.shape)
+    # Quantum noise, truncated at ±2.5 σ so every tissue keeps its textbook HU range.
+    hu += np.clip(rng.normal(0.0, noise_hu, size=hu.shape), -2.5 * noise_hu, 2.5 * noise_hu)
     return np.clip(hu, -1024.0, 3071.0).astype(np.float32)
 
 
