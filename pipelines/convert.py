@@ -216,13 +216,12 @@ def _volume_summary(volume: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConvertPairFn(beam.DoFn):
-    """Beam step around `convert_pair`: main output (split, record); tagged outputs
+    """Beam step around `convert_pair`: main output (patient_key, record); tagged outputs
     `volumes` (JSON summary per converted pair) and `rejected` (JSON, row + reason)."""
 
-    def __init__(self, data_config: dict[str, Any], salt: bytes, splits: dict[str, str]):
+    def __init__(self, data_config: dict[str, Any], salt: bytes):
         self._data_config = data_config  # plain dict: picklable for any runner
         self._salt = salt
-        self._splits = splits
 
     def setup(self) -> None:
         from medgan_tf.config import from_dict
@@ -243,11 +242,9 @@ class ConvertPairFn(beam.DoFn):
             reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:200]}"
             yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"row": row["row"], "patient_key": key, "reason": reason}))
             return
-        split = self._splits[key]
-        summary["split"] = split
         yield beam.pvalue.TaggedOutput(VOLUMES, json.dumps(summary, sort_keys=True))
         for _, record in records:
-            yield split, record
+            yield key, record
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -258,19 +255,32 @@ def build_pipeline(
     rows: list[dict[str, Any]],
     data_config: DataConfig,
     salt: bytes,
-    splits: dict[str, str],
     work_dir: Path,
     num_shards: int,
 ) -> None:
-    """Labelled steps from the CSV rows to shards and summary files under `work_dir`."""
+    """Labelled steps from the CSV rows to shards and summary files under `work_dir`.
+
+    The split is assigned after conversion, over the patients that converted (a side input),
+    so rejected pairs cannot leave a split empty.
+    """
     from apache_beam.io.filesystem import CompressionTypes
 
     converted = (
         pipeline
         | "ReadPairs" >> beam.Create(rows, reshuffle=True)
-        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, splits)).with_outputs(REJECTED, VOLUMES, main="records")
+        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt)).with_outputs(REJECTED, VOLUMES, main="records")
     )
-    by_split = converted.records | "SplitByPatient" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
+    splits = (
+        converted[VOLUMES]
+        | "PatientKeys" >> beam.Map(lambda summary: json.loads(summary)["patient_key"])
+        | "AllPatients" >> beam.combiners.ToList()
+        | "AssignSplits" >> beam.Map(assign_splits, data_config.val_fraction)
+    )
+    by_split = (
+        converted.records
+        | "SplitByPatient"
+        >> beam.Partition(lambda item, _, assignment: SPLITS.index(assignment[item[0]]), len(SPLITS), beam.pvalue.AsSingleton(splits))
+    )
     for split, records in zip(SPLITS, by_split):
         shards = num_shards if split == "train" else max(1, num_shards // 2)
         (
@@ -317,8 +327,6 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     rows = read_pairs_csv(args.pairs)
     salt, salt_source = resolve_salt(args.salt)
-    keys = [pseudonym(row["patient_id"], salt) for row in rows if row["patient_id"]]
-    splits = assign_splits(keys, data_config.val_fraction)
     num_shards = args.num_shards or data_config.num_shards
 
     work_dir = out.with_name(out.name + ".partial")
@@ -327,11 +335,14 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     work_dir.mkdir(parents=True)
     logging.info("converting %d pairs for task %s at %d² → %s", len(rows), args.task, data_config.image_size, out)
     with beam.Pipeline(options=pipeline_options(args, beam_args)) as pipeline:
-        build_pipeline(pipeline, rows, data_config, salt, splits, work_dir, num_shards)
+        build_pipeline(pipeline, rows, data_config, salt, work_dir, num_shards)
 
     volumes = sorted(_read_jsonl(str(work_dir / "_summaries" / "volumes*")), key=lambda v: v["patient_key"])
     rejected = sorted(_read_jsonl(str(work_dir / "_summaries" / "rejected*")), key=lambda r: r["row"])
     shutil.rmtree(work_dir / "_summaries")
+    splits = assign_splits([v["patient_key"] for v in volumes], data_config.val_fraction)  # as in the pipeline
+    for summary in volumes:
+        summary["split"] = splits[summary["patient_key"]]
     paths_by_row = {row["row"]: row for row in rows}
     for item in rejected:
         row = paths_by_row[item["row"]]
@@ -366,7 +377,7 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
             "salt_source": salt_source,
             "salt_check": hmac.new(salt, b"medgan-tf salt check", hashlib.sha256).hexdigest()[:8],
         },
-        "split": "patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) go to val",
+        "split": "converted patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) (≥ 1, ≤ n − 1) go to val",
         "compression": "GZIP",
         "seconds": round(time.monotonic() - started, 2),
     }
