@@ -69,6 +69,24 @@ def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
     return PipelineOptions(options)
 
 
+def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
+    """The runner to use: for DirectRunner, Beam's local FnApiRunner itself.
+
+    Since Beam 2.68 the DirectRunner first tries Prism, which downloads a Go binary from GitHub
+    (and, offline, fails before falling back); the FnApiRunner is the engine it falls back to and
+    the one that implements direct_num_workers / multi_processing. Other runners are used as named.
+    """
+    if args.runner.lower() not in ("directrunner", "direct"):
+        return None  # taken from --runner in the options
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
 # --------------------------------------------------------------------------- pseudonyms and splits
 
 
@@ -317,7 +335,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> int:
+    """`run` with parsed converter options and the remaining (Beam) options."""
     started = time.monotonic()
+    if logging.getLogger("apache_beam").level == logging.NOTSET:
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
     preset = TASK_PRESETS[args.task]
     data_config = dataclasses.replace(preset, image_size=args.image_size or preset.image_size)
     if data_config.image_size < 8:
@@ -334,7 +355,8 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         shutil.rmtree(work_dir)  # left over from an interrupted run
     work_dir.mkdir(parents=True)
     logging.info("converting %d pairs for task %s at %d² → %s", len(rows), args.task, data_config.image_size, out)
-    with beam.Pipeline(options=pipeline_options(args, beam_args)) as pipeline:
+    options = pipeline_options(args, beam_args)
+    with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
         build_pipeline(pipeline, rows, data_config, salt, work_dir, num_shards)
 
     volumes = sorted(_read_jsonl(str(work_dir / "_summaries" / "volumes*")), key=lambda v: v["patient_key"])
