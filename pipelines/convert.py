@@ -188,17 +188,19 @@ def convert_pair(
     except geometry.GeometryError as error:
         raise PairRejected(error.reason) from None
     # Keep slices that both volumes cover (a PET longer than its CT gives no pair beyond the CT).
-    source_cover = geometry.coverage(source, source_array.shape, grid_affine).mean(axis=(0, 1))
-    target_cover = geometry.coverage(target, source_array.shape, grid_affine).mean(axis=(0, 1))
+    source_mask = geometry.coverage(source, source_array.shape, grid_affine)
+    target_mask = geometry.coverage(target, source_array.shape, grid_affine)
+    source_cover, target_cover = source_mask.mean(axis=(0, 1)), target_mask.mean(axis=(0, 1))
     keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
     if keep.size == 0:
         raise PairRejected("no axial slice is covered by both volumes")
 
-    source_params = normalization.fit(source_array[..., keep], data_config.source_normalization, unit=source.unit)
+    # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
+    source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
     if data_config.target_normalization.share_source:
         target_params = dict(source_params, unit=target.unit)
     else:
-        target_params = normalization.fit(target_array[..., keep], data_config.target_normalization, unit=target.unit)
+        target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
     source_norm = normalization.normalize(source_array, source_params)
     target_norm = normalization.normalize(target_array, target_params)
     records = [

@@ -92,6 +92,11 @@ def test_reader_yields_float32_batches_in_range_and_ct_denormalizes_to_hu(pet_ct
     manifest = data.read_manifest(pet_ct_converted)
     assert sum(int(s.shape[0]) for s, _ in batches) == manifest["counts"]["train"]["slices"]
 
+    groups = data.records_by_patient(pet_ct_converted, "val")
+    (key, records), = groups.items()
+    indices = [r["slice_index"] for r in records]
+    assert indices == sorted(indices) and len(records) == manifest["counts"]["val"]["slices"]
+
     # De-normalize CT slices and compare with the CT resampled independently onto the grid.
     volumes = {v["patient_key"]: v for v in manifest["volumes"]}
     record = _records(pet_ct_converted, "val")[3]

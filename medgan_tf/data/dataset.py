@@ -141,6 +141,16 @@ def iterate_records(data_dir: str | Path, split: str) -> Iterator[dict[str, Any]
             yield parse_example_numpy(serialized)
 
 
+def records_by_patient(data_dir: str | Path, split: str) -> dict[str, list[dict[str, Any]]]:
+    """`iterate_records` grouped by patient key, each list sorted by slice index (volume order)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in iterate_records(data_dir, split):
+        groups.setdefault(record["patient_key"], []).append(record)
+    for records in groups.values():
+        records.sort(key=lambda record: record["slice_index"])
+    return dict(sorted(groups.items()))
+
+
 def count_records(data_dir: str | Path, split: str) -> int:
     """Number of records in `split` (reads the shards)."""
     import tensorflow as tf
