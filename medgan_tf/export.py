@@ -176,20 +176,42 @@ def _build_module(generator, description: Mapping[str, Any]):
     source, target = description["source"], description["target"]
 
     def check_images(images, name: str):
-        # The input_signature already fixes dtype and rank for Python callers; TF Serving feeds the
-        # graph directly, so the sizes are checked again here with a message naming the shape.
-        tf.debugging.assert_rank(images, 4, message=f"{name}: expected {expected}")
-        tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant([size, size, 1]), message=f"{name}: expected {expected}"
-        )
+        """`images` as (B, S, S, 1), after assertions that it is.
 
-    def check_parameters(images, low, high, name: str):
-        batch = tf.shape(images)[:1]
-        for tensor, what in ((low, f"{name}_low"), (high, f"{name}_high")):
-            tf.debugging.assert_equal(
-                tf.shape(tensor), batch, message=f"{what}: expected float32 (batch,), one value per slice"
-            )
-        tf.debugging.assert_greater(high, low, message=f"{name}_high must be greater than {name}_low")
+        The input_signature fixes dtype and rank for Python callers that pass numpy arrays, but a
+        loaded signature given a tf.Tensor, or TF Serving feeding the graph, skips that check; a
+        wrong rank would then abort the whole process inside a convolution kernel. The network
+        therefore runs only after this check passes. It cannot use tf.rank: the signature makes the
+        rank statically 4, so Grappler folds it to a constant; the rank is counted from the
+        runtime shape instead.
+        """
+        shape = tf.shape(images)
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]  # rank < 4 → zeros
+        runtime_rank = tf.reduce_sum(tf.sign(shape + 1))  # data-dependent, so never constant-folded
+        valid = tf.logical_and(
+            tf.equal(runtime_rank, 4), tf.reduce_all(tf.equal(padded[1:], tf.constant([size, size, 1])))
+        )
+        check = tf.debugging.Assert(valid, [f"{name}: expected {expected}; received shape", shape], summarize=8)
+        with tf.control_dependencies([check]):
+            # Identity carries the dependency (Grappler may drop a reshape it deems a no-op).
+            return tf.identity(images)
+
+    def check_parameters(images, values, what: str):
+        """`values` as (B,) after asserting one value per slice of `images` (see check_images)."""
+        check = tf.debugging.Assert(
+            tf.equal(tf.size(values), tf.shape(images)[0]),
+            [f"{what}: expected float32 (batch,), one value per slice; received shape", tf.shape(values)],
+            summarize=8,
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(values)
+
+    def check_window(low, high, name: str):
+        check = tf.debugging.Assert(
+            tf.reduce_all(high > low), [f"{name}_high must be greater than {name}_low; received", low, high]
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(low), tf.identity(high)
 
     def per_slice(values):
         return tf.reshape(values, [-1, 1, 1, 1])
@@ -212,15 +234,18 @@ def _build_module(generator, description: Mapping[str, Any]):
         @tf.function(input_signature=[image_spec(INPUT_NAME)])
         def serve(self, source_images):
             """Normalized (B, S, S, 1) source in [-1, 1] → normalized output in [-1, 1]."""
-            check_images(source_images, INPUT_NAME)
-            return {OUTPUT_NAME: self.forward(source_images)}
+            return {OUTPUT_NAME: self.forward(check_images(source_images, INPUT_NAME))}
 
     module = ServingModule()
 
     def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None):
-        check_images(source_images, INPUT_NAME)
+        source_images = check_images(source_images, INPUT_NAME)
         if source["per_volume"]:
-            check_parameters(source_images, source_low, source_high, "source")
+            source_low, source_high = check_window(
+                check_parameters(source_images, source_low, "source_low"),
+                check_parameters(source_images, source_high, "source_high"),
+                "source",
+            )
             low_in, high_in = per_slice(source_low), per_slice(source_high)
         else:
             low_in, high_in = tf.constant(source["low"], tf.float32), tf.constant(source["high"], tf.float32)
@@ -230,7 +255,11 @@ def _build_module(generator, description: Mapping[str, Any]):
         elif target.get("share_source"):
             low_out, high_out = low_in, high_in
         else:
-            check_parameters(source_images, target_low, target_high, "target")
+            target_low, target_high = check_window(
+                check_parameters(source_images, target_low, "target_low"),
+                check_parameters(source_images, target_high, "target_high"),
+                "target",
+            )
             low_out, high_out = per_slice(target_low), per_slice(target_high)
         return {OUTPUT_NAME: to_physical(output, low_out, high_out)}
 
