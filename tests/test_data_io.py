@@ -202,3 +202,25 @@ def test_truncated_and_non_image_dicom_are_rejected_with_reasons(tmp_path):
     assert pydicom.dcmread(report / "report.dcm").Modality == "SR"
     with pytest.raises(VolumeReadError, match="without pixel data"):
         read_volume(report)
+
+
+def test_compressed_dicom_without_a_working_decoder_is_rejected_with_its_transfer_syntax(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import CTImageStorage, JPEG2000Lossless, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = JPEG2000Lossless
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.Modality = meta, CTImageStorage, "CT"
+    ds.Rows = ds.Columns = 8
+    ds.PixelSpacing, ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 1], [1, 0, 0, 0, 1, 0], [0, 0, 0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)])  # a JPEG 2000 header, no image
+    ds["PixelData"].VR = "OB"
+    (tmp_path / "series").mkdir()
+    ds.save_as(tmp_path / "series" / "a.dcm", enforce_file_format=True)
+    with pytest.raises(VolumeReadError, match="compressed transfer syntax JPEG 2000"):
+        read_volume(tmp_path / "series")

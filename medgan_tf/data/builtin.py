@@ -53,15 +53,26 @@ def ensure_builtin_dataset(
     if (out / "manifest.json").is_file():
         logging.info("using the cached built-in synthetic %s dataset %s", task, out)
         return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per dataset (parallel test workers, two trainings started together).
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "manifest.json").is_file():  # made by another process while we waited
+            return out
+        return _build(task, image_size, out, patients, seed, num_workers)
+
+
+def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_workers: int | None) -> Path:
+    import argparse
+
     from medgan_tf.data.synthetic import write_synthetic_dataset
     from medgan_tf.errors import UserError
     from pipelines.convert import run_with_args
     from pipelines.options import add_arguments
 
-    import argparse
-
     logging.info("making the built-in synthetic %s dataset (%d patients, %d²) in %s", task, patients, image_size, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"synth-{task}-", dir=out.parent) as volumes_dir:
         field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
         csv_path = write_synthetic_dataset(task, volumes_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)

@@ -229,7 +229,8 @@ def _read_dicom_series(folder: Path) -> Volume:
         except Exception as error:
             raise VolumeReadError(folder, _pixel_error_reason(ds, file, error)) from None
         if pixels.ndim != 2 or pixels.shape != (rows, columns):
-            raise VolumeReadError(folder, f"{file.name} holds pixel data of shape {pixels.shape}; expected {(rows, columns)}")
+            kind = "multi-frame or colour DICOM (not supported)" if pixels.ndim > 2 else "pixel data"
+            raise VolumeReadError(folder, f"{file.name}: {kind} of shape {pixels.shape}; expected one {rows}×{columns} frame per file")
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         slices.append(pixels.astype(np.float64) * slope + intercept)
@@ -274,7 +275,7 @@ def _read_dicom_series(folder: Path) -> Volume:
 def _pixel_error_reason(ds: Any, file: Path, error: Exception) -> str:
     syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
     if syntax is not None and getattr(syntax, "is_compressed", False):
-        return f"{file.name}: compressed transfer syntax {syntax.name} and no decoder could read it ({type(error).__name__})"
+        return f"{file.name}: compressed transfer syntax {syntax.name} that no installed decoder could read ({type(error).__name__})"
     return f"{file.name}: truncated or corrupt pixel data ({type(error).__name__})"
 
 
