@@ -1,0 +1,201 @@
+"""Whole-volume translation: geometry and units survive the round trip to the model grid and back.
+
+The identity tests replace the generator by f(x) = x, so the expected output is known exactly:
+the input clipped to its normalization window (a PET "scale" window is [0, p99.5]). The command
+tests use a real export of a tiny untrained CasNet and check shape, affine, unit and atomic writes.
+"""
+
+import dataclasses
+import random
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medgan_tf import config as config_lib
+from medgan_tf import export, inference
+from medgan_tf.cli import main
+from medgan_tf.data.io import Volume, read_volume, write_nifti
+
+SIZE = 64
+
+
+def make_run(run_dir: Path, task: str):
+    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
+    import tensorflow as tf
+
+    from medgan_tf.models.generator import build_casnet
+    from medgan_tf.training import checkpoints
+
+    experiment = config_lib.override(
+        config_lib.task_preset(task),
+        {"data.image_size": SIZE, "generator.num_ublocks": 1, "generator.base_filters": 8, "train.vgg_weights": "none"},
+    )
+    checkpoints.write_config(run_dir, experiment)
+    generator = build_casnet(experiment.generator, SIZE)
+    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
+    return generator, experiment
+
+
+@pytest.fixture(scope="module")
+def savedmodel(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translate")
+    make_run(root / "run", "pet_denoise")
+    return export.export_run(root / "run", root / "savedmodels" / "pet_denoise")
+
+
+def identity_model(task: str = "pet_denoise") -> inference.RunModel:
+    experiment = config_lib.override(config_lib.task_preset(task), {"data.image_size": SIZE})
+    return inference.RunModel(
+        Path("identity"), experiment, export.normalization_description(experiment), lambda images, training: images
+    )
+
+
+def write_dicom_series(folder: Path, pixels: np.ndarray, pixel_spacing, slice_positions, origin_xy, slope=0.5):
+    """An axial PET series, one file per slice, written in shuffled order.
+
+    pixels: uint16 (rows, columns, K) as DICOM stores them (row index runs along y).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    series_uid, study_uid = generate_uid(), generate_uid()
+    order = list(range(pixels.shape[2]))
+    random.Random(0).shuffle(order)
+    for number, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality, ds.Units = "PT", "BQML"
+        ds.Rows, ds.Columns = pixels.shape[0], pixels.shape[1]
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
+        ds.SliceThickness = float(abs(slice_positions[1] - slice_positions[0]))
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [float(origin_xy[0]), float(origin_xy[1]), float(slice_positions[k])]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
+        ds.PixelData = np.ascontiguousarray(pixels[:, :, k], dtype="<u2").tobytes()
+        ds.save_as(folder / f"IM{number:04d}", enforce_file_format=True)
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([2.8, 2.8, 2.0, 1.0]),  # already the model grid (RAS)
+        np.array([[-2.8, 0, 0, 90.0], [0, -2.8, 0, 80.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]]),  # LPS-like axes
+    ],
+)
+def test_identity_model_returns_the_clipped_input(affine):
+    rng = np.random.default_rng(0)
+    array = rng.gamma(2.0, 1.0, (SIZE, SIZE, 9)).astype(np.float32)
+    volume = Volume(array, affine, "PT", "SUV")
+    translation = inference.translate_volume(identity_model(), volume, batch_size=4)
+    high = float(np.percentile(array, 99.5))  # the PET "scale" window [0, p99.5], fitted on this volume
+    assert translation.source_params["low"] == 0.0
+    assert translation.source_params["high"] == pytest.approx(high, rel=1e-6)
+    assert translation.grid_shape == (SIZE, SIZE, 9)
+    output = translation.volume
+    assert output.array.shape == array.shape and np.array_equal(output.affine, affine)
+    assert output.unit == "SUV" and output.modality == "PT"
+    np.testing.assert_allclose(output.array, np.clip(array, 0.0, high), rtol=1e-5, atol=1e-5)
+
+
+def test_identity_model_resamples_back_to_a_coarser_input_grid():
+    """An input at twice the model spacing: model grid and back only interpolates a smooth ramp,
+    which trilinear interpolation reproduces exactly inside the volume."""
+    i, j, k = np.meshgrid(np.arange(24), np.arange(20), np.arange(8), indexing="ij")
+    array = (1.0 + 0.1 * i + 0.05 * j + 0.2 * k).astype(np.float32)
+    affine = np.diag([5.6, 5.6, 4.0, 1.0])
+    experiment = identity_model().config
+    # A window far above the data keeps clipping out of the picture.
+    wide = dataclasses.replace(experiment.data.source_normalization, kind="window", low=0.0, high=100.0)
+    experiment = dataclasses.replace(
+        experiment,
+        data=dataclasses.replace(
+            experiment.data,
+            source_normalization=wide,
+            target_normalization=dataclasses.replace(wide, share_source=False),
+        ),
+    )
+    model = inference.RunModel(Path("identity"), experiment, export.normalization_description(experiment), lambda x, training: x)
+    output = inference.translate_volume(model, Volume(array, affine, "PT", "SUV"), batch_size=8).volume
+    inner = (slice(1, -1), slice(1, -1), slice(1, -1))  # the outermost voxels see the padding
+    np.testing.assert_allclose(output.array[inner], array[inner], rtol=1e-4, atol=1e-4)
+
+
+def test_translate_nifti_keeps_shape_and_affine(savedmodel, tmp_path, capsys):
+    affine = np.array([[-2.5, 0, 0, 50.0], [0, 2.4, 0, -40.0], [0, 0, 3.0, 10.0], [0, 0, 0, 1]])
+    array = np.random.default_rng(1).gamma(2.0, 1.0, (40, 36, 12)).astype(np.float32)
+    write_nifti(Volume(array, affine, "PT", "SUV"), tmp_path / "low_dose.nii.gz")
+    out = tmp_path / "out" / "denoised.nii.gz"
+    assert main(["translate", "--model", str(savedmodel.parent), "--input", str(tmp_path / "low_dose.nii.gz"),
+                 "--output", str(out), "--batch-size", "5"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    image = nib.load(str(out))
+    assert image.shape == array.shape
+    np.testing.assert_allclose(image.affine, affine, atol=1e-6)
+    result = read_volume(out)
+    assert (result.modality, result.unit) == ("PT", "SUV")
+    # The output lies in the volume's normalization window (tanh output de-normalized).
+    high = float(np.percentile(array, 99.5))
+    assert result.array.min() >= -1e-4 and result.array.max() <= high * 1.0001
+    assert np.std(result.array) > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["denoised.nii.gz"]  # no temporary file left
+
+
+def test_translate_dicom_series_gives_nifti_with_series_geometry(savedmodel, tmp_path):
+    rows, columns, num_slices = 40, 48, 10
+    pixels = np.random.default_rng(2).integers(0, 4000, (rows, columns, num_slices)).astype(np.uint16)
+    row_spacing, column_spacing, slice_spacing = 3.0, 2.5, 3.27
+    z = -50.0 + slice_spacing * np.arange(num_slices)
+    write_dicom_series(tmp_path / "series", pixels, (row_spacing, column_spacing), z, (-60.0, -45.0))
+    out = tmp_path / "pet.nii"
+    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "series"),
+                 "--output", str(out), "--quiet"]) == 0
+    image = nib.load(str(out))
+    # DICOM LPS → NIfTI RAS: x and y flip; i runs along a row (column spacing), j down the rows.
+    expected = np.array([
+        [-column_spacing, 0, 0, 60.0],
+        [0, -row_spacing, 0, 45.0],
+        [0, 0, slice_spacing, -50.0],
+        [0, 0, 0, 1],
+    ])
+    assert image.shape == (columns, rows, num_slices)
+    np.testing.assert_allclose(image.affine, expected, atol=1e-4)
+    assert read_volume(out).unit == "Bq/ml"  # no SUV information in the header: Bq/ml in, Bq/ml out
+
+
+def test_unreadable_inputs_are_clear_errors(savedmodel, tmp_path, capsys):
+    (tmp_path / "garbage.nii").write_text("not an image")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("no DICOM here")
+    cases = [
+        (tmp_path / "garbage.nii", "not a readable NIfTI"),
+        (tmp_path / "notes", "none of 1 files is DICOM"),
+        (tmp_path / "missing.nii.gz", "does not exist"),
+    ]
+    for path, reason in cases:
+        assert main(["translate", "--model", str(savedmodel), "--input", str(path), "--output", str(tmp_path / "o.nii.gz")]) == 2
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "garbage.nii"), "--output", str(tmp_path / "o.png")]) == 2
+    assert "must be a NIfTI file name" in capsys.readouterr().err
+    assert main(["translate", "--model", str(tmp_path), "--input", str(tmp_path / "garbage.nii"), "--output", str(tmp_path / "o.nii")]) == 2
+    assert "neither a SavedModel export" in capsys.readouterr().err
+
+
+def test_wrong_modality_is_refused(tmp_path):
+    from medgan_tf.errors import UserError
+
+    ct = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), "CT", "HU")
+    with pytest.raises(UserError, match="input modality is CT; this pet_denoise model expects PT"):
+        inference.translate_volume(identity_model(), ct)
