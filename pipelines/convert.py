@@ -350,6 +350,8 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     rows = read_pairs_csv(args.pairs)
     salt, salt_source = resolve_salt(args.salt)
+    if len(salt) < 16:
+        logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))
     num_shards = args.num_shards or data_config.num_shards
 
     work_dir = out.with_name(out.name + ".partial")
@@ -398,8 +400,8 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         "rejected": rejected,
         "pseudonym": {
             "method": "HMAC-SHA256(salt, patient_id), first 16 hex digits",
+            # No salt fingerprint on purpose: it would let anyone test guesses of a weak salt.
             "salt_source": salt_source,
-            "salt_check": hmac.new(salt, b"medgan-tf salt check", hashlib.sha256).hexdigest()[:8],
         },
         "split": "converted patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) (≥ 1, ≤ n − 1) go to val",
         "compression": "GZIP",
@@ -410,6 +412,9 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         print(f"error: {why}; no output written to {out}", file=sys.stderr)
         shutil.rmtree(work_dir)
         return 1
+    for split in SPLITS:
+        if counts[split]["slices"] == 0:
+            logging.warning("the %s split is empty (%d patient(s) converted)", split, len(volumes))
     # manifest.json last, then one rename: DIR never looks complete before it is.
     (work_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     if out.exists():

@@ -330,3 +330,16 @@ def test_builtin_dataset_is_made_once_then_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert, "run_with_args", must_not_run)
     assert builtin.ensure_builtin_dataset("pet_denoise", 32, patients=2) == path
+
+
+def test_salt_comes_from_flag_then_environment_then_a_private_per_user_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("MEDGAN_TF_SALT", raising=False)
+    assert convert.resolve_salt("flag") == (b"flag", "--salt")
+    salt, source = convert.resolve_salt(None)
+    secret_file = tmp_path / "medgan-tf" / "pseudonym-salt"
+    assert source == "per-user secret file" and len(salt) == 64
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert convert.resolve_salt(None)[0] == salt  # stable: the same patient keeps one key
+    monkeypatch.setenv("MEDGAN_TF_SALT", "from-env")
+    assert convert.resolve_salt(None) == (b"from-env", "MEDGAN_TF_SALT")
