@@ -44,6 +44,17 @@ def test_model_grid_follows_closest_ras_axes_of_an_lps_series():
     np.testing.assert_allclose(array, volume.array[::-1, ::-1, :], atol=1e-6)
 
 
+def test_a_volume_covers_half_a_voxel_beyond_its_outer_centres():
+    volume = np.arange(1.0, 4.0, dtype=np.float32).reshape(1, 1, 3)  # centres at z = 0, 3, 6 mm
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    out_affine = np.eye(4)
+    out_affine[2, 3] = -2.0  # z = −2 … 8 mm in 1 mm steps
+    out = geometry.resample(volume, affine, (1, 1, 11), out_affine, fill=-5.0)[0, 0]
+    # z = −2 is 2/3 voxel out (fill); −1 is within half a voxel (nearest = 1); 0…6 interpolate;
+    # 7 (1/3 voxel beyond) keeps the last value; 8 (2/3 beyond) is outside.
+    np.testing.assert_allclose(out, [-5, 1, 1, 1 + 1 / 3, 1 + 2 / 3, 2, 2 + 1 / 3, 2 + 2 / 3, 3, 3, -5], atol=1e-6)
+
+
 def test_from_model_grid_inverts_to_model_grid():
     affine = np.diag([0.8, 0.8, 2.0, 1.0])
     affine[:3, 3] = (-12.0, -12.0, -8.0)

@@ -71,6 +71,8 @@ def test_synth_then_convert_commands_give_both_splits_and_counts_that_match_the_
         records = _records(out, split)
         assert len(records) == manifest["counts"][split]["slices"] > 0
         assert len(records) == sum(v["slices"] for v in manifest["volumes"] if v["split"] == split)
+        # No empty slices: every kept slice shows the head in both images.
+        assert all(r["source"].max() > -0.9 and r["target"].max() > -0.9 for r in records)
         keys = {r["patient_key"] for r in records}
         assert keys == {v["patient_key"] for v in manifest["volumes"] if v["split"] == split}
     assert not (set(r["patient_key"] for r in _records(out, "train")) & set(r["patient_key"] for r in _records(out, "val")))

@@ -42,7 +42,8 @@ def resample(
     """Sample `array` (on `affine`) at the voxel centres of the grid (`out_shape`, `out_affine`).
 
     Trilinear (order 1) by default: no overshoot, so HU and activity stay in their physical
-    ranges. Points outside the input take `fill` (may be NaN, to measure overlap).
+    ranges. A volume covers its voxels fully (to half a voxel beyond the outer centres, where the
+    nearest value is used); points outside it take `fill`.
     """
     from scipy import ndimage
 
@@ -53,11 +54,25 @@ def resample(
         offset=mapping[:3, 3],
         output_shape=tuple(int(v) for v in out_shape),
         order=order,
-        mode="constant",
-        cval=float(fill),
+        mode="nearest",
         prefilter=order > 1,
     )
+    out[~_inside(array.shape, mapping, out_shape)] = fill
     return out.astype(np.float32, copy=False)
+
+
+def _inside(in_shape: tuple[int, ...], mapping: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean (out_shape): output voxel centres that map inside the input's voxels (±½ voxel).
+    Computed one output slice at a time so large reference grids stay cheap in memory."""
+    out_shape = tuple(int(v) for v in out_shape)
+    i, j = np.meshgrid(np.arange(out_shape[0], dtype=np.float64), np.arange(out_shape[1], dtype=np.float64), indexing="ij")
+    plane = np.stack([i.ravel(), j.ravel()], axis=1) @ mapping[:3, :2].T + mapping[:3, 3]
+    lower, upper = -0.5, np.asarray(in_shape[:3], dtype=np.float64) - 0.5
+    mask = np.empty(out_shape, dtype=bool)
+    for k in range(out_shape[2]):
+        points = plane + k * mapping[:3, 2]
+        mask[:, :, k] = np.all((points >= lower) & (points <= upper), axis=1).reshape(out_shape[:2])
+    return mask
 
 
 def model_grid(volume: Volume, spacing_mm: tuple[float, float, float], image_size: int) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -170,8 +185,4 @@ def pair_to_model_grid(
 
 def coverage(volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Boolean mask over grid (`shape`, `affine`): voxel centres that fall inside `volume`."""
-    indices = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
-    mapping = (np.linalg.inv(volume.affine) @ affine).astype(np.float32)
-    inside = indices @ mapping[:3, :3].T + mapping[:3, 3]
-    upper = np.asarray(volume.array.shape, dtype=np.float32) - 0.5
-    return np.all((inside >= -0.5) & (inside <= upper), axis=-1)
+    return _inside(volume.array.shape, np.linalg.inv(volume.affine) @ affine, shape)
