@@ -278,7 +278,9 @@ def _build_module(generator, description: Mapping[str, Any]):
 
         @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="volume")])
         def fit_source_normalization(volume):
-            tf.debugging.assert_positive(tf.size(volume), message="volume: expected at least one voxel")
+            check = tf.debugging.Assert(tf.size(volume) > 0, ["volume: expected at least one voxel"])
+            with tf.control_dependencies([check]):
+                volume = tf.identity(volume)
             high = _percentile(volume, percentile_high)
             low = tf.constant(0.0) if kind == "scale" else _percentile(volume, percentile_low)
             # A constant volume keeps the map invertible (as normalization.fit does).

@@ -172,6 +172,10 @@ def test_fit_signature_matches_numpy_percentile(exported):
     # An empty (all-zero) volume keeps the map invertible: high = low + 1, as normalization.fit does.
     empty = model.loaded.signatures["fit_source_normalization"](volume=np.zeros((4, 4), np.float32))
     assert (float(empty["source_low"]), float(empty["source_high"])) == (0.0, 1.0)
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected at least one voxel"):
+        model.loaded.signatures["fit_source_normalization"](volume=tf.zeros([0, 3]))
 
 
 def test_versions_are_numbered_and_never_overwritten(exported):
