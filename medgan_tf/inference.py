@@ -9,8 +9,9 @@ Whole-volume translation mirrors the converter (`pipelines/convert.py`) step for
 is seen by the model exactly as its training slices were:
 
   read (NIfTI / DICOM series) → model grid (task spacing, centre crop/pad to S×S, axial slices)
-  → normalization fitted on this volume on the model grid → slice batches through the generator
-  → de-normalization to the target unit → back onto the input's voxel grid by world coordinates.
+  → normalization fitted on this volume on the model grid (covered voxels) → slice batches
+  through the generator → de-normalization to the target unit → back onto the input's voxel
+  grid by world coordinates.
 """
 
 from __future__ import annotations
@@ -139,8 +140,11 @@ def translate_volume(
         )
     size, spacing = int(data.image_size), tuple(float(v) for v in data.spacing_mm)
     grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size)
-    # Fitted on the volume as it lies on the model grid, as the converter does for training data.
-    source_params = normalization.fit(grid_array, data.source_normalization, unit=volume.unit)
+    # Fitted as the converter fits training data: on the model grid, over the voxels the volume
+    # really covers (not the crop/pad fill), so the model sees the intensity scale it learned.
+    covered = geometry.coverage(volume, grid_array.shape, grid_affine)
+    statistics_voxels = grid_array[covered] if np.any(covered) else grid_array
+    source_params = normalization.fit(statistics_voxels, data.source_normalization, unit=volume.unit)
     target_params = export_lib.target_parameters(description, source_params)
     if description["target"].get("share_source"):
         target_params["unit"] = volume.unit

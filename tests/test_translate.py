@@ -109,6 +109,16 @@ def test_identity_model_returns_the_clipped_input(affine):
     np.testing.assert_allclose(output.array, np.clip(array, 0.0, high), rtol=1e-5, atol=1e-5)
 
 
+def test_normalization_is_fitted_on_covered_voxels_only():
+    """A 32² volume padded to the 64² model grid: the fill must not shift the percentile window
+    (the converter fits training data the same way)."""
+    array = np.random.default_rng(5).gamma(2.0, 1.0, (32, 32, 6)).astype(np.float32)
+    translation = inference.translate_volume(identity_model(), Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "SUV"))
+    high = float(np.percentile(array, 99.5))
+    assert translation.source_params["high"] == pytest.approx(high, rel=1e-6)
+    np.testing.assert_allclose(translation.volume.array, np.clip(array, 0.0, high), rtol=1e-5, atol=1e-5)
+
+
 def test_identity_model_resamples_back_to_a_coarser_input_grid():
     """An input at twice the model spacing: model grid and back only interpolates a smooth ramp,
     which trilinear interpolation reproduces exactly inside the volume."""
