@@ -5,7 +5,6 @@ tf.data reader and de-normalization, atomic outputs and the built-in dataset cac
 from __future__ import annotations
 
 import gzip
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -207,7 +206,6 @@ def _bad_inputs(tmp_path, pet_ct_pairs):
     truncated = write_dicom_series(tmp_path / "truncated", np.round(ct.array[:, :, :4]), ct.affine)
     victim = sorted(truncated.iterdir())[2]
     victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
-    from test_data_io import test_truncated_and_non_image_dicom_are_rejected_with_reasons  # noqa: F401 (same SR recipe)
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
