@@ -126,3 +126,12 @@ def test_schema_round_trip_in_tensorflow_and_numpy():
     assert as_numpy["source_params"] == params_s and as_numpy["target_params"] == params_t
     with pytest.raises(ValueError, match="square slices"):
         schema.encode_example(source, target[:4], "k", 0, (1, 1, 1), params_s, params_t)
+
+
+def test_fit_on_grid_ignores_the_padding_around_a_small_volume():
+    volume = Volume(np.full((8, 8, 4), 10.0, np.float32), np.eye(4), "PT", "Bq/ml")
+    array, grid = geometry.to_model_grid(volume, (1.0, 1.0, 1.0), 32)  # 8×8 inside 32×32 of zeros
+    config = NormalizationConfig(kind="scale", percentile=50.0, unit="SUV")
+    assert normalization.fit(array, config)["high"] == 1.0  # median of mostly padding: 0 → guarded to 1
+    params = normalization.fit_on_grid(array, volume, grid, config)
+    assert params["high"] == 10.0 and params["unit"] == "Bq/ml"
