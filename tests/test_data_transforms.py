@@ -129,7 +129,9 @@ def test_schema_round_trip_in_tensorflow_and_numpy():
 
 
 def test_fit_on_grid_ignores_the_padding_around_a_small_volume():
-    volume = Volume(np.full((8, 8, 4), 10.0, np.float32), np.eye(4), "PT", "Bq/ml")
+    values = np.full((8, 8, 4), 10.0, np.float32)
+    values[0, 0, 0] = 0.0  # background (the padding value) = the volume's minimum
+    volume = Volume(values, np.eye(4), "PT", "Bq/ml")
     array, grid = geometry.to_model_grid(volume, (1.0, 1.0, 1.0), 32)  # 8×8 inside 32×32 of zeros
     config = NormalizationConfig(kind="scale", percentile=50.0, unit="SUV")
     assert normalization.fit(array, config)["high"] == 1.0  # median of mostly padding: 0 → guarded to 1
