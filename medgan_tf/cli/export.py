@@ -18,7 +18,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "export a run's generator as a TF Serving SavedModel (normalized and physical-unit signatures)"
@@ -43,5 +42,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {version_dir}")
     print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
     print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
-    print(json.dumps({"path": str(version_dir), "task": experiment.task, "image_size": size}))
     return 0
