@@ -131,7 +131,9 @@ class TrainConfig:
     xla: str = "auto"  # "auto" | "on" | "off"
     mixed_precision: str = "auto"  # "auto" | "off" | "float16" | "bfloat16"
     strategy: str = "auto"  # "auto" | "default" | "mirrored" | "multiworker"
-    vgg_weights: str = "imagenet"  # "imagenet" | path to a local .h5 | "none" (random; tests)
+    # "auto" = ImageNet when cached or downloadable, else random with a loud warning;
+    # "imagenet" (fails when unobtainable) | path to a local .h5 | "none" (random; tests).
+    vgg_weights: str = "auto"
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     image_summary_every_steps: int = 200

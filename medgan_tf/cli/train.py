@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     losses.add_argument("--lambda-l2", type=float)
     losses.add_argument("--lambda-tv", type=float)
     losses.add_argument("--lambda-feature-matching", type=float)
-    losses.add_argument("--vgg-weights", help="imagenet (default; Keras cache), a local .h5 file, or none (random: tests only)")
+    losses.add_argument("--vgg-weights", help="auto (default: imagenet when cached/downloadable, else random with a warning), imagenet, a local .h5 file, or none (random: tests only)")
 
     run = parser.add_argument_group("execution")
     run.add_argument("--xla", choices=("auto", "on", "off"), help="XLA compilation; auto = on for GPU, off for CPU")

@@ -15,7 +15,10 @@ logger = logging.getLogger(__name__)
 # Channel means of `keras.applications.vgg19.preprocess_input` ("caffe" mode), in BGR order.
 # A grayscale image tiled to 3 channels is its own BGR flip, so only the means matter.
 VGG_BGR_MEANS = (103.939, 116.779, 123.68)
-VGG_WEIGHT_CHOICES = "'imagenet' (downloaded once into ~/.keras/models), a local .h5 path, or 'none'"
+VGG_WEIGHT_CHOICES = (
+    "'auto' (ImageNet when obtainable, else random with a warning), 'imagenet' (downloaded once into "
+    "~/.keras/models), a local .h5 path, or 'none'"
+)
 
 
 @keras.saving.register_keras_serializable(package="medgan_tf")
@@ -41,10 +44,18 @@ def build_feature_extractor(
     `layer_names` (e.g. "block1_conv1" → (B, S, S, 64)).
 
     weights: "imagenet" (Keras cache; downloaded once when online), a path to a local `.h5`
-    file of VGG-19 no-top weights, or "none" (random init — for tests only; logged loudly).
+    file of VGG-19 no-top weights, "none" (random init — for tests only; logged loudly), or
+    "auto": "imagenet" when the weights are cached or downloadable, otherwise "none" with a
+    warning that says how to get the real weights (so a first run on an offline machine works).
     """
     if not layer_names:
         raise ValueError("layer_names must name at least one VGG-19 layer; received none")
+    if weights == "auto":
+        try:
+            return build_feature_extractor(layer_names, "imagenet", image_size)
+        except UserError as error:
+            logger.warning("%s — falling back to random VGG-19 weights (--vgg-weights auto).", error)
+            weights = "none"
     keras_weights = _resolve_weights(weights)
     try:
         vgg = keras.applications.VGG19(

@@ -103,11 +103,11 @@ class CheckpointStore:
         if path is None:
             return None
         self.checkpoint.restore(path).assert_existing_objects_matched()
-        log.info("restored %s (step %d, epoch %d)", path, int(self.step), int(self.epoch))
+        log.info("restored %s (step %d, epoch %d)", path, int(self.step.numpy()), int(self.epoch.numpy()))
         return path
 
     def save(self) -> str:
-        path = self.manager.save(checkpoint_number=int(self.step))
+        path = self.manager.save(checkpoint_number=int(self.step.numpy()))
         if not self._is_chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path

@@ -68,8 +68,8 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
 
     train = experiment.train
     manifest = dataset_lib.read_manifest(data_dir)
-    counts = manifest.get("counts", {})
-    train_slices = int(counts.get("train", 0))
+    counts = {split: int(entry.get("slices", 0)) for split, entry in manifest.get("counts", {}).items()}
+    train_slices = counts.get("train", 0)
     if train_slices == 0:
         raise UserError(f"{data_dir}: the training split holds no slices (see {data_dir}/manifest.json)")
 
@@ -86,11 +86,11 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
             seed=train.seed + epoch,
         )
 
-    preview_split = "val" if int(counts.get("val", 0)) > 0 else "train"
+    preview_split = "val" if counts.get("val", 0) > 0 else "train"
     preview = next(iter(dataset_lib.make_dataset(data_dir, preview_split, 4, shuffle=False, deterministic=True)))
 
     def validation_batches():
-        if int(counts.get("val", 0)) == 0:
+        if counts.get("val", 0) == 0:
             return []
         ds = dataset_lib.make_dataset(data_dir, "val", global_batch, shuffle=False, deterministic=True)
         return ds.take(train.validation_steps) if train.validation_steps else ds
@@ -226,7 +226,7 @@ def train(
     distribute_options = tf.data.Options()
     distribute_options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    step = int(store.step)
+    step = int(store.step.numpy())
     if step >= total_steps:
         log.info("%s is already at step %d of %d: nothing to train", run_dir, step, total_steps)
     progress = _Progress(total_steps, step, quiet, log_every)
@@ -246,6 +246,7 @@ def train(
     try:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
+            model.reset_metrics()  # logged losses are running means over the (rest of the) epoch
             batches = data.epoch_batches(epoch).take(steps_per_epoch).skip(offset)
             iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(distribute_options)))
             for _ in range(steps_per_epoch - offset):
@@ -268,9 +269,9 @@ def train(
                     if step == 1 or step % log_every == 0 or step == total_steps:
                         for name, value in values.items():
                             tf.summary.scalar(f"losses/{name}" if name not in ("d_real", "d_fake") else name, value)
-                        tf.summary.scalar("learning_rate/generator", float(model.generator_optimizer.learning_rate))
+                        tf.summary.scalar("learning_rate/generator", _value(model.generator_optimizer.learning_rate))
                         tf.summary.scalar(
-                            "learning_rate/discriminator", float(model.discriminator_optimizer.learning_rate)
+                            "learning_rate/discriminator", _value(model.discriminator_optimizer.learning_rate)
                         )
                         tf.summary.scalar("slices_per_second", interval_steps * global_batch / (now - interval_start))
                         interval_start, interval_steps = now, 0
@@ -299,12 +300,12 @@ def train(
     elapsed = time.perf_counter() - started
     summary = {
         "step": step,
-        "epoch": int(store.epoch),
+        "epoch": int(store.epoch.numpy()),
         "total_steps": total_steps,
         "steps_per_epoch": steps_per_epoch,
         "global_batch_size": global_batch,
-        "generator_updates": int(model.generator_optimizer.iterations),
-        "discriminator_updates": int(model.discriminator_optimizer.iterations),
+        "generator_updates": int(_value(model.generator_optimizer.iterations)),
+        "discriminator_updates": int(_value(model.discriminator_optimizer.iterations)),
         "last_losses": last_losses,
         "slices_per_second": (step - start_step) * global_batch / elapsed if step > start_step else None,
         "wall_seconds_this_session": elapsed,
@@ -313,6 +314,11 @@ def train(
     if runtime.is_chief:
         checkpoints.write_json_atomic(run_dir / checkpoints.SUMMARY_FILE, summary)
     return summary
+
+
+def _value(variable) -> float:
+    """A scalar variable's value as a Python number, also for (Keras-wrapped) MirroredVariables."""
+    return float(tf.convert_to_tensor(getattr(variable, "value", variable)).numpy())
 
 
 def _validate(validation_step, data: TrainingData, writer, step: int, epoch: int) -> None:

@@ -71,15 +71,19 @@ def split_cpu(num_logical_devices: int) -> None:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto` | `default` | `mirrored` | `multiworker` → a tf.distribute strategy (SPEC.md §7)."""
-    gpus = tf.config.list_logical_devices("GPU")
+    """`auto` | `default` | `mirrored` | `multiworker` → a tf.distribute strategy (SPEC.md §7).
+
+    Only physical devices are listed before the strategy exists: listing logical devices would
+    initialise the TF context, after which MultiWorkerMirroredStrategy can no longer be set up.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in logical])
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UserError(
