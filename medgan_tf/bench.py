@@ -1,0 +1,446 @@
+"""`medgan-tf bench`: the performance figures of SPEC.md §6, measured in one process and one run.
+
+Every figure is the median of `repeats` timed calls after `warmup` untimed ones (tracing, graph
+optimization, allocator growth and file caches happen in the warm-up). The machine's own fp32 GEMM
+rate is measured in the same run and is the reference the targets are ratios of, so the targets
+mean the same thing on a loaded or an idle machine only as far as the load is steady: check
+`uptime` before trusting a number.
+
+Figures (keys of `run_bench(...)["figures"]`):
+  gemm_gflops                   tf.linalg.matmul N×N float32, 2·N³ FLOP per call
+  inference_batch{1,8}          exported CasNet-6 SavedModel (`serving_default`), slices/s and GFLOP/s
+  translate_64                  `inference.translate_file` of a 64-slice NIfTI volume (read → write)
+  train_iteration_256           one MedGAN iteration (N_G = 3 G updates + 1 D update, VGG losses)
+  train_iteration_demo          the same at the demo preset (64², 1 U-block, base 16, batch 4)
+  input_pipeline                `dataset.make_dataset` over the built-in TFRecords, augmented
+  convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
+
+Targets (issue 7): inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
+batch-8 per-slice time; input pipeline ≥ 20 × the slices/s the demo training consumes; 2 Beam
+workers ≥ 1.6 × 1 worker.
+
+Timing helpers (`median`, `time_repeats`, `model_flops`) are TensorFlow-free at import so they are
+cheap to test; everything else imports TensorFlow inside the function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# What a CasNet-6 forward pass at 256² costs (SPEC.md §6); the counted value must agree.
+CASNET6_GFLOP_PER_SLICE = 71.4
+DEMO_PRESET = {"task": "pet_denoise", "model": "medgan_1g", "image_size": 64, "num_ublocks": 1, "base_filters": 16, "batch_size": 4}
+TARGETS = {
+    "inference_batch8_vs_gemm": 0.8,  # ≥
+    "translate_vs_batch8": 1.2,  # ≤
+    "input_pipeline_vs_demo_training": 20.0,  # ≥
+    "convert_2_vs_1_workers": 1.6,  # ≥
+}
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+
+@dataclasses.dataclass
+class Timing:
+    """Wall times (seconds) of the timed repeats of one measurement; warm-up runs excluded."""
+
+    seconds: list[float]
+    warmup: int
+
+    @property
+    def median(self) -> float:
+        return median(self.seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "repeats_s": [round(s, 6) for s in self.seconds], "warmup": self.warmup}
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence (the mean of the middle two for an even count)."""
+    if len(values) == 0:
+        raise ValueError("median of no values; expected at least one timed repeat")
+    return float(statistics.median(values))
+
+
+def time_repeats(
+    function: Callable[[], Any],
+    repeats: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timing:
+    """Call `function` `warmup` times untimed, then `repeats` times timed, each call on its own.
+
+    `function` must block until its work is done (return numpy, not a pending tensor).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0; received repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        function()
+    seconds = []
+    for _ in range(repeats):
+        start = clock()
+        function()
+        seconds.append(clock() - start)
+    return Timing(seconds, warmup)
+
+
+# --------------------------------------------------------------------------- FLOP counting
+
+
+def _layer_flops(layer: Any) -> int:
+    """Multiply-adds × 2 of one layer for one example (convolutions and dense layers; the
+    normalizations and activations are O(activations), < 0.1 % of a U-block, and not counted)."""
+    import keras
+
+    if isinstance(layer, keras.layers.SpectralNormalization):
+        layer = layer.layer
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        # Every input pixel scatters a kh×kw×C_out patch from C_in channels.
+        _, height, width, channels_in = layer.input.shape
+        kernel_h, kernel_w = layer.kernel_size
+        return 2 * height * width * channels_in * kernel_h * kernel_w * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        _, height, width, channels_out = layer.output.shape
+        channels_in = layer.input.shape[-1]
+        kernel_h, kernel_w = layer.kernel_size
+        return 2 * height * width * channels_out * kernel_h * kernel_w * (channels_in // layer.groups)
+    if isinstance(layer, keras.layers.Dense):
+        positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
+        return 2 * positions * layer.input.shape[-1] * layer.units
+    return 0
+
+
+def model_flops(model: Any) -> int:
+    """FLOP of one forward pass of one example through a built functional `keras.Model`,
+    counted from its layers' shapes (nested models, e.g. CasNet's U-blocks, are entered).
+
+    Conv2D: 2·H_out·W_out·C_out·k_h·k_w·C_in; Conv2DTranspose: 2·H_in·W_in·C_in·k_h·k_w·C_out;
+    Dense: 2·C_in·C_out per position. CasNet-6 at 256² → ≈ 71.4 GFLOP (SPEC.md §6).
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += model_flops(layer)
+        else:
+            total += _layer_flops(layer)
+    return int(total)
+
+
+# --------------------------------------------------------------------------- the measurements
+
+
+def gemm_gflops(size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """fp32 GEMM rate of this machine: tf.linalg.matmul of two size×size matrices."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)[:1, :1]))  # tiny fetch, full GEMM
+    timing = time_repeats(lambda: matmul().numpy(), repeats, warmup)
+    return {"size": size, "gflops": 2.0 * size**3 / timing.median / 1e9, **timing.as_dict()}
+
+
+def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: int = 256, **generator: Any):
+    from medgan_tf import config as config_lib
+
+    experiment = config_lib.task_preset(task, model)
+    data = dataclasses.replace(experiment.data, image_size=image_size)
+    gen = dataclasses.replace(experiment.generator, **generator)
+    return dataclasses.replace(experiment, data=data, generator=gen)
+
+
+def inference_figures(exported: Any, flops_per_slice: int, batch_size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """slices/s and achieved GFLOP/s of `exported` (an ExportedModel) on a batch of random slices."""
+    size = exported.image_size
+    batch = np.random.default_rng(1).uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32)
+    timing = time_repeats(lambda: exported(batch), repeats, warmup)
+    per_slice = timing.median / batch_size
+    return {
+        "batch_size": batch_size,
+        "slices_per_s": 1.0 / per_slice,
+        "seconds_per_slice": per_slice,
+        "gflops": flops_per_slice / per_slice / 1e9,
+        **timing.as_dict(),
+    }
+
+
+def write_test_volume(path: Path, image_size: int, slices: int, spacing_mm: float = 1.0) -> Path:
+    """A PET-like NIfTI volume (Bq/ml) whose model grid (task spacing `spacing_mm`) has exactly
+    `slices` axial slices of image_size²."""
+    from medgan_tf.data.io import Volume, write_nifti
+
+    rng = np.random.default_rng(2)
+    array = rng.gamma(2.0, 1000.0, (image_size, image_size, slices)).astype(np.float32)
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = -spacing_mm * (np.array(array.shape) - 1) / 2.0
+    return write_nifti(Volume(array, affine, "PT", "Bq/ml", {"format": "bench"}), path)
+
+
+def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: int, repeats: int, warmup: int) -> dict[str, Any]:
+    from medgan_tf import inference
+
+    spacing = float(exported.config.data.spacing_mm[0])
+    volume_path = write_test_volume(work_dir / "bench-volume.nii.gz", exported.image_size, slices, spacing)
+    output_path = work_dir / "bench-translated.nii.gz"
+    grid_slices = {}
+
+    def translate() -> None:
+        translation = inference.translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True)
+        grid_slices["value"] = translation.grid_shape[2]
+
+    timing = time_repeats(translate, repeats, warmup)
+    return {"slices": grid_slices["value"], "batch_size": batch_size, "seconds": timing.median, **timing.as_dict()}
+
+
+def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Seconds of one MedGAN iteration (N_G generator updates + 1 discriminator update, every
+    loss of the recipe, VGG with random weights) through the training driver's step function."""
+    import tensorflow as tf
+
+    from medgan_tf.training.driver import make_train_step
+    from medgan_tf.training.medgan_model import build_model
+
+    size = experiment.data.image_size
+    model = build_model(experiment, vgg_weights="none", jit_compile=False)
+    rng = np.random.default_rng(3)
+    pair = tuple(tf.constant(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32)) for _ in range(2))
+    iterator = iter(tf.data.Dataset.from_tensors(pair).repeat())
+    step = make_train_step(model, tf.distribute.get_strategy(), jit_compile=False)
+    timing = time_repeats(lambda: {k: v.numpy() for k, v in step(iterator).items()}, repeats, warmup)
+    del model, step
+    return {
+        "image_size": size,
+        "num_ublocks": experiment.generator.num_ublocks,
+        "base_filters": experiment.generator.base_filters,
+        "batch_size": batch_size,
+        "generator_steps": experiment.train.generator_steps,
+        "seconds": timing.median,
+        "slices_per_s": batch_size / timing.median,
+        **timing.as_dict(),
+    }
+
+
+def input_pipeline_figures(task: str, image_size: int, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
+    """slices/s of `make_dataset` (shuffle, repeat, augmentation, batch, prefetch) over the
+    built-in dataset, `batches` batches per timed repeat, after one warm-up pass (fills the
+    shuffle buffer and the prefetch)."""
+    from medgan_tf.data import builtin, dataset
+
+    data_dir = builtin.ensure_builtin_dataset(task, image_size)
+    batches_iterator = iter(
+        dataset.make_dataset(data_dir, "train", batch_size, augment=True, shuffle=True, repeat=True, seed=0)
+    )
+
+    def consume() -> None:
+        for _ in range(batches):
+            source, _target = next(batches_iterator)
+        source.numpy()
+
+    timing = time_repeats(consume, repeats, warmup=1)
+    return {
+        "task": task,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "slices_per_s": batches * batch_size / timing.median,
+        **timing.as_dict(),
+    }
+
+
+def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
+    """slices/s of `pipelines.convert.run` end to end (pipeline start → manifest) with `workers`
+    DirectRunner worker processes; the NIfTI inputs are written once beforehand, untimed."""
+    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from pipelines import convert
+
+    csv_path = work_dir / f"synth-{task}-{patients}" / "pairs.csv"
+    if not csv_path.is_file():
+        write_synthetic_dataset(task, csv_path.parent, patients=patients, seed=0, field_of_view_mm=float(image_size))
+    out = work_dir / f"converted-{workers}"
+    argv = ["--pairs", str(csv_path), "--task", task, "--out", str(out), "--image-size", str(image_size),
+            "--salt", "medgan-tf-bench-salt-0000", "--overwrite", "--num-workers", str(workers)]
+
+    def convert_once() -> None:
+        status = convert.run(argv)
+        if status != 0:
+            raise RuntimeError(f"conversion for the benchmark failed (exit {status})")
+
+    timing = time_repeats(convert_once, repeats, warmup=0)  # each run starts fresh worker processes
+    manifest = json.loads((out / "manifest.json").read_text())
+    slices = sum(int(c["slices"]) for c in manifest["counts"].values())
+    return {
+        "workers": workers,
+        "pairs": int(manifest["converted_pairs"]),
+        "slices": slices,
+        "seconds": timing.median,
+        "slices_per_s": slices / timing.median,
+        **timing.as_dict(),
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every figure of SPEC.md §6 in one run, plus the target ratios. `quick` uses fewer repeats,
+    a smaller GEMM and a shorter translated volume (meant to finish in ≤ 3 minutes on 2 cores)."""
+    import keras
+    import tensorflow as tf
+
+    from medgan_tf import export as export_lib
+    from medgan_tf.models import build_casnet
+
+    say = progress or (lambda message: None)
+    repeats = 1 if quick else 3
+    started = time.perf_counter()
+    figures: dict[str, Any] = {}
+    load_before = os.getloadavg()
+
+    with tempfile.TemporaryDirectory(prefix="medgan-bench-") as temporary:
+        work_dir = Path(temporary)
+
+        say("GEMM")
+        figures["gemm"] = gemm_gflops(2048 if quick else 4096, repeats=3 if quick else 5, warmup=1)
+
+        say("CasNet-6 export")
+        experiment = casnet_experiment("pet_ct", "medgan", 256)
+        keras.utils.set_random_seed(0)
+        generator = build_casnet(experiment.generator, experiment.data.image_size)
+        flops = model_flops(generator)
+        export_start = time.perf_counter()
+        version_dir = export_lib.export_generator(generator, experiment, work_dir / "savedmodel", version=1)
+        export_seconds = time.perf_counter() - export_start
+        del generator
+        exported = export_lib.load_export(version_dir)
+        figures["casnet6"] = {
+            "gflop_per_slice": flops / 1e9,
+            "expected_gflop_per_slice": CASNET6_GFLOP_PER_SLICE,
+            "matches_expected": abs(flops / 1e9 - CASNET6_GFLOP_PER_SLICE) / CASNET6_GFLOP_PER_SLICE < 0.01,
+            "export_seconds": export_seconds,
+        }
+
+        say("inference batch 1")
+        figures["inference_batch1"] = inference_figures(exported, flops, 1, repeats=2 if quick else 5)
+        say("inference batch 8")
+        figures["inference_batch8"] = inference_figures(exported, flops, 8, repeats=repeats + (0 if quick else 2))
+
+        translate_slices = 16 if quick else 64
+        say(f"translate {translate_slices} slices")
+        figures["translate"] = translate_figures(
+            exported, work_dir, translate_slices, 8, repeats=1 if quick else 2, warmup=0 if quick else 1
+        )
+        del exported
+
+        say("MedGAN iteration at 256², CasNet-6")
+        figures["train_iteration_256"] = train_iteration_figures(experiment, batch_size=1, repeats=repeats)
+        say("MedGAN iteration at the demo preset")
+        demo = casnet_experiment(
+            DEMO_PRESET["task"], DEMO_PRESET["model"], DEMO_PRESET["image_size"],
+            num_ublocks=DEMO_PRESET["num_ublocks"], base_filters=DEMO_PRESET["base_filters"],
+        )
+        figures["train_iteration_demo"] = train_iteration_figures(demo, DEMO_PRESET["batch_size"], repeats=3 if quick else 5)
+
+        say("input pipeline")
+        figures["input_pipeline"] = input_pipeline_figures(
+            DEMO_PRESET["task"], DEMO_PRESET["image_size"], DEMO_PRESET["batch_size"], batches=100 if quick else 300,
+            repeats=repeats + 1,
+        )
+
+        for workers in (1, 2):
+            say(f"conversion, {workers} Beam worker(s)")
+            figures[f"convert_workers{workers}"] = convert_figures(
+                work_dir, "pet_ct", patients=4 if quick else 8, image_size=256, workers=workers, repeats=repeats
+            )
+
+    ratios = target_ratios(figures)
+    return {
+        "quick": quick,
+        "seconds": time.perf_counter() - started,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "figures": figures,
+        "targets": ratios,
+    }
+
+
+def target_ratios(figures: dict[str, Any]) -> dict[str, Any]:
+    """The four issue-7 targets as {name: {"ratio", "target", "met", "meaning"}}."""
+    batch8 = figures["inference_batch8"]
+    translate = figures["translate"]
+    demo = figures["train_iteration_demo"]
+    ratios = {
+        "inference_batch8_vs_gemm": (
+            batch8["gflops"] / figures["gemm"]["gflops"],
+            "batch-8 inference GFLOP/s ÷ GEMM GFLOP/s (≥)",
+        ),
+        "translate_vs_batch8": (
+            translate["seconds"] / (translate["slices"] * batch8["seconds_per_slice"]),
+            "translate wall time ÷ (slices × batch-8 seconds per slice) (≤)",
+        ),
+        "input_pipeline_vs_demo_training": (
+            figures["input_pipeline"]["slices_per_s"] / demo["slices_per_s"],
+            "input-pipeline slices/s ÷ demo training slices/s (≥)",
+        ),
+        "convert_2_vs_1_workers": (
+            figures["convert_workers2"]["slices_per_s"] / figures["convert_workers1"]["slices_per_s"],
+            "conversion slices/s with 2 workers ÷ with 1 (≥)",
+        ),
+    }
+    result = {}
+    for name, (ratio, meaning) in ratios.items():
+        target = TARGETS[name]
+        met = ratio <= target if name == "translate_vs_batch8" else ratio >= target
+        result[name] = {"ratio": round(float(ratio), 4), "target": target, "met": bool(met), "meaning": meaning}
+    return result
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a readable plain-text table."""
+    f = report["figures"]
+    rows = [
+        ("GEMM fp32", f"{f['gemm']['size']}²", f"{f['gemm']['gflops']:.1f} GFLOP/s"),
+        ("CasNet-6 FLOP", "256², per slice", f"{f['casnet6']['gflop_per_slice']:.2f} GFLOP (expected {CASNET6_GFLOP_PER_SLICE})"),
+        ("CasNet-6 export", "SavedModel write", f"{f['casnet6']['export_seconds']:.1f} s"),
+    ]
+    for batch in (1, 8):
+        item = f[f"inference_batch{batch}"]
+        rows.append((f"inference batch {batch}", "SavedModel", f"{item['slices_per_s']:.3f} slices/s, {item['gflops']:.1f} GFLOP/s ({item['seconds_per_slice']:.3f} s/slice)"))
+    t = f["translate"]
+    rows.append(("translate", f"{t['slices']} slices, batch {t['batch_size']}", f"{t['seconds']:.2f} s ({t['seconds'] / t['slices']:.3f} s/slice)"))
+    for key, label in (("train_iteration_256", "MedGAN iteration"), ("train_iteration_demo", "MedGAN iteration (demo)")):
+        item = f[key]
+        rows.append((label, f"{item['image_size']}², {item['num_ublocks']} U-block(s), base {item['base_filters']}, batch {item['batch_size']}",
+                     f"{item['seconds']:.3f} s ({item['slices_per_s']:.2f} slices/s)"))
+    p = f["input_pipeline"]
+    rows.append(("input pipeline", f"{p['task']} {p['image_size']}², augmented, batch {p['batch_size']}", f"{p['slices_per_s']:.0f} slices/s"))
+    for workers in (1, 2):
+        item = f[f"convert_workers{workers}"]
+        rows.append((f"conversion", f"{workers} Beam worker(s), {item['pairs']} pairs, {item['slices']} slices", f"{item['slices_per_s']:.1f} slices/s ({item['seconds']:.1f} s)"))
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
+    lines.append("")
+    for name, item in report["targets"].items():
+        lines.append(f"{'MET ' if item['met'] else 'MISS'} {name}: {item['ratio']:.3f} (target {item['target']}) — {item['meaning']}")
+    lines.append("")
+    lines.append(
+        f"{report['seconds']:.0f} s, {report['cpus']} CPUs, load average before {report['load_average_before']}, "
+        f"after {report['load_average_after']}, TensorFlow {report['tensorflow']}{', --quick' if report['quick'] else ''}"
+    )
+    return "\n".join(lines)

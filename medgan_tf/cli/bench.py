@@ -1,0 +1,44 @@
+"""Measure the performance figures of SPEC.md §6 in one run and compare them with the targets.
+
+Reports the machine's fp32 GEMM GFLOP/s (the same-run reference), CasNet-6 SavedModel inference
+at batch 1 and 8 (slices/s, GFLOP/s), `translate` of a 64-slice volume, one MedGAN iteration
+(3 G + 1 D updates with VGG losses) at 256²/CasNet-6 and at the demo preset, input-pipeline
+slices/s and conversion slices/s with 1 and 2 Beam workers. Every figure is a median over timed
+repeats after an untimed warm-up. Other work on the machine skews the figures: the report
+states the load average before and after.
+
+A full run takes about 10–15 minutes on 2 cores; --quick (fewer repeats, a 2048² GEMM, a
+16-slice volume, 4 conversion pairs) about 3.
+
+Examples:
+  medgan-tf bench --quick
+  medgan-tf bench --json > bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "measure inference, translate, training, input-pipeline and conversion speed (SPEC.md §6)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems (≤ 3 minutes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from medgan_tf import bench
+
+    def progress(message: str) -> None:
+        print(f"bench: {message} …", file=sys.stderr, flush=True)
+
+    report = bench.run_bench(quick=args.quick, progress=progress)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(bench.format_table(report))
+    return 0

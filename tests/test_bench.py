@@ -1,0 +1,159 @@
+"""`medgan-tf bench` helpers: median and warm-up logic, FLOP counting against hand counts, the
+target ratios and the table. No timing is asserted anywhere (SPEC.md §6)."""
+
+import math
+
+import pytest
+
+from medgan_tf import bench
+
+
+# --------------------------------------------------------------------------- median / repeats
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [([3.0], 3.0), ([5.0, 1.0, 3.0], 3.0), ([4.0, 1.0, 2.0, 3.0], 2.5), ([2.0, 2.0, 9.0], 2.0)],
+)
+def test_median(values, expected):
+    assert bench.median(values) == expected
+
+
+def test_median_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="at least one"):
+        bench.median([])
+
+
+def test_time_repeats_excludes_warmup_and_times_each_call():
+    # A fake clock advancing by the call number: call k (1-based, warm-up included) lasts k s.
+    state = {"now": 0.0, "calls": 0}
+
+    def clock():
+        return state["now"]
+
+    def work():
+        state["calls"] += 1
+        state["now"] += state["calls"]
+
+    timing = bench.time_repeats(work, repeats=3, warmup=2, clock=clock)
+    assert state["calls"] == 5
+    assert timing.seconds == [3.0, 4.0, 5.0]  # calls 1 and 2 were the warm-up
+    assert timing.median == 4.0
+    assert timing.as_dict()["warmup"] == 2
+
+
+@pytest.mark.parametrize("repeats, warmup", [(0, 1), (1, -1)])
+def test_time_repeats_rejects_bad_counts(repeats, warmup):
+    with pytest.raises(ValueError, match="repeats"):
+        bench.time_repeats(lambda: None, repeats=repeats, warmup=warmup)
+
+
+# --------------------------------------------------------------------------- FLOP counting
+
+
+def test_model_flops_hand_count_tiny_model():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 4, strides=2, padding="same", use_bias=False)(inputs)  # → 4×4×2
+    x = keras.layers.GroupNormalization(groups=-1)(x)  # not counted
+    x = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same")(x)  # → 8×8×3
+    inner = keras.Model(inputs, x)
+    outer_inputs = keras.Input((8, 8, 1))
+    y = inner(outer_inputs)  # nested model is entered
+    y = keras.layers.Dense(5)(y)  # 64 positions × 3 → 5
+    model = keras.Model(outer_inputs, y)
+    conv = 2 * (4 * 4 * 2) * (4 * 4 * 1)  # output pixels × C_out × (k·k·C_in)
+    transposed = 2 * (4 * 4 * 2) * (4 * 4 * 3)  # input pixels × C_in × (k·k·C_out)
+    dense = 2 * 64 * 3 * 5
+    assert bench.model_flops(inner) == conv + transposed == 1024 + 3072
+    assert bench.model_flops(model) == conv + transposed + dense
+
+
+def _unet_flops_by_hand(image_size, widths, channels=1):
+    """Independent count of one U-block: encoder convs from the spatial sizes, decoder transposed
+    convs reading (skip + up) channels, output transposed conv to `channels`."""
+    total, size, previous = 0, image_size, channels
+    for filters in widths:
+        size //= 2
+        total += 2 * size * size * filters * 16 * previous
+        previous = filters
+    for level in range(len(widths) - 2, -1, -1):
+        total += 2 * size * size * previous * 16 * widths[level]
+        size *= 2
+        previous = 2 * widths[level]
+    total += 2 * size * size * previous * 16 * channels
+    assert size * 2 == image_size
+    return total
+
+
+def test_model_flops_casnet_matches_independent_count():
+    from medgan_tf.models import build_casnet
+
+    experiment = bench.casnet_experiment("pet_ct", "medgan", 16, num_ublocks=2, base_filters=4)
+    generator = build_casnet(experiment.generator, 16)
+    widths = [4, 8, 16, 32]  # min(4·2^k, 512), log2(16) = 4 convs
+    assert bench.model_flops(generator) == 2 * _unet_flops_by_hand(16, widths)
+
+
+def test_casnet6_hand_count_is_the_spec_figure():
+    # The same independent count at the paper's size: 6 × one 256² U-block ≈ 71.4 GFLOP.
+    widths = [64, 128, 256, 512, 512, 512, 512, 512]
+    assert math.isclose(6 * _unet_flops_by_hand(256, widths) / 1e9, bench.CASNET6_GFLOP_PER_SLICE, rel_tol=1e-3)
+
+
+# --------------------------------------------------------------------------- targets and table
+
+
+def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=500.0, demo=20.0, workers=(10.0, 17.0)):
+    per_slice = 71.4 / batch8_gflops
+    return {
+        "gemm": {"size": 4096, "gflops": gemm},
+        "casnet6": {"gflop_per_slice": 71.37, "export_seconds": 12.0},
+        "inference_batch1": {"slices_per_s": 1.0, "gflops": 71.4, "seconds_per_slice": 1.0},
+        "inference_batch8": {"slices_per_s": 1 / per_slice, "gflops": batch8_gflops, "seconds_per_slice": per_slice},
+        "translate": {"slices": 16, "batch_size": 8, "seconds": translate_seconds},
+        "train_iteration_256": {"image_size": 256, "num_ublocks": 6, "base_filters": 64, "batch_size": 1, "seconds": 20.0, "slices_per_s": 0.05},
+        "train_iteration_demo": {"image_size": 64, "num_ublocks": 1, "base_filters": 16, "batch_size": 4, "seconds": 0.2, "slices_per_s": demo},
+        "input_pipeline": {"task": "pet_denoise", "image_size": 64, "batch_size": 4, "slices_per_s": pipeline},
+        "convert_workers1": {"pairs": 4, "slices": 100, "seconds": 10.0, "slices_per_s": workers[0]},
+        "convert_workers2": {"pairs": 4, "slices": 100, "seconds": 6.0, "slices_per_s": workers[1]},
+    }
+
+
+def test_target_ratios_hand_values():
+    figures = _figures()
+    ratios = bench.target_ratios(figures)
+    assert ratios["inference_batch8_vs_gemm"]["ratio"] == pytest.approx(0.85)
+    assert ratios["inference_batch8_vs_gemm"]["met"]
+    per_slice = 71.4 / 85.0
+    assert ratios["translate_vs_batch8"]["ratio"] == pytest.approx(10.0 / (16 * per_slice), abs=1e-4)
+    assert ratios["translate_vs_batch8"]["met"]  # 0.744 ≤ 1.2
+    assert ratios["input_pipeline_vs_demo_training"]["ratio"] == pytest.approx(25.0)
+    assert ratios["convert_2_vs_1_workers"]["ratio"] == pytest.approx(1.7)
+    assert all(item["met"] for item in ratios.values())
+
+
+def test_target_ratios_misses():
+    ratios = bench.target_ratios(_figures(batch8_gflops=50.0, translate_seconds=30.0, pipeline=100.0, workers=(10.0, 12.0)))
+    assert not ratios["inference_batch8_vs_gemm"]["met"]
+    assert not ratios["translate_vs_batch8"]["met"]  # 30 / (16 · 71.4/50) = 1.31 > 1.2
+    assert not ratios["input_pipeline_vs_demo_training"]["met"]
+    assert not ratios["convert_2_vs_1_workers"]["met"]
+
+
+def test_format_table_lists_every_figure_and_target():
+    report = {"figures": _figures(), "seconds": 100.0, "cpus": 2, "load_average_before": [0.1, 0.1, 0.1],
+              "load_average_after": [1.0, 1.0, 1.0], "tensorflow": "2.21.0", "quick": True}
+    report["targets"] = bench.target_ratios(report["figures"])
+    table = bench.format_table(report)
+    for text in ("GEMM", "inference batch 1", "inference batch 8", "translate", "MedGAN iteration (demo)",
+                 "input pipeline", "1 Beam worker", "2 Beam worker", "MET", "--quick"):
+        assert text in table
+
+
+def test_bench_is_a_subcommand():
+    from medgan_tf.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--json"])
+    assert args.quick and args.json
