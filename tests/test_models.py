@@ -158,3 +158,24 @@ def test_build_networks_skips_vgg_when_no_style_or_content():
     networks = build_networks(config)
     assert set(networks.feature_extractor.output) == {
         "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"}
+
+
+def test_auto_vgg_weights_fall_back_to_random_when_imagenet_is_unobtainable(monkeypatch, caplog):
+    import keras
+
+    from medgan_tf.models.feature_extractor import build_feature_extractor
+
+    real_vgg19 = keras.applications.VGG19
+
+    def offline_vgg19(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure -- [Errno -2] Name or service not known")
+        return real_vgg19(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "VGG19", offline_vgg19)
+    with caplog.at_level("WARNING"):
+        extractor = build_feature_extractor(["block1_conv1"], weights="auto", image_size=32)
+    features = extractor(np.zeros((1, 32, 32, 1), "float32"))
+    assert tuple(features["block1_conv1"].shape) == (1, 32, 32, 64)
+    assert "Falling back to RANDOM VGG-19 weights" in caplog.text
+    assert "Name or service not known" in caplog.text

@@ -54,9 +54,20 @@ def build_feature_extractor(
         try:
             return build_feature_extractor(layer_names, "imagenet", image_size)
         except UserError as error:
-            logger.warning("%s — falling back to random VGG-19 weights (--vgg-weights auto).", error)
-            weights = "none"
-    keras_weights = _resolve_weights(weights)
+            cause = error.__cause__ or error
+            logger.warning(
+                "VGG-19 ImageNet weights are unavailable (%s: %s). Falling back to RANDOM VGG-19 weights: "
+                "the style and content losses are not the paper's. For real training, connect once so Keras "
+                "caches them in ~/.keras/models, or pass --vgg-weights /path/"
+                "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5.",
+                type(cause).__name__, str(cause).split(" -- ")[-1],
+            )
+            return _build(layer_names, None, image_size)
+    return _build(layer_names, weights, image_size)
+
+
+def _build(layer_names: Sequence[str], weights: str | None, image_size: int) -> keras.Model:
+    keras_weights = _resolve_weights(weights) if weights is not None else None
     try:
         vgg = keras.applications.VGG19(
             include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3)
