@@ -135,18 +135,22 @@ def image_grid(source, output, target) -> tf.Tensor:
     return tf.clip_by_value(tf.concat(panels, axis=2), 0.0, 1.0)
 
 
+_SHOWN_LOGS = ("generator_total", "discriminator_loss", "d_real", "d_fake")
+
+
 class _Progress:
     """A Keras progress bar with ETA, or plain log lines with `--quiet`."""
 
     def __init__(self, total_steps: int, start_step: int, quiet: bool, log_every: int) -> None:
         self.quiet, self.log_every, self.total = quiet, log_every, total_steps
         self.start_step, self.start_time = start_step, time.perf_counter()
-        self.bar = None if quiet else keras.utils.Progbar(total_steps, stateful_metrics=None, unit_name="step")
+        # The logs are already running means (MedGAN's trackers), so the bar must not average again.
+        self.bar = None if quiet else keras.utils.Progbar(total_steps, stateful_metrics=_SHOWN_LOGS, unit_name="step")
         if self.bar is not None and start_step:
             self.bar.update(start_step)
 
     def update(self, step: int, values: dict[str, float]) -> None:
-        shown = {k: v for k, v in values.items() if k in ("generator_total", "discriminator_loss", "d_real", "d_fake")}
+        shown = {k: v for k, v in values.items() if k in _SHOWN_LOGS}
         if self.bar is not None:
             self.bar.update(step, values=list(shown.items()), finalize=step >= self.total)
             return
