@@ -163,8 +163,7 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
     }
     if entry.num_ublocks is not None:
         updates["generator.num_ublocks"] = entry.num_ublocks
-    config = config_lib.override(config, updates)
-    return dataclasses.replace(config, model=entry.model)
+    return config_lib.override(config, updates)
 
 
 # --------------------------------------------------------------------------- run state
@@ -337,13 +336,7 @@ def table_markdown(settings: Settings, labels: dict[str, str], summaries: dict[s
         rows["input (untouched)"] = input_summary
         return evaluation.markdown_table(rows, show_sd=False, columns=TABLE_METRICS)
 
-    vgg_note = (
-        "VGG-19 weights: RANDOM (no ImageNet weights on this machine) — style/content terms are not the paper's."
-        if settings.vgg_weights in ("none", "auto") else f"VGG-19 weights: {settings.vgg_weights}."
-    )
-    if settings.vgg_weights == "auto":
-        vgg_note = ("VGG-19 weights: `auto` — ImageNet when cached/downloadable, otherwise random (see the training "
-                    "log); with random weights the style/content terms are not the paper's.")
+    vgg_note = vgg_weights_note(settings.vgg_weights)
     parts = [
         f"# Comparison on {settings.task}\n",
         f"Every method: {settings.budget_steps} training steps (batch {settings.batch_size}, N_G = 3 generator "
@@ -368,6 +361,25 @@ def table_markdown(settings: Settings, labels: dict[str, str], summaries: dict[s
         parts += [f"## Fig. 6 — {DISPLAY_NAMES[SWEEP_MODEL]} vs number of U-blocks\n",
                   evaluation.markdown_table(rows, show_sd=False, columns=TABLE_METRICS)]
     return "\n".join(parts)
+
+
+VGG_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def vgg_weights_note(vgg_weights: str) -> str:
+    """One sentence for the report on which VGG-19 weights the style/content terms used."""
+    import os
+
+    random_note = "RANDOM — the style/content terms (Style-content, MedGAN, ID-CGAN, Fila-sGAN) are not the paper's"
+    if vgg_weights == "none":
+        return f"VGG-19 weights: {random_note}."
+    if vgg_weights == "auto":
+        # `auto` used ImageNet exactly when Keras had (or could fetch) the file into its cache.
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG_NOTOP_FILE
+        if cache.is_file():
+            return "VGG-19 weights: ImageNet (Keras cache)."
+        return f"VGG-19 weights: {random_note} (`auto`: ImageNet weights were not obtainable on this machine)."
+    return f"VGG-19 weights: {vgg_weights}."
 
 
 def save_sweep_figure(path: Path, sweep: dict[int, dict], title: str = "") -> None:
