@@ -64,6 +64,7 @@ DISPLAY_NAMES = {
 # Fig. 6 trains pix2pix with CasNets of several depths (paper Appendix A).
 SWEEP_MODEL = "pix2pix"
 TABLE_METRICS = ("ssim", "psnr", "mse", "vif", "uqi", "lpips")
+MINIMUM_IMAGE_SIZE = 41  # metrics.vif: its four Gaussian-window scales need at least 41×41 slices
 
 SETTINGS_FILE = "reproduce.json"
 EVALUATION_DIR = "evaluation"
@@ -448,6 +449,10 @@ def reproduce(
     size = settings.image_size
     if size < 8 or size & (size - 1):
         raise UserError(f"--image-size must be a power of two ≥ 8; received {size}")
+    if size < MINIMUM_IMAGE_SIZE:
+        # Checked before any training, which would otherwise be lost when scoring fails.
+        raise UserError(f"--image-size {size} is too small for the paper's metrics (VIF needs slices of at least "
+                        f"{MINIMUM_IMAGE_SIZE}×{MINIMUM_IMAGE_SIZE}); use --image-size 64 or larger")
     if not models and not ublocks_sweep:
         raise UserError("nothing to do: give --models and/or --ublocks-sweep")
     entries = plan(models, ublocks_sweep)

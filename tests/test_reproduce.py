@@ -221,3 +221,10 @@ def test_report_tables_figures_and_sweep_plot(tmp_path):
     mismatched = {**results, "pan": _fake_result(0.5, keys=(("p9", 1), ("p2", 5)))}
     with pytest.raises(UserError, match="other example slices"):
         reproduce.save_figure(tmp_path / "bad.png", {**labels, "pan": "PAN"}, mismatched, title="t")
+
+
+def test_too_small_slices_are_refused_before_any_training(tmp_path):
+    settings = reproduce.Settings(task="pet_denoise", budget_steps=1, image_size=32, base_filters=8)
+    with pytest.raises(UserError, match=r"VIF needs slices of at least 41×41"):
+        reproduce.reproduce(settings, tmp_path / "out", models=["pix2pix"])
+    assert not (tmp_path / "out").exists()
