@@ -146,9 +146,9 @@ def sweep_run_name(depth: int, entries: Sequence[Entry]) -> str:
 def experiment_config(entry: Entry, settings: Settings) -> config_lib.ExperimentConfig:
     """The task preset trained as `entry`'s recipe under the shared budget.
 
-    The budget is one "epoch" of `budget_steps` steps, so a larger budget never shares a data
-    order with a smaller one by accident; checkpoints every tenth of the budget (at most every
-    500 steps) make an interrupted comparison lose little.
+    The budget is one "epoch" of `budget_steps` steps over the (repeated, seed-shuffled) training
+    split, so every variant sees the same batches in the same order; checkpoints every tenth of
+    the budget (at most every 500 steps) make an interrupted comparison lose little.
     """
     config = config_lib.task_preset(settings.task, entry.model)
     updates: dict[str, Any] = {
