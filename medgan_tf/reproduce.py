@@ -85,6 +85,7 @@ class Settings:
     batch_size: int = 1
     eval_split: str = "val"
     figure_slices: int = 4
+    deterministic: bool = False  # op determinism: identical batches for every variant, slower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +147,11 @@ def sweep_run_name(depth: int, entries: Sequence[Entry]) -> str:
 def experiment_config(entry: Entry, settings: Settings) -> config_lib.ExperimentConfig:
     """The task preset trained as `entry`'s recipe under the shared budget.
 
-    The budget is one "epoch" of `budget_steps` steps over the (repeated, seed-shuffled) training
-    split, so every variant sees the same batches in the same order; checkpoints every tenth of
-    the budget (at most every 500 steps) make an interrupted comparison lose little.
+    The budget is one "epoch" of `budget_steps` steps over the repeated training split shuffled
+    with the shared seed; with `deterministic` the batches (order and augmentation) are exactly
+    the same for every variant, otherwise TensorFlow's parallel reads may interleave them
+    differently. Checkpoints every tenth of the budget (at most every 500 steps) make an
+    interrupted comparison lose little.
     """
     config = config_lib.task_preset(settings.task, entry.model)
     updates: dict[str, Any] = {
@@ -161,6 +164,7 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
         "train.vgg_weights": settings.vgg_weights,
         "train.checkpoint_every_steps": max(1, min(500, settings.budget_steps // 10)),
         "train.image_summary_every_steps": max(1, settings.budget_steps),
+        "train.deterministic": settings.deterministic,
     }
     if entry.num_ublocks is not None:
         updates["generator.num_ublocks"] = entry.num_ublocks
@@ -201,7 +205,10 @@ def _check_settings(out_dir: Path, settings: Settings) -> None:
     current = dataclasses.asdict(settings)
     saved = _read_json(path)
     if saved is not None:
-        differing = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+        # Settings added after a folder was made count as their defaults there.
+        defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
+        previous = {key: saved.get(key, defaults.get(key)) for key in current}
+        differing = {key: (previous[key], value) for key, value in current.items() if previous[key] != value}
         if differing:
             text = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, (a, b) in differing.items())
             raise UserError(

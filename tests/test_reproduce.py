@@ -3,6 +3,7 @@ rows), resumability, and the run-planning / report logic on its own (no training
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -228,3 +229,13 @@ def test_too_small_slices_are_refused_before_any_training(tmp_path):
     with pytest.raises(UserError, match=r"VIF needs slices of at least 41×41"):
         reproduce.reproduce(settings, tmp_path / "out", models=["pix2pix"])
     assert not (tmp_path / "out").exists()
+
+
+def test_settings_missing_from_an_older_folder_count_as_defaults(tmp_path):
+    settings = reproduce.Settings(task="pet_denoise", budget_steps=5, image_size=64, base_filters=8)
+    saved = dataclasses.asdict(settings)
+    del saved["deterministic"]
+    (tmp_path / reproduce.SETTINGS_FILE).write_text(json.dumps(saved))
+    reproduce._check_settings(tmp_path, settings)
+    with pytest.raises(UserError, match="deterministic: False there, True now"):
+        reproduce._check_settings(tmp_path, dataclasses.replace(settings, deterministic=True))

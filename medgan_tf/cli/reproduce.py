@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default: imagenet when cached/downloadable, else random with a warning), imagenet, "
                              "a local .h5 file, or none (random)")
     parser.add_argument("--figure-slices", type=int, default=4, help="validation slices shown in figure.png (default 4)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="op determinism: every variant sees exactly the same batches (slower)")
     parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto", help="auto = on for GPU, off for CPU")
     parser.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"), default="auto",
                         help="auto = float16 on GPU, off on CPU")
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         vgg_weights=args.vgg_weights,
         figure_slices=args.figure_slices,
+        deterministic=args.deterministic,
     )
     # Validate everything cheap before the runtime (and TensorFlow's devices) are set up.
     reproduce.plan(models, sweep)
