@@ -305,10 +305,19 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
     from medgan_tf import export as export_lib
     from medgan_tf.models import build_casnet
 
-    say = progress or (lambda message: None)
     repeats = 1 if quick else 3
     started = time.perf_counter()
     figures: dict[str, Any] = {}
+    sections: dict[str, float] = {}  # wall seconds per section, warm-ups and set-up included
+    current = {"name": None, "start": started}
+
+    def say(message: str) -> None:
+        now = time.perf_counter()
+        if current["name"] is not None:
+            sections[current["name"]] = round(now - current["start"], 2)
+        current.update(name=message, start=now)
+        if progress is not None and message:
+            progress(message)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as temporary:
@@ -364,9 +373,10 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         for workers in (1, 2):
             say(f"conversion, {workers} Beam worker(s)")
             figures[f"convert_workers{workers}"] = convert_figures(
-                work_dir, "pet_ct", patients=4 if quick else 8, image_size=256, workers=workers, repeats=repeats
+                work_dir, "pet_ct", patients=8 if quick else 16, image_size=256, workers=workers, repeats=repeats
             )
 
+        say("")  # closes the last section
     ratios = target_ratios(figures)
     return {
         "quick": quick,
@@ -375,6 +385,7 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "cpus": os.cpu_count(),
         "tensorflow": tf.__version__,
+        "section_seconds": sections,
         "figures": figures,
         "targets": ratios,
     }
