@@ -7,8 +7,11 @@ slices/s and conversion slices/s with 1 and 2 Beam workers. Every figure is a me
 repeats after an untimed warm-up. Other work on the machine skews the figures: the report
 states the load average before and after.
 
-A full run takes about 10–15 minutes on 2 cores; --quick (fewer repeats, a 2048² GEMM, a
-16-slice volume, 4 conversion pairs) about 3.
+A full run (4096² GEMM, 64-slice volume, 16 conversion pairs, 3–5 repeats) takes about
+12 minutes on 2 cores; --quick (1–3 repeats, 2048² GEMM, 16-slice volume, 8 conversion pairs)
+about 3.5 minutes on an idle machine, 80 s of which is the one-off tracing and graph
+optimization of the 256² CasNet-6 training step. Results and what bounds each target:
+benchmarks/README.md.
 
 Examples:
   medgan-tf bench --quick
