@@ -456,7 +456,7 @@ def format_table(report: dict[str, Any]) -> str:
     rows.append(("input pipeline", f"{p['task']} {p['image_size']}², augmented, batch {p['batch_size']}", f"{p['slices_per_s']:.0f} slices/s"))
     for workers in (1, 2):
         item = f[f"convert_workers{workers}"]
-        rows.append((f"conversion", f"{workers} Beam worker(s), {item['pairs']} pairs, {item['slices']} slices", f"{item['slices_per_s']:.1f} slices/s ({item['seconds']:.1f} s, {item.get('cpu_seconds', float('nan')):.1f} CPU-s)"))
+        rows.append(("conversion", f"{workers} Beam worker(s), {item['pairs']} pairs, {item['slices']} slices", f"{item['slices_per_s']:.1f} slices/s ({item['seconds']:.1f} s, {item.get('cpu_seconds', float('nan')):.1f} CPU-s)"))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
     lines.append("")
