@@ -52,7 +52,6 @@ def write_dicom_series(
 ) -> Path:
     """Write `array` (I, J, K) on RAS `affine` as one DICOM file per k-slice (int16 stored values
     with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 

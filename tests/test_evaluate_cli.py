@@ -12,30 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgan_tf import config as config_lib
 from medgan_tf.cli import main
 
-SIZE = 64
+from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
 # patient key → (low, high) of its PET "scale" window (SUV); shared by source and target.
 PATIENTS = {"a1b2c3d4e5f60718": (0.0, 5.0), "0f1e2d3c4b5a6978": (0.0, 12.0)}
 SLICES_PER_PATIENT = 3
-
-
-def make_run(run_dir: Path, task: str, image_size: int = SIZE):
-    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
-    import tensorflow as tf
-
-    from medgan_tf.models.generator import build_casnet
-    from medgan_tf.training import checkpoints
-
-    experiment = config_lib.override(
-        config_lib.task_preset(task),
-        {"data.image_size": image_size, "generator.num_ublocks": 1, "generator.base_filters": 8, "train.vgg_weights": "none"},
-    )
-    checkpoints.write_config(run_dir, experiment)
-    generator = build_casnet(experiment.generator, image_size)
-    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
-    return generator, experiment
 
 
 def write_dataset(data_dir: Path, image_size: int = SIZE) -> list[dict]:

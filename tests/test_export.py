@@ -17,25 +17,8 @@ import pytest
 from medgan_tf import config as config_lib
 from medgan_tf.cli import main
 
-SIZE = 64
+from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
 VENV_BIN = Path(sys.executable).parent
-
-
-def make_run(run_dir: Path, task: str):
-    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
-    import tensorflow as tf
-
-    from medgan_tf.models.generator import build_casnet
-    from medgan_tf.training import checkpoints
-
-    experiment = config_lib.override(
-        config_lib.task_preset(task),
-        {"data.image_size": SIZE, "generator.num_ublocks": 1, "generator.base_filters": 8, "train.vgg_weights": "none"},
-    )
-    checkpoints.write_config(run_dir, experiment)
-    generator = build_casnet(experiment.generator, SIZE)
-    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
-    return generator, experiment
 
 
 @pytest.fixture(scope="module")

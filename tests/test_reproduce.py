@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,12 @@ ACCEPTANCE = ["reproduce", "--task", "pet_denoise", "--models", "pix2pix,medgan_
               "--image-size", "64", "--base-filters", "8"]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("MEDGAN_TF_CACHE")
-    os.environ["MEDGAN_TF_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MEDGAN_TF_CACHE", None)
-    else:
-        os.environ["MEDGAN_TF_CACHE"] = old
-
-
 def _mtimes(directory: Path) -> dict[str, int]:
     return {str(path.relative_to(directory)): path.stat().st_mtime_ns for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 @pytest.mark.slow
-def test_acceptance_command_writes_the_report_and_a_second_run_does_not_retrain(cache_dir, tmp_path, caplog):
+def test_acceptance_command_writes_the_report_and_a_second_run_does_not_retrain(tmp_path, caplog):
     out = tmp_path / "report"
     caplog.set_level(logging.INFO)
     assert cli.main([*ACCEPTANCE, "--out", str(out)]) == 0

@@ -24,20 +24,7 @@ TINY = ["--image-size", "64", "--ublocks", "1", "--base-filters", "8", "--vgg-we
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One built-in synthetic dataset for the whole module (made through the real converter)."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("MEDGAN_TF_CACHE")
-    os.environ["MEDGAN_TF_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MEDGAN_TF_CACHE", None)
-    else:
-        os.environ["MEDGAN_TF_CACHE"] = old
-
-
-@pytest.fixture(scope="module")
-def data_dir(cache_dir):
+def data_dir():
     from medgan_tf.data.builtin import ensure_builtin_dataset
 
     return ensure_builtin_dataset("pet_denoise", 64)
@@ -77,7 +64,7 @@ def _weights(run_dir: Path) -> list[np.ndarray]:
     return [w.copy() for w in generator.get_weights()]
 
 
-def test_smoke_run_writes_a_complete_run_directory(cache_dir, tmp_path):
+def test_smoke_run_writes_a_complete_run_directory(tmp_path):
     run = tmp_path / "run"
     code = cli.main(["train", "--task", "pet_denoise", "--epochs", "1", "--steps-per-epoch", "2",
                      *TINY, "--logdir", str(run)])
@@ -99,7 +86,7 @@ def test_smoke_run_writes_a_complete_run_directory(cache_dir, tmp_path):
     assert {"metrics/ssim", "metrics/psnr"} <= val_scalars
 
 
-def test_resume_refuses_an_incompatible_config(cache_dir, tmp_path, capsys):
+def test_resume_refuses_an_incompatible_config(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", "--task", "pet_denoise", "--epochs", "1", "--steps-per-epoch", "1",
                      *TINY, "--logdir", str(run)]) == 0
@@ -194,7 +181,7 @@ def test_multiworker_strategy_with_two_local_workers(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
-def test_xla_and_mixed_precision_on_cpu(cache_dir, tmp_path, precision):
+def test_xla_and_mixed_precision_on_cpu(tmp_path, precision):
     import keras
 
     run = tmp_path / precision

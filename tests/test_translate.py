@@ -18,24 +18,7 @@ from medgan_tf import export, inference
 from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, read_volume, write_nifti
 
-SIZE = 64
-
-
-def make_run(run_dir: Path, task: str):
-    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
-    import tensorflow as tf
-
-    from medgan_tf.models.generator import build_casnet
-    from medgan_tf.training import checkpoints
-
-    experiment = config_lib.override(
-        config_lib.task_preset(task),
-        {"data.image_size": SIZE, "generator.num_ublocks": 1, "generator.base_filters": 8, "train.vgg_weights": "none"},
-    )
-    checkpoints.write_config(run_dir, experiment)
-    generator = build_casnet(experiment.generator, SIZE)
-    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
-    return generator, experiment
+from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / f"demo-{args.task}"
     verdict = run_demo(args.task, out, preset, quiet=args.quiet)
     model, given = verdict["model_metrics"], verdict["input_metrics"]
-    print(f"\nvalidation split, mean over slices (0–255 scale):")
+    print("\nvalidation split, mean over slices (0–255 scale):")
     print(f"  {'':8} {'SSIM':>8} {'PSNR':>8}")
     print(f"  {'model':8} {model['ssim']:8.4f} {model['psnr']:8.2f}")
     print(f"  {'input':8} {given['ssim']:8.4f} {given['psnr']:8.2f}")
