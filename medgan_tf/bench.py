@@ -12,7 +12,7 @@ Figures (keys of `run_bench(...)["figures"]`):
   translate_64                  `inference.translate_file` of a 64-slice NIfTI volume (read → write)
   train_iteration_256           one MedGAN iteration (N_G = 3 G updates + 1 D update, VGG losses)
   train_iteration_demo          the same at the demo preset (64², 1 U-block, base 16, batch 4)
-  input_pipeline                `dataset.make_dataset` over the built-in TFRecords, augmented
+  input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
 
 Targets (issue 7): inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
@@ -37,11 +37,21 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from medgan_tf.demo import DEMO_PRESET as _DEMO
+from medgan_tf.registry import MODELS
+
 log = logging.getLogger(__name__)
 
 # What a CasNet-6 forward pass at 256² costs (SPEC.md §6); the counted value must agree.
 CASNET6_GFLOP_PER_SLICE = 71.4
-DEMO_PRESET = {"task": "pet_denoise", "model": "medgan_1g", "image_size": 64, "num_ublocks": 1, "base_filters": 16, "batch_size": 4}
+DEMO_PRESET = {
+    "task": "pet_denoise",
+    "model": _DEMO.model,
+    "image_size": _DEMO.image_size,
+    "num_ublocks": MODELS.get(_DEMO.model).num_ublocks,
+    "base_filters": _DEMO.base_filters,
+    "batch_size": _DEMO.batch_size,
+}
 TARGETS = {
     "inference_batch8_vs_gemm": 0.8,  # ≥
     "translate_vs_batch8": 1.2,  # ≤
@@ -236,13 +246,13 @@ def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warm
     }
 
 
-def input_pipeline_figures(task: str, image_size: int, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
+def input_pipeline_figures(data_dir: Path, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
     """slices/s of `make_dataset` (shuffle, repeat, augmentation, batch, prefetch) over the
-    built-in dataset, `batches` batches per timed repeat, after one warm-up pass (fills the
-    shuffle buffer and the prefetch)."""
-    from medgan_tf.data import builtin, dataset
+    training split of a converted dataset, `batches` batches per timed repeat, after one warm-up
+    pass (fills the shuffle buffer and the prefetch)."""
+    from medgan_tf.data import dataset
 
-    data_dir = builtin.ensure_builtin_dataset(task, image_size)
+    manifest = dataset.read_manifest(data_dir)
     batches_iterator = iter(
         dataset.make_dataset(data_dir, "train", batch_size, augment=True, shuffle=True, repeat=True, seed=0)
     )
@@ -254,8 +264,8 @@ def input_pipeline_figures(task: str, image_size: int, batch_size: int, batches:
 
     timing = time_repeats(consume, repeats, warmup=1)
     return {
-        "task": task,
-        "image_size": image_size,
+        "task": manifest["task"],
+        "image_size": manifest["image_size"],
         "batch_size": batch_size,
         "slices_per_s": batches * batch_size / timing.median,
         **timing.as_dict(),
@@ -377,17 +387,19 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         )
         figures["train_iteration_demo"] = train_iteration_figures(demo, DEMO_PRESET["batch_size"], repeats=3 if quick else 5)
 
-        say("input pipeline")
-        figures["input_pipeline"] = input_pipeline_figures(
-            DEMO_PRESET["task"], DEMO_PRESET["image_size"], DEMO_PRESET["batch_size"], batches=100 if quick else 300,
-            repeats=repeats + 1,
-        )
-
+        # Quick runs convert smaller volumes (128²): the same per-pair work split, a third of the time.
+        convert_size = 128 if quick else 256
         for workers in (1, 2):
             say(f"conversion, {workers} Beam worker(s)")
             figures[f"convert_workers{workers}"] = convert_figures(
-                work_dir, "pet_ct", patients=8 if quick else 16, image_size=256, workers=workers, repeats=repeats
+                work_dir, "pet_ct", patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
             )
+
+        say("input pipeline")
+        # Reads the records just converted (slices ≥ the demo's 64², so the figure is conservative).
+        figures["input_pipeline"] = input_pipeline_figures(
+            work_dir / "converted-2", DEMO_PRESET["batch_size"], batches=100 if quick else 300, repeats=repeats + 1
+        )
 
         say("")  # closes the last section
     ratios = target_ratios(figures)

@@ -44,7 +44,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import apache_beam as beam
+# Importing Beam logs notices about optional Google Cloud clients this pipeline does not use.
+_root_level = logging.getLogger().level
+logging.getLogger().setLevel(logging.ERROR)
+try:
+    import apache_beam as beam
+finally:
+    logging.getLogger().setLevel(_root_level)
 import numpy as np
 
 from medgan_tf.config import TASK_PRESETS, DataConfig, to_dict
@@ -64,6 +70,12 @@ def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     options = list(beam_args) + [f"--runner={args.runner}"]
+    if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+        # Beam's worker processes log every channel and bundle at INFO on our stderr; keep the
+        # user's terminal for this converter's own messages (pass the option to see them again).
+        options.append("--default_sdk_harness_log_level=ERROR")
+        for name in ("apache_beam", "root.apache_beam"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if args.num_workers:
         options += [f"--direct_num_workers={args.num_workers}", "--direct_running_mode=multi_processing"]
     return PipelineOptions(options)
