@@ -403,6 +403,12 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
 
         say("")  # closes the last section
     ratios = target_ratios(figures)
+    if quick:
+        # 8 small volumes take ~6 s either way: Beam's fixed start-up cost, not the split of the
+        # work, decides this ratio. Only a full run (16 volumes of 256²) judges the target.
+        ratios["convert_2_vs_1_workers"].update(
+            met=None, note="not judged in --quick: too little conversion work; run the full bench"
+        )
     return {
         "quick": quick,
         "seconds": time.perf_counter() - started,
@@ -473,7 +479,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
     lines.append("")
     for name, item in report["targets"].items():
-        lines.append(f"{'MET ' if item['met'] else 'MISS'} {name}: {item['ratio']:.3f} (target {item['target']}) — {item['meaning']}")
+        verdict = {True: "MET ", False: "MISS", None: "N/A "}[item["met"]]
+        note = f" [{item['note']}]" if item.get("note") else ""
+        lines.append(f"{verdict} {name}: {item['ratio']:.3f} (target {item['target']}) — {item['meaning']}{note}")
     lines.append("")
     lines.append(
         f"{report['seconds']:.0f} s, {report['cpus']} CPUs, load average before {report['load_average_before']}, "
