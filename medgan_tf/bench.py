@@ -233,7 +233,7 @@ def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warm
     iterator = iter(tf.data.Dataset.from_tensors(pair).repeat())
     step = make_train_step(model, tf.distribute.get_strategy(), jit_compile=False)
     timing = time_repeats(lambda: {k: v.numpy() for k, v in step(iterator).items()}, repeats, warmup)
-    del model, step
+    del model
     return {
         "image_size": size,
         "num_ublocks": experiment.generator.num_ublocks,
