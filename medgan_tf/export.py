@@ -391,6 +391,14 @@ def is_export(path: str | Path) -> bool:
     return True
 
 
+def check_slices(images: Any, size: int, name: str = INPUT_NAME) -> np.ndarray:
+    """`images` as float32 (B, S, S, 1) with B ≥ 1, or a UserError naming the expected shape."""
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
+        raise UserError(f"{name}: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
+    return array
+
+
 @dataclasses.dataclass
 class ExportedModel:
     """A loaded export. Call it like a function on normalized slices.
@@ -415,11 +423,7 @@ class ExportedModel:
         return dict(self.loaded.signatures)
 
     def _check(self, images: Any, name: str = INPUT_NAME) -> np.ndarray:
-        array = np.asarray(images, dtype=np.float32)
-        size = self.image_size
-        if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
-            raise UserError(f"{name}: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
-        return array
+        return check_slices(images, self.image_size, name)
 
     def __call__(self, source: Any) -> np.ndarray:
         """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""

@@ -49,10 +49,7 @@ class RunModel:
 
     def __call__(self, source: Any) -> np.ndarray:
         """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
-        array = np.asarray(source, dtype=np.float32)
-        size = self.image_size
-        if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
-            raise UserError(f"source: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
+        array = export_lib.check_slices(source, self.image_size)
         return np.asarray(self.generator(array, training=False), dtype=np.float32)
 
 
