@@ -169,10 +169,14 @@ def run(args: argparse.Namespace) -> int:
         _check_data(Path(data_dir), experiment)
 
     # SIGTERM (a cluster scheduler's stop) saves a checkpoint like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     log.info("training %s on %s into %s", experiment.model, experiment.task, run_dir)
-    summary = driver.train(experiment, run_dir, data_dir=Path(data_dir), runtime=rt, resume=saved is not None,
-                           quiet=args.quiet, log_every=args.log_every)
+    try:
+        summary = driver.train(experiment, run_dir, data_dir=Path(data_dir), runtime=rt, resume=saved is not None,
+                               quiet=args.quiet, log_every=args.log_every)
+    finally:
+        # `demo` and `reproduce` call this command in-process: leave their SIGTERM handling as it was.
+        signal.signal(signal.SIGTERM, previous_handler)
     log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",
              summary["step"], summary["generator_updates"], summary["discriminator_updates"], run_dir / "summary.json")
     return 0
