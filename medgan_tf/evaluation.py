@@ -101,7 +101,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (non-finite numbers become None); the content of metrics.json."""
-        return _json_safe(
+        return json_safe(
             {
                 "unit": self.unit,
                 "data_range": metrics.DATA_RANGE,
@@ -168,11 +168,12 @@ def _summarize_slices(slices: Sequence[SliceScores]) -> dict[str, dict[str, Summ
     }
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars as Python numbers and non-finite floats as None (strict JSON)."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):

@@ -531,20 +531,12 @@ def reproduce(
         "files": {key: str(path) for key, path in paths.items()},
         "wall_seconds": time.perf_counter() - started,
     }
-    payload = _json_safe(payload)
+    from medgan_tf.evaluation import json_safe
+
+    payload = json_safe(payload)
     write_json_atomic(paths["results"], payload)
     log.info("report: %s, %s%s", paths["table"], paths["results"], f", {paths['figure']}" if "figure" in paths else "")
     return payload
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _resolve_data(settings: Settings, data_dir: Path | None) -> Path:
