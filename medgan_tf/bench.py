@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from medgan_tf.demo import DEMO_PRESET as _DEMO
-from medgan_tf.registry import MODELS
+from medgan_tf.presets import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,9 @@ def gemm_gflops(size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
 
 def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: int = 256, **generator: Any):
     from medgan_tf import config as config_lib
+    from medgan_tf import presets
 
-    experiment = config_lib.task_preset(task, model)
+    experiment = presets.task_preset(task, model)
     data = dataclasses.replace(experiment.data, image_size=image_size)
     gen = dataclasses.replace(experiment.generator, **generator)
     return dataclasses.replace(experiment, data=data, generator=gen)
@@ -224,7 +225,7 @@ def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warm
     import tensorflow as tf
 
     from medgan_tf.training.driver import make_train_step
-    from medgan_tf.training.medgan_model import build_model
+    from medgan_tf.training.experiment import build_model
 
     size = experiment.data.image_size
     model = build_model(experiment, vgg_weights="none", jit_compile=False)

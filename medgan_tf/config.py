@@ -2,8 +2,8 @@
 
 Every number of MedGAN (arXiv 1806.06397, §2.5 and Algorithm 1) lives here once:
 λ1 = 20, λ2 = λ3 = 1e-4, N_G = 3, Adam(2e-4, β1 = 0.5), batch size 1, 200 epochs, CasNet of
-6 U-blocks at 256², instance normalization. Task presets (`TASK_PRESETS`) add the data settings
-of paper §3.1 for `pet_ct`, `mr_motion` and `pet_denoise`.
+6 U-blocks at 256², instance normalization. The named task presets and model recipes that combine
+these values live in `medgan_tf.presets`; `validate` checks a config in one place.
 
 The resolved `ExperimentConfig` is written as JSON into every run directory and every export
 (`to_dict` / `from_dict`), and `diff` names the fields that differ between two configs.
@@ -16,7 +16,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from medgan_tf.errors import UserError
+
 TASKS = ("pet_ct", "mr_motion", "pet_denoise")
+
+# Generator loss terms of every recipe, in the order they are reported (paper eq. 12 and the
+# baselines of §3.2). `LossConfig` has one weight field per name.
+LOSS_TERMS = ("cgan", "perceptual", "style", "content", "l1", "l2", "total_variation", "feature_matching")
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,12 @@ class LossConfig:
 
     def active_terms(self) -> dict[str, float]:
         """The generator loss terms of this recipe that have a non-zero weight, by name."""
-        names = ("cgan", "perceptual", "style", "content", "l1", "l2", "total_variation", "feature_matching")
-        return {name: getattr(self, name) for name in names if getattr(self, name) != 0.0}
+        return {name: getattr(self, name) for name in LOSS_TERMS if getattr(self, name) != 0.0}
 
 
 @dataclass(frozen=True)
 class NormalizationConfig:
-    """How one modality's physical values map to [-1, 1] (SPEC.md §3).
+    """How one modality's physical values map to [-1, 1].
 
     kind:
       - "window":     fixed window [low, high] in physical units (CT in HU) → [-1, 1], clipped.
@@ -109,7 +114,7 @@ class DataConfig:
     )
     target_normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     val_fraction: float = 0.2
-    augment: bool = True
+    augment: bool = False  # the paper uses none; `--augment` adds paired flips/shifts
     max_shift_pixels: int = 8
     shuffle_buffer: int = 512
     num_shards: int = 4
@@ -152,51 +157,6 @@ class ExperimentConfig:
     losses: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-# --------------------------------------------------------------------------- task presets
-
-_PET_SCALE = NormalizationConfig(kind="scale", percentile=99.5, unit="SUV")
-
-TASK_PRESETS: dict[str, DataConfig] = {
-    # PET (2×2×3 mm) → CT (0.85×0.85×5 mm), both resampled to 1 mm isotropic (paper §3.1).
-    "pet_ct": DataConfig(
-        source_modality="PT",
-        target_modality="CT",
-        spacing_mm=(1.0, 1.0, 1.0),
-        source_normalization=_PET_SCALE,
-        target_normalization=NormalizationConfig(kind="window", low=-1000.0, high=2000.0, unit="HU"),
-    ),
-    # Motion-corrupted T1 SE → motion-free T1 SE, 1 mm isotropic (paper §3.1).
-    "mr_motion": DataConfig(
-        source_modality="MR",
-        target_modality="MR",
-        spacing_mm=(1.0, 1.0, 1.0),
-        source_normalization=NormalizationConfig(kind="percentile", percentile_low=0.5, percentile=99.5, unit="a.u."),
-        target_normalization=NormalizationConfig(
-            kind="percentile", percentile_low=0.5, percentile=99.5, share_source=True, unit="a.u."
-        ),
-    ),
-    # 25 %-time PET → full-time PET, native 2.8×2.8×2 mm (paper §3.1).
-    "pet_denoise": DataConfig(
-        source_modality="PT",
-        target_modality="PT",
-        spacing_mm=(2.8, 2.8, 2.0),
-        source_normalization=_PET_SCALE,
-        target_normalization=dataclasses.replace(_PET_SCALE, share_source=True),
-    ),
-}
-
-
-def task_preset(task: str, model: str = "medgan") -> ExperimentConfig:
-    """The paper's configuration for `task` trained as registered variant `model`."""
-    if task not in TASK_PRESETS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    from medgan_tf import registry  # late import: registry imports this module
-
-    recipe = registry.MODELS.get(model)
-    config = ExperimentConfig(task=task, model=model, data=TASK_PRESETS[task])
-    return recipe.apply(config)
 
 
 # --------------------------------------------------------------------------- (de)serialization
@@ -267,3 +227,67 @@ def override(config: Any, updates: Mapping[str, Any]) -> Any:
     for head, sub in nested.items():
         direct[head] = override(getattr(config, head), sub)
     return dataclasses.replace(config, **direct)
+
+
+# --------------------------------------------------------------------------- validation
+
+# The U-block halves the slice down to a 1×1 bottleneck, and the 16×16 PatchGAN needs at least one
+# full patch: slices are a power of two of at least 8.
+MINIMUM_IMAGE_SIZE = 8
+CHOICES = {
+    "generator.normalization": ("instance", "batch"),
+    "discriminator.normalization": ("instance", "batch", "none"),
+    "data.source_normalization.kind": ("window", "scale", "percentile"),
+    "data.target_normalization.kind": ("window", "scale", "percentile"),
+    "losses.discriminator_loss": ("cgan", "pan_margin"),
+    "losses.style_reference": ("target", "source"),
+    "train.xla": ("auto", "on", "off"),
+    "train.mixed_precision": ("auto", "off", "float16", "bfloat16"),
+    "train.strategy": ("auto", "default", "mirrored", "multiworker"),
+}
+POSITIVE = (
+    "generator.num_ublocks",
+    "generator.base_filters",
+    "train.epochs",
+    "train.batch_size",
+    "train.generator_steps",
+    "train.checkpoint_every_steps",
+    "train.keep_checkpoints",
+    "train.image_summary_every_steps",
+)
+
+
+def check_image_size(size: int, minimum: int = MINIMUM_IMAGE_SIZE, why: str = "") -> int:
+    """`size` when it is a power of two ≥ `minimum`; a UserError naming `--image-size` otherwise."""
+    size = int(size)
+    if size < minimum or size & (size - 1):
+        reason = why or "the U-block halves it down to a 1×1 bottleneck"
+        raise UserError(f"--image-size must be a power of two ≥ {minimum} ({reason}); received {size}")
+    return size
+
+
+def _field(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` unchanged when every field is usable; otherwise a UserError naming the field, the
+    value received and what was expected. Every entry point (training, export, summary,
+    reproduction) calls this before building anything."""
+    if config.task not in TASKS:
+        raise UserError(f"task must be one of {', '.join(TASKS)}; received {config.task!r}")
+    check_image_size(config.data.image_size)
+    for dotted, allowed in CHOICES.items():
+        value = _field(config, dotted)
+        if value not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}; received {value!r}")
+    for dotted in POSITIVE:
+        value = _field(config, dotted)
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"{dotted} must be a positive integer; received {value!r}")
+    steps = config.train.steps_per_epoch
+    if steps is not None and steps < 1:
+        raise UserError(f"train.steps_per_epoch must be a positive integer or unset; received {steps!r}")
+    return config

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medgan_tf.config import TASK_PRESETS
+from medgan_tf.presets import TASK_PRESETS
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
-METRIC_NAMES = ("ssim", "psnr", "mse", "vif", "uqi", "lpips")
-# Metrics this module computes for every slice pair (LPIPS is reported separately).
-COMPUTED_METRIC_NAMES = ("ssim", "psnr", "mse", "vif", "uqi")
+from medgan_tf.registry import Registry
+
 DATA_RANGE = 255.0
 # PSNR of two identical images is +inf; JSON has no infinity, so reports write it as null.
 PSNR_OF_IDENTICAL_IMAGES = math.inf
@@ -270,12 +271,91 @@ def lpips_availability() -> tuple[bool, str]:
     )
 
 
-def slice_metrics(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """SSIM, PSNR, MSE, VIF and UQI for one slice pair already on the 0–255 scale."""
-    return {
-        "ssim": ssim(output, target),
-        "psnr": psnr(output, target),
-        "mse": mse(output, target),
-        "vif": vif(output, target),
-        "uqi": uqi(output, target),
-    }
+# --------------------------------------------------------------------------- the metric table
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the metric table: everything any report, log or table needs to know.
+
+    function:          (output, target) → float, one slice pair; None when the metric cannot be
+                       computed here (then `availability` says why).
+    scale:             "0-255" (the paper's scale: images mapped with `to_255`) or "physical"
+                       (de-normalized images in the target's unit).
+    higher_is_better:  the direction a table's "best" follows.
+    paper:             a column of the paper's Tables I/II.
+    validation:        cheap enough to score every validation batch during training.
+    minimum_size:      the smallest slice side the function accepts.
+    """
+
+    name: str
+    title: str
+    format: str
+    higher_is_better: bool
+    function: Callable[[np.ndarray, np.ndarray], float] | None = None
+    scale: str = "0-255"
+    paper: bool = False
+    validation: bool = False
+    minimum_size: int = 1
+    availability: Callable[[], tuple[bool, str]] | None = None
+
+    def available(self) -> tuple[bool, str]:
+        if self.function is not None:
+            return True, ""
+        return self.availability() if self.availability is not None else (False, "no implementation")
+
+
+METRICS: Registry[Metric] = Registry("metric")
+METRICS.add("ssim", Metric("ssim", "SSIM", ".4f", True, ssim, paper=True, validation=True, minimum_size=11))
+METRICS.add("psnr", Metric("psnr", "PSNR(dB)", ".2f", True, psnr, paper=True, validation=True))
+METRICS.add("mse", Metric("mse", "MSE", ".2f", False, mse, paper=True, validation=True))
+METRICS.add("vif", Metric("vif", "VIF", ".4f", True, vif, paper=True, minimum_size=41))
+METRICS.add("uqi", Metric("uqi", "UQI", ".4f", True, uqi, paper=True, minimum_size=9))
+METRICS.add("lpips", Metric("lpips", "LPIPS", ".4f", False, None, paper=True, availability=lpips_availability))
+METRICS.add("mae", Metric("mae", "MAE", ".4g", False, mae_physical, scale="physical"))
+
+
+def metric_names(*, scale: str | None = None, paper: bool | None = None, validation: bool | None = None) -> tuple[str, ...]:
+    """Names of the registered metrics with the given properties, in table order."""
+    return tuple(
+        name for name, metric in METRICS.items()
+        if (scale is None or metric.scale == scale)
+        and (paper is None or metric.paper == paper)
+        and (validation is None or metric.validation == validation)
+    )
+
+
+def minimum_slice_size(names: tuple[str, ...] | None = None) -> int:
+    """The smallest slice side every metric of `names` (default: all) can score."""
+    return max(METRICS.get(name).minimum_size for name in (names or METRICS.names()))
+
+
+def slice_metrics(output: np.ndarray, target: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Every computable 0–255-scale metric of the table (or of `names`) for one slice pair already
+    on the 0–255 scale."""
+    names = names if names is not None else metric_names(scale="0-255")
+    out = {}
+    for name in names:
+        metric = METRICS.get(name)
+        if metric.function is not None and metric.scale == "0-255":
+            out[name] = float(metric.function(output, target))
+    return out
+
+
+def validation_means(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The validation metrics (`metric_names(validation=True)`, paper scale) of a batch, averaged
+    over its slices, as float32 in that order. outputs, targets: (B, S, S, 1) in [-1, 1].
+
+    The one validation computation of the project: training's validation (TensorBoard),
+    `MedGAN.test_step` (`model.evaluate`) and `medgan-tf evaluate` all score slices with these
+    functions on the 0–255 scale. A PSNR of +inf (a slice reproduced exactly) is left out of the
+    mean unless every slice is exact."""
+    names = metric_names(validation=True)
+    outputs, targets = np.asarray(outputs), np.asarray(targets)
+    per_slice = [slice_metrics(to_255(o), to_255(t), names) for o, t in zip(outputs, targets)]
+    means = []
+    for name in names:
+        values = np.array([scores[name] for scores in per_slice], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        means.append(finite.mean() if finite.size else (values.mean() if values.size else np.nan))
+    return np.asarray(means, dtype=np.float32)

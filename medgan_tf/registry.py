@@ -1,77 +1,71 @@
-"""Name registries: a decorator and a dict that fail loudly.
+"""A name registry: a decorator and a dict that fail loudly.
 
-`MODELS` maps a variant name (`medgan`, `medgan_1g`, `pix2pix`, ...) to a `ModelRecipe`: the
-generator depth and the loss terms with their weights. Adding a baseline is one registered recipe
-in `medgan_tf/variants.py`.
+The registry is generic and imports nothing of the project: modules that define things to
+register (the model recipes in `medgan_tf.presets`, the metrics in `medgan_tf.metrics`) create a
+`Registry` and add to it, so the registry never imports its registrants.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, TypeVar
-
-from medgan_tf.config import ExperimentConfig, LossConfig
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """name → object built by a registered factory. Duplicate or unknown names are errors."""
+    """name → object, in registration order. A duplicate or unknown name is an error that lists
+    the valid ones."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._factories: dict[str, Callable[[], T]] = {}
+        self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
-        def decorator(factory: Callable[[], T]) -> Callable[[], T]:
-            if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._factories[name] = factory
-            return factory
+    def add(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = item
+        return item
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator form of `add`: `@REGISTRY.register("name")` above a function or class."""
+
+        def decorator(item: T) -> T:
+            return self.add(name, item)
 
         return decorator
 
-    def get(self, name: str) -> T:
-        _load_builtin_variants()
-        if name not in self._factories:
+    def remove(self, name: str) -> T:
+        if name not in self._items:
             raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
-        return self._factories[name]()
+        return self._items.pop(name)
+
+    @contextmanager
+    def temporarily(self, name: str, item: T) -> Iterator[T]:
+        """Register `item` for the duration of a `with` block (plug-ins in tests and notebooks)."""
+        self.add(name, item)
+        try:
+            yield item
+        finally:
+            self._items.pop(name, None)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
+        return self._items[name]
 
     def names(self) -> list[str]:
-        _load_builtin_variants()
-        return sorted(self._factories)
+        """Registered names in registration order."""
+        return list(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._items.items())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names()
+        return name in self._items
 
-
-@dataclass(frozen=True)
-class ModelRecipe:
-    """One registered model variant: CasNet depth + loss terms and weights (paper §3.2)."""
-
-    name: str
-    num_ublocks: int
-    losses: LossConfig
-    description: str = ""
-
-    def apply(self, config: ExperimentConfig) -> ExperimentConfig:
-        """`config` trained as this variant (generator depth and losses replaced)."""
-        return dataclasses.replace(
-            config,
-            model=self.name,
-            generator=dataclasses.replace(config.generator, num_ublocks=self.num_ublocks),
-            losses=self.losses,
-        )
-
-
-MODELS: Registry[ModelRecipe] = Registry("model")
-
-
-def _load_builtin_variants() -> None:
-    # The recipes module registers itself on import; importing here keeps `registry` the one
-    # place callers need, without a module-level import cycle.
-    import medgan_tf.variants  # noqa: F401
+    def __len__(self) -> int:
+        return len(self._items)

@@ -41,6 +41,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from medgan_tf import config as config_lib
+
+from medgan_tf import presets
 from medgan_tf import registry
 from medgan_tf.errors import UserError
 
@@ -117,7 +119,7 @@ def parse_list(text: str | None, what: str) -> list[str]:
 def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry]:
     """The runs to make: each model once, then pix2pix at each sweep depth (depth 1 *is* the
     registered pix2pix recipe, so it reuses that run when pix2pix is among the models)."""
-    known = registry.MODELS.names()
+    known = presets.MODELS.names()
     unknown = [name for name in models if name not in known]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(known)}")
@@ -128,7 +130,7 @@ def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry
         raise UserError(f"--ublocks-sweep depths must be ≥ 1; received {list(ublocks_sweep)}")
     entries = [Entry(name, name) for name in models]
     names = {entry.name for entry in entries}
-    recipe_depth = registry.MODELS.get(SWEEP_MODEL).num_ublocks
+    recipe_depth = presets.MODELS.get(SWEEP_MODEL).num_ublocks
     for depth in dict.fromkeys(ublocks_sweep):
         if depth == recipe_depth and SWEEP_MODEL in names:
             continue
@@ -139,7 +141,7 @@ def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry
 def sweep_run_name(depth: int, entries: Sequence[Entry]) -> str:
     """The run that holds pix2pix at CasNet depth `depth`."""
     for entry in entries:
-        if entry.model == SWEEP_MODEL and (entry.num_ublocks or registry.MODELS.get(SWEEP_MODEL).num_ublocks) == depth:
+        if entry.model == SWEEP_MODEL and (entry.num_ublocks or presets.MODELS.get(SWEEP_MODEL).num_ublocks) == depth:
             return entry.name
     raise KeyError(depth)
 
@@ -153,7 +155,7 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
     differently. Checkpoints every tenth of the budget (at most every 500 steps) make an
     interrupted comparison lose little.
     """
-    config = config_lib.task_preset(settings.task, entry.model)
+    config = presets.task_preset(settings.task, entry.model)
     updates: dict[str, Any] = {
         "data.image_size": settings.image_size,
         "generator.base_filters": settings.base_filters,

@@ -53,7 +53,8 @@ finally:
     logging.getLogger().setLevel(_root_level)
 import numpy as np
 
-from medgan_tf.config import TASK_PRESETS, DataConfig, to_dict
+from medgan_tf.config import DataConfig, to_dict
+from medgan_tf.presets import TASK_PRESETS
 from medgan_tf.errors import UserError
 from pipelines.options import add_arguments
 

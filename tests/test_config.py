@@ -1,6 +1,6 @@
 import pytest
 
-from medgan_tf import config, registry
+from medgan_tf import config, presets, registry
 
 
 def test_paper_defaults():
@@ -14,12 +14,12 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("task", config.TASKS)
 def test_json_round_trip(task):
-    c = config.task_preset(task, "medgan_1g")
+    c = presets.task_preset(task, "medgan_1g")
     assert config.experiment_from_json(config.to_json(c)) == c
 
 
 def test_diff_and_override():
-    a = config.task_preset("pet_ct")
+    a = presets.task_preset("pet_ct")
     b = config.override(a, {"train.epochs": 3, "generator.num_ublocks": 1})
     assert config.diff(a, b) == {"generator.num_ublocks": (6, 1), "train.epochs": (200, 3)}
     with pytest.raises(ValueError, match="no field 'nope'"):
@@ -28,13 +28,13 @@ def test_diff_and_override():
 
 def test_unknown_task_and_model_fail_loudly():
     with pytest.raises(ValueError, match="pet_denoise"):
-        config.task_preset("ct_mr")
+        presets.task_preset("ct_mr")
     with pytest.raises(KeyError, match="registered: .*medgan"):
-        registry.MODELS.get("nope")
+        presets.MODELS.get("nope")
 
 
 def test_duplicate_registration_is_an_error():
     reg = registry.Registry("thing")
-    reg.register("a")(lambda: 1)
+    reg.register("a")(1)
     with pytest.raises(ValueError, match="already registered"):
-        reg.register("a")(lambda: 2)
+        reg.register("a")(2)

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from medgan_tf import config as config_lib
+
+from medgan_tf import presets
 from medgan_tf.cli import main
 
 from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
@@ -221,7 +223,7 @@ def test_pet_ct_physical_signature_uses_the_hu_window(tmp_path):
 def test_physical_inputs_per_task(task, inputs):
     from medgan_tf import export
 
-    description = export.normalization_description(config_lib.task_preset(task))
+    description = export.normalization_description(presets.task_preset(task))
     assert description["physical_inputs"] == inputs
 
 
@@ -232,7 +234,7 @@ def test_fixed_window_source_and_unshared_target_inputs():
 
     from medgan_tf import export
 
-    experiment = config_lib.task_preset("pet_ct")
+    experiment = presets.task_preset("pet_ct")
     ct_to_ct = dataclasses.replace(
         experiment, data=dataclasses.replace(experiment.data, source_normalization=experiment.data.target_normalization)
     )

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from medgan_tf.config import DataConfig, ExperimentConfig, GeneratorConfig, LossConfig, TrainConfig
 from medgan_tf.models import spectral_normalization_layers
-from medgan_tf.training import LOSS_TERMS, MedGAN, build_model
+from medgan_tf.config import LOSS_TERMS
+from medgan_tf.training import MedGAN, build_model
 from medgan_tf.training.medgan_model import TEST_LOGS, TRAIN_LOGS
 
 

@@ -45,8 +45,12 @@ def pair(request):
     return PAIRS[request.param](np.random.default_rng(7))
 
 
-def test_metric_names_are_the_papers_six():
-    assert metrics.METRIC_NAMES == ("ssim", "psnr", "mse", "vif", "uqi", "lpips")
+def test_metric_table_holds_the_papers_six_then_physical_mae():
+    assert metrics.metric_names(paper=True) == ("ssim", "psnr", "mse", "vif", "uqi", "lpips")
+    assert metrics.metric_names(scale="physical") == ("mae",)
+    assert metrics.metric_names(validation=True) == ("ssim", "psnr", "mse")
+    assert metrics.METRICS.get("lpips").available()[0] is False
+    assert metrics.minimum_slice_size() == 41  # VIF's four scales
 
 
 def test_ssim_matches_scikit_image(pair):
@@ -164,7 +168,7 @@ def test_channel_axis_is_accepted_and_bad_shapes_are_named():
 def test_slice_metrics_returns_every_computed_metric():
     output, target = _structured_pair(np.random.default_rng(4))
     scores = metrics.slice_metrics(output, target)
-    assert tuple(scores) == metrics.COMPUTED_METRIC_NAMES
+    assert tuple(scores) == ("ssim", "psnr", "mse", "vif", "uqi")
     assert scores["ssim"] == metrics.ssim(output, target)
     assert scores["vif"] == metrics.vif(output, target)
 
@@ -185,3 +189,18 @@ def test_sewar_dtype_warning_does_not_matter():
         warnings.simplefilter("ignore")
         expected = sewar.vifp(target.astype(np.float32), output)
     assert metrics.vif(output, target.astype(np.float32)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_validation_means_are_the_slice_metrics_on_the_paper_scale():
+    rng = np.random.default_rng(3)
+    outputs = rng.uniform(-1, 1, (3, 16, 16, 1)).astype(np.float32)
+    targets = np.clip(outputs + rng.normal(0, 0.1, outputs.shape), -1, 1).astype(np.float32)
+    targets[2] = outputs[2]  # an exact slice: PSNR +inf is left out of the mean
+    means = metrics.validation_means(outputs, targets)
+    ssim = [metrics.ssim(metrics.to_255(o), metrics.to_255(t)) for o, t in zip(outputs, targets)]
+    psnr = [metrics.psnr(metrics.to_255(o), metrics.to_255(t)) for o, t in zip(outputs[:2], targets[:2])]
+    np.testing.assert_allclose(means[0], np.mean(ssim), rtol=1e-6)
+    np.testing.assert_allclose(means[1], np.mean(psnr), rtol=1e-6)
+    # SSIM on [-1, 1] with data range 2 is not the paper's: the luminance term changes under a shift.
+    shifted = np.mean([metrics.ssim(o, t, data_range=2.0) for o, t in zip(outputs, targets)])
+    assert abs(shifted - means[0]) > 1e-3

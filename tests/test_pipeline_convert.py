@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from medgan_tf.cli import main as cli_main
-from medgan_tf.config import TASK_PRESETS
+from medgan_tf.presets import TASK_PRESETS
 from medgan_tf.data import dataset as data
 from medgan_tf.data import geometry, normalization
 from medgan_tf.data.io import Volume, read_volume, write_nifti

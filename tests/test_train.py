@@ -199,11 +199,13 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
     import tensorflow as tf
 
     from medgan_tf import config as config_lib
+
+    from medgan_tf import presets
     from medgan_tf.errors import TrainingDiverged
     from medgan_tf.training import checkpoints, driver, runtime
 
     experiment = config_lib.override(
-        config_lib.task_preset("pet_denoise", "medgan_1g"),
+        presets.task_preset("pet_denoise", "medgan_1g"),
         {"data.image_size": 64, "generator.base_filters": 8, "train.vgg_weights": "none",
          "train.epochs": 3, "train.steps_per_epoch": 2},
     )

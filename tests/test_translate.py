@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from medgan_tf import config as config_lib
+
+from medgan_tf import presets
 from medgan_tf import export, inference
 from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, read_volume, write_nifti
@@ -29,7 +31,7 @@ def savedmodel(tmp_path_factory):
 
 
 def identity_model(task: str = "pet_denoise") -> inference.RunModel:
-    experiment = config_lib.override(config_lib.task_preset(task), {"data.image_size": SIZE})
+    experiment = config_lib.override(presets.task_preset(task), {"data.image_size": SIZE})
     return inference.RunModel(
         Path("identity"), experiment, export.normalization_description(experiment), lambda images, training: images
     )

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from medgan_tf import cli, config, registry
-from medgan_tf.training import LOSS_TERMS
+from medgan_tf import cli, config, presets
+
+from medgan_tf.config import LOSS_TERMS
 
 # Hand-written from the cited papers (see medgan_tf/variants.py): name → (U-blocks, weighted terms).
 EXPECTED = {
@@ -25,12 +26,12 @@ EXPECTED = {
 
 
 def test_registry_holds_exactly_the_paper_variants():
-    assert sorted(registry.MODELS.names()) == sorted(EXPECTED)
+    assert sorted(presets.MODELS.names()) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recipe_depth_weights_and_docstring(name):
-    recipe = registry.MODELS.get(name)
+    recipe = presets.MODELS.get(name)
     depth, terms = EXPECTED[name]
     assert recipe.name == name
     assert recipe.num_ublocks == depth
@@ -44,19 +45,19 @@ def test_recipe_depth_weights_and_docstring(name):
 
 
 def test_recipe_specifics_beyond_the_weights():
-    pan = registry.MODELS.get("pan").losses
+    pan = presets.MODELS.get("pan").losses
     assert pan.discriminator_loss == "pan_margin" and pan.pan_margin > 0
-    fila = registry.MODELS.get("fila_sgan").losses
+    fila = presets.MODELS.get("fila_sgan").losses
     assert fila.style_reference == "source"
-    assert registry.MODELS.get("id_cgan").losses.content_layers == ("block2_conv2",)  # VGG relu2_2
+    assert presets.MODELS.get("id_cgan").losses.content_layers == ("block2_conv2",)  # VGG relu2_2
     for name in sorted(set(EXPECTED) - {"pan"}):
-        assert registry.MODELS.get(name).losses.discriminator_loss == "cgan", name
+        assert presets.MODELS.get(name).losses.discriminator_loss == "cgan", name
     for name in sorted(set(EXPECTED) - {"fila_sgan"}):
-        assert registry.MODELS.get(name).losses.style_reference == "target", name
+        assert presets.MODELS.get(name).losses.style_reference == "target", name
 
 
 def tiny(name: str) -> config.ExperimentConfig:
-    preset = config.task_preset("pet_denoise", name)
+    preset = presets.task_preset("pet_denoise", name)
     return config.override(preset, {"data.image_size": 64, "generator.base_filters": 8, "train.vgg_weights": "none"})
 
 
@@ -106,7 +107,7 @@ def test_ublocks_flag_overrides_the_recipe_depth(capsys):
 
 def test_recipe_apply_replaces_depth_and_losses_only():
     base = config.ExperimentConfig(task="pet_denoise")
-    applied = registry.MODELS.get("pix2pix").apply(base)
+    applied = presets.MODELS.get("pix2pix").apply(base)
     changed = set(config.diff(base, applied))
     assert changed == {"model", "generator.num_ublocks", "losses.perceptual", "losses.style", "losses.content", "losses.l1"}
     assert dataclasses.replace(applied, model=base.model, generator=base.generator, losses=base.losses) == base

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 
+from medgan_tf import presets
+
 SIZE = 64
 
 
@@ -15,7 +17,7 @@ def make_run(run_dir: Path, task: str, image_size: int = SIZE):
     from medgan_tf.training import checkpoints
 
     experiment = config_lib.override(
-        config_lib.task_preset(task),
+        presets.task_preset(task),
         {"data.image_size": image_size, "generator.num_ublocks": 1, "generator.base_filters": 8, "train.vgg_weights": "none"},
     )
     checkpoints.write_config(run_dir, experiment)

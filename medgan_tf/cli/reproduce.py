@@ -51,11 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medgan_tf import config as config_lib
+    from medgan_tf import presets
     from medgan_tf import reproduce
     from medgan_tf.errors import UserError
     from medgan_tf.training import runtime
 
-    preset = config_lib.task_preset(args.task, "medgan")
+    preset = presets.task_preset(args.task, "medgan")
     models = reproduce.parse_list(args.models, "--models") if args.models is not None else list(reproduce.DEFAULT_MODELS)
     sweep_text = reproduce.parse_list(args.ublocks_sweep, "--ublocks-sweep")
     try:

@@ -30,14 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The ExperimentConfig the flags describe (task preset × registered variant × overrides)."""
     from medgan_tf import config as config_lib
+    from medgan_tf import presets
     from medgan_tf import registry
     from medgan_tf.errors import UserError
 
     if args.task not in config_lib.TASKS:
         raise UserError(f"unknown task {args.task!r}; expected one of {', '.join(config_lib.TASKS)}")
-    if args.model not in registry.MODELS:
-        raise UserError(f"unknown model {args.model!r}; registered: {', '.join(registry.MODELS.names())}")
-    config = config_lib.task_preset(args.task, args.model)
+    if args.model not in presets.MODELS:
+        raise UserError(f"unknown model {args.model!r}; registered: {', '.join(presets.MODELS.names())}")
+    config = presets.task_preset(args.task, args.model)
     updates = {
         "data.image_size": args.image_size,
         "generator.num_ublocks": args.ublocks,

@@ -10,7 +10,8 @@ import argparse
 import logging
 import time
 
-from medgan_tf.config import TASK_PRESETS, TASKS
+from medgan_tf.config import TASKS
+from medgan_tf.presets import TASK_PRESETS
 
 HELP = "write synthetic phantom NIfTI pairs + pairs.csv for a task"
 

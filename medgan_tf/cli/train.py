@@ -22,6 +22,8 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 
+from medgan_tf import presets
+
 HELP = "train a model (Algorithm 1) into a run directory with checkpoints and TensorBoard logs"
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfi
         if args.model and args.model != saved.model:
             overrides["model"] = args.model
     else:
-        base = config_lib.task_preset(args.task or "pet_denoise", args.model or "medgan")
+        base = presets.task_preset(args.task or "pet_denoise", args.model or "medgan")
     try:
         return config_lib.override(base, overrides), saved
     except ValueError as error:

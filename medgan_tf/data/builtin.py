@@ -14,7 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from medgan_tf.config import TASK_PRESETS, TASKS
+from medgan_tf.config import TASKS
+from medgan_tf.presets import TASK_PRESETS
 
 # Bump when the phantoms, the simulation or the record schema change: old caches are ignored.
 BUILTIN_VERSION = 2

@@ -1,12 +1,12 @@
 """Network builders: CasNet generator, spectral-normalized patch discriminator, VGG-19 features.
 
-Builders are pure functions of config objects (STYLE.md): `build_networks(config)` builds all
-three networks of one `ExperimentConfig`.
+Builders are pure functions of config objects: `build_networks(config)` builds all three networks
+of one `ExperimentConfig`, with the paper's CasNet and PatchGAN unless a recipe names its own.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import keras
 
@@ -57,13 +57,25 @@ def feature_extractor_layers(losses: LossConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def build_networks(config: ExperimentConfig, vgg_weights: str | None = None) -> Networks:
+def build_networks(
+    config: ExperimentConfig,
+    vgg_weights: str | None = None,
+    generator_builder: Callable[[ExperimentConfig], keras.Model] | None = None,
+    discriminator_builder: Callable[[ExperimentConfig], keras.Model] | None = None,
+) -> Networks:
     """Generator (CasNet of `config.generator.num_ublocks`), discriminator and — only when the
     recipe weights style or content — the frozen VGG-19 feature extractor, all for slices of
-    `config.data.image_size`². vgg_weights overrides `config.train.vgg_weights`."""
+    `config.data.image_size`². vgg_weights overrides `config.train.vgg_weights`; the builders
+    (config → keras.Model) replace the paper's CasNet / PatchGAN for recipes with their own."""
     image_size = config.data.image_size
-    generator = build_casnet(config.generator, image_size)
-    discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels)
+    if generator_builder is not None:
+        generator = generator_builder(config)
+    else:
+        generator = build_casnet(config.generator, image_size)
+    if discriminator_builder is not None:
+        discriminator = discriminator_builder(config)
+    else:
+        discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels)
     layers = feature_extractor_layers(config.losses)
     feature_extractor = None
     if layers:

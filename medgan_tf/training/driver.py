@@ -177,7 +177,7 @@ def train(
 
     Pass either `data_dir` (a converted dataset) or a prepared `TrainingData`.
     """
-    from medgan_tf.training.medgan_model import build_model
+    from medgan_tf.training.experiment import build_model
 
     run_dir = Path(run_dir)
     train_cfg = experiment.train

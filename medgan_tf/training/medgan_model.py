@@ -1,6 +1,6 @@
 """The adversarial model: `MedGAN.train_step` is Algorithm 1 of the paper (one batch).
 
-Side-effect free by design (STYLE.md principle 2): no images, checkpoints or logging here — the
+Side-effect free by design : no images, checkpoints or logging here — the
 training driver's callbacks do that with the logs `train_step` returns.
 
 Distribution: construct and compile the model inside `strategy.scope()`. Each replica computes
@@ -18,11 +18,11 @@ import keras
 import tensorflow as tf
 
 from medgan_tf import losses as loss_functions
-from medgan_tf.config import ExperimentConfig, LossConfig
-from medgan_tf.models import FEATURES, PROBABILITY, build_networks, renormalize_spectral_kernels
+from medgan_tf.config import LOSS_TERMS, LossConfig
+from medgan_tf.models import FEATURES, PROBABILITY, renormalize_spectral_kernels
 
-# Generator loss terms, always reported under these keys (0 when the recipe does not weight them).
-LOSS_TERMS = ("cgan", "perceptual", "style", "content", "l1", "l2", "total_variation", "feature_matching")
+# Generator loss terms are always reported under the keys of LOSS_TERMS (0 when the recipe does
+# not weight them).
 TRAIN_LOGS = LOSS_TERMS + ("generator_total", "discriminator_loss", "d_real", "d_fake")
 TEST_LOGS = TRAIN_LOGS + ("ssim", "psnr")
 
@@ -288,27 +288,3 @@ class MedGAN(keras.Model):
         for name, value in values.items():
             self.trackers[name].update_state(value, sample_weight=weight)
         return {name: self.trackers[name].result() for name in values}
-
-
-def build_model(config: ExperimentConfig, vgg_weights: str | None = None, jit_compile: bool = False) -> MedGAN:
-    """Build the networks of `config` and a compiled `MedGAN` with the paper's two Adam
-    optimizers (`config.train`: lr 2e-4, β1 0.5, β2 0.999). Call inside `strategy.scope()` when
-    distributing. vgg_weights overrides `config.train.vgg_weights`."""
-    networks = build_networks(config, vgg_weights=vgg_weights)
-    model = MedGAN(
-        networks.generator,
-        networks.discriminator,
-        networks.feature_extractor,
-        losses=config.losses,
-        generator_steps=config.train.generator_steps,
-        name=f"{config.model}_gan",
-    )
-    train = config.train
-    model.compile(
-        generator_optimizer=keras.optimizers.Adam(
-            train.generator_learning_rate, beta_1=train.beta_1, beta_2=train.beta_2, name="generator_adam"),
-        discriminator_optimizer=keras.optimizers.Adam(
-            train.discriminator_learning_rate, beta_1=train.beta_1, beta_2=train.beta_2, name="discriminator_adam"),
-        jit_compile=jit_compile,
-    )
-    return model
