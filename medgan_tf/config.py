@@ -257,12 +257,14 @@ POSITIVE = (
 )
 
 
-def check_image_size(size: int, minimum: int = MINIMUM_IMAGE_SIZE, why: str = "") -> int:
-    """`size` when it is a power of two ≥ `minimum`; a UserError naming `--image-size` otherwise."""
+def check_image_size(size: int, minimum: int = MINIMUM_IMAGE_SIZE, why: str = "", power_of_two: bool = True) -> int:
+    """`size` when it is a power of two (unless `power_of_two` is False: records for other tools)
+    ≥ `minimum`; a UserError naming `--image-size` otherwise."""
     size = int(size)
-    if size < minimum or size & (size - 1):
-        reason = why or "the U-block halves it down to a 1×1 bottleneck"
-        raise UserError(f"--image-size must be a power of two ≥ {minimum} ({reason}); received {size}")
+    if size < minimum or (power_of_two and size & (size - 1)):
+        kind = "a power of two" if power_of_two else "an integer"
+        reason = why or ("the U-block halves it down to a 1×1 bottleneck" if power_of_two else "too small to hold a patch")
+        raise UserError(f"--image-size must be {kind} ≥ {minimum} ({reason}); received {size}")
     return size
 
 

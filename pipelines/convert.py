@@ -4,11 +4,14 @@
         [--strict] [--salt SECRET] [--overwrite] [--runner DirectRunner] [--num-workers 2]
         [any other Beam pipeline option, e.g. --direct_running_mode=multi_threading]
 
-Steps (SPEC.md §3): ReadPairs → Convert (read both volumes, target onto the source grid by world
-coordinates, resample to the task spacing, centre crop/pad to image_size, normalize per task,
-axial slices → tf.train.Example; rejected pairs go to a tagged output) → SplitByPatient →
-Write{Train,Val} (GZIP TFRecord shards) and WriteVolumes/WriteRejected summaries, from which the
-driver writes `manifest.json` last.
+Steps: ReadPairs → Convert (`medgan_tf.data.pairs.convert_pair`: read both volumes, target onto
+the source grid by world coordinates, resample to the task spacing, centre crop/pad to image_size,
+normalize per task, axial slices → tf.train.Example; rejected pairs go to a tagged output) →
+SplitByPatient → Write{Train,Val} (GZIP TFRecord shards) and WriteVolumes/WriteRejected summaries,
+from which the driver writes `manifest.json` last (`medgan_tf.data.manifest`).
+
+The per-pair work, the pseudonyms and the manifest live in `medgan_tf.data`; this module is the
+Beam shell around them.
 
 Output layout (DIR):
 
@@ -19,30 +22,24 @@ Output layout (DIR):
 Atomicity: everything is written into `DIR.partial/` and renamed to DIR only when complete, so an
 interrupted run never leaves a directory that looks converted (readers require manifest.json).
 
-Privacy: records and manifest carry only `patient_key` = HMAC-SHA256(salt, patient_id) truncated
-to 16 hex digits; no header value (names, IDs, dates, UIDs) and no input path is written. The salt
-comes from --salt, else $MEDGAN_TF_SALT, else a random per-user secret created once in
-$XDG_CONFIG_HOME/medgan-tf/pseudonym-salt (mode 600): stable keys across conversions by one user,
-not reversible by anyone without that file. The salt itself is never written to the outputs.
+Privacy: records and manifest carry only `patient_key`, a salted pseudonym
+(`medgan_tf.data.pseudonyms`); no header value (names, IDs, dates, UIDs) and no input path is
+written.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import glob
-import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 # Importing Beam logs notices about optional Google Cloud clients this pipeline does not use.
 _root_level = logging.getLogger().level
@@ -51,17 +48,16 @@ try:
     import apache_beam as beam
 finally:
     logging.getLogger().setLevel(_root_level)
-import numpy as np
-
-from medgan_tf.config import DataConfig, to_dict
-from medgan_tf.presets import TASK_PRESETS
+from medgan_tf.config import DataConfig, check_image_size, to_dict
+from medgan_tf.data.manifest import build_manifest, write_manifest
+from medgan_tf.data.pairs import SPLITS, PairRejected, assign_splits, convert_pair, read_pairs_csv
+from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
+from medgan_tf.presets import TASK_PRESETS
 from pipelines.options import add_arguments
 
-MANIFEST_VERSION = 1
 REJECTED = "rejected"
 VOLUMES = "volumes"
-SPLITS = ("train", "val")
 
 
 # --------------------------------------------------------------------------- options
@@ -100,152 +96,7 @@ def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
     return fn_runner.FnApiRunner(provision_info=provision)
 
 
-# --------------------------------------------------------------------------- pseudonyms and splits
-
-
-def resolve_salt(explicit: str | None) -> tuple[bytes, str]:
-    """(salt bytes, where it came from) — see the module docstring for the order."""
-    if explicit:
-        return explicit.encode(), "--salt"
-    if os.environ.get("MEDGAN_TF_SALT"):
-        return os.environ["MEDGAN_TF_SALT"].encode(), "MEDGAN_TF_SALT"
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    path = config_home / "medgan-tf" / "pseudonym-salt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode(), "per-user secret file"
-
-
-def pseudonym(patient_id: str, salt: bytes) -> str:
-    """16 hex digits of HMAC-SHA256(salt, patient_id): stable, not reversible without the salt."""
-    return hmac.new(salt, patient_id.strip().encode(), hashlib.sha256).hexdigest()[:16]
-
-
-def assign_splits(patient_keys: Iterable[str], val_fraction: float) -> dict[str, str]:
-    """Patient key → "train" | "val", deterministic: patients ranked by SHA-256 of their key,
-    the first round(val_fraction·n) (at least 1 when n ≥ 2, at most n − 1) go to val. Ranking by
-    hash (rather than thresholding it) keeps both splits non-empty even for 2–4 patients."""
-    keys = sorted(set(patient_keys), key=lambda key: hashlib.sha256(key.encode()).hexdigest())
-    if len(keys) < 2:
-        return {key: "train" for key in keys}
-    num_val = min(len(keys) - 1, max(1, int(round(val_fraction * len(keys)))))
-    return {key: ("val" if rank < num_val else "train") for rank, key in enumerate(keys)}
-
-
-def read_pairs_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of the pairs CSV with paths resolved against the CSV folder; UserError on a bad header."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,source,target")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"patient_id", "source", "target"} - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{path}: header {reader.fieldnames} lacks {sorted(missing)}; expected patient_id,source,target")
-        rows = []
-        for number, row in enumerate(reader, start=2):  # line 1 is the header
-            resolved = {}
-            for side in ("source", "target"):
-                value = (row.get(side) or "").strip()
-                resolved[side] = str((path.parent / value).resolve()) if value else ""
-            rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved})
-    if not rows:
-        raise UserError(f"{path} has no pairs; expected at least one row after the header")
-    return rows
-
-
-# --------------------------------------------------------------------------- the per-pair work (plain numpy)
-
-
-class PairRejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail or reason
-        super().__init__(reason)
-
-
-def convert_pair(
-    source_path: str,
-    target_path: str,
-    patient_key: str,
-    data_config: DataConfig,
-) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
-    """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
-
-    Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
-    """
-    from medgan_tf.data import geometry, normalization, schema
-    from medgan_tf.data.io import VolumeReadError, read_volume
-
-    volumes = {}
-    for side, path, modality in (
-        ("source", source_path, data_config.source_modality),
-        ("target", target_path, data_config.target_modality),
-    ):
-        if not path:
-            raise PairRejected(f"{side}: empty path")
-        try:
-            volume = read_volume(path, modality_hint=modality)
-        except VolumeReadError as error:
-            raise PairRejected(f"{side}: {error.reason}", f"{side} {error}") from None
-        if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {volume.modality}; task expects {modality}")
-        volumes[side] = volume
-    source, target = volumes["source"], volumes["target"]
-    size, spacing = data_config.image_size, tuple(data_config.spacing_mm)
-    try:
-        source_array, target_array, grid_affine = geometry.pair_to_model_grid(source, target, spacing, size)
-    except geometry.GeometryError as error:
-        raise PairRejected(error.reason) from None
-    # Keep slices that both volumes cover (a PET longer than its CT gives no pair beyond the CT).
-    source_mask = geometry.coverage(source, source_array.shape, grid_affine)
-    target_mask = geometry.coverage(target, source_array.shape, grid_affine)
-    source_cover, target_cover = source_mask.mean(axis=(0, 1)), target_mask.mean(axis=(0, 1))
-    keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
-    if keep.size == 0:
-        raise PairRejected("no axial slice is covered by both volumes")
-
-    # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
-    source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
-    if data_config.target_normalization.share_source:
-        target_params = dict(source_params, unit=target.unit)
-    else:
-        target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
-    source_norm = normalization.normalize(source_array, source_params)
-    target_norm = normalization.normalize(target_array, target_params)
-    records = [
-        (
-            int(k),
-            schema.encode_example(
-                source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params
-            ),
-        )
-        for k in keep
-    ]
-    summary = {
-        "patient_key": patient_key,
-        "slices": len(records),
-        "grid_affine": np.round(grid_affine, 6).tolist(),
-        "grid_shape": list(source_array.shape),
-        "source": _volume_summary(source, source_params),
-        "target": _volume_summary(target, target_params),
-    }
-    return records, summary
-
-
-def _volume_summary(volume: Any, params: dict[str, Any]) -> dict[str, Any]:
-    facts = {k: v for k, v in volume.metadata.items() if k in ("format", "num_files", "suv_factor", "suv_unavailable")}
-    return {
-        "modality": volume.modality,
-        "unit": volume.unit,
-        "shape": list(volume.shape),
-        "spacing_mm": [round(v, 6) for v in volume.spacing],
-        "normalization": params,
-        **facts,
-    }
+# --------------------------------------------------------------------------- the Beam step
 
 
 class ConvertPairFn(beam.DoFn):
@@ -356,8 +207,7 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
     preset = TASK_PRESETS[args.task]
     data_config = dataclasses.replace(preset, image_size=args.image_size or preset.image_size)
-    if data_config.image_size < 8:
-        raise UserError(f"--image-size {data_config.image_size} is too small; expected ≥ 8")
+    check_image_size(data_config.image_size, power_of_two=False)
     out = Path(args.out).absolute()
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
@@ -387,39 +237,9 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         row = paths_by_row[item["row"]]
         print(f"rejected pair (CSV line {item['row']}: {row['source']} | {row['target']}): {item['reason']}", file=sys.stderr)
 
-    counts = {}
-    for split in SPLITS:
-        in_split = [v for v in volumes if v["split"] == split]
-        counts[split] = {
-            "patients": len({v["patient_key"] for v in in_split}),
-            "pairs": len(in_split),
-            "slices": sum(v["slices"] for v in in_split),
-            "shards": sorted(p.name for p in (work_dir / split).glob("*.tfrecord.gz")),
-        }
-    pet_units = sorted({side["unit"] for v in volumes for side in (v["source"], v["target"]) if side["modality"] == "PT"})
-    manifest = {
-        "format": "medgan-tf tfrecords",
-        "manifest_version": MANIFEST_VERSION,
-        "schema_version": _schema_version(),
-        "task": args.task,
-        "image_size": data_config.image_size,
-        "spacing_mm": list(data_config.spacing_mm),
-        "config": to_dict(data_config),
-        "counts": counts,
-        "converted_pairs": len(volumes),
-        "rejected_pairs": len(rejected),
-        "pet_unit": pet_units[0] if len(pet_units) == 1 else (pet_units or None),
-        "volumes": volumes,
-        "rejected": rejected,
-        "pseudonym": {
-            "method": "HMAC-SHA256(salt, patient_id), first 16 hex digits",
-            # No salt fingerprint on purpose: it would let anyone test guesses of a weak salt.
-            "salt_source": salt_source,
-        },
-        "split": "converted patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) (≥ 1, ≤ n − 1) go to val",
-        "compression": "GZIP",
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    shards = {split: [p.name for p in (work_dir / split).glob("*.tfrecord.gz")] for split in SPLITS}
+    manifest = build_manifest(args.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
+    counts = manifest["counts"]
     if not volumes or (args.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"
         print(f"error: {why}; no output written to {out}", file=sys.stderr)
@@ -429,7 +249,7 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         if counts[split]["slices"] == 0:
             logging.warning("the %s split is empty (%d patient(s) converted)", split, len(volumes))
     # manifest.json last, then one rename: DIR never looks complete before it is.
-    (work_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    write_manifest(work_dir, manifest)
     if out.exists():
         shutil.rmtree(out)
     os.replace(work_dir, out)
@@ -438,12 +258,6 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         counts["train"]["slices"], counts["val"]["slices"], len(volumes), len(rejected), out,
     )
     return 0
-
-
-def _schema_version() -> int:
-    from medgan_tf.data.schema import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
 
 
 def main(argv: Sequence[str] | None = None) -> int:

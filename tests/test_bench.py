@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from medgan_tf import bench
+from medgan_tf.workflows import bench
+from medgan_tf.workflows import timing as timing_lib
 
 
 # --------------------------------------------------------------------------- median / repeats
@@ -16,12 +17,12 @@ from medgan_tf import bench
     [([3.0], 3.0), ([5.0, 1.0, 3.0], 3.0), ([4.0, 1.0, 2.0, 3.0], 2.5), ([2.0, 2.0, 9.0], 2.0)],
 )
 def test_median(values, expected):
-    assert bench.median(values) == expected
+    assert timing_lib.median(values) == expected
 
 
 def test_median_of_nothing_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
-        bench.median([])
+        timing_lib.median([])
 
 
 def test_time_repeats_excludes_warmup_and_times_each_call():
@@ -35,7 +36,7 @@ def test_time_repeats_excludes_warmup_and_times_each_call():
         state["calls"] += 1
         state["now"] += state["calls"]
 
-    timing = bench.time_repeats(work, repeats=3, warmup=2, clock=clock)
+    timing = timing_lib.time_repeats(work, repeats=3, warmup=2, clock=clock)
     assert state["calls"] == 5
     assert timing.seconds == [3.0, 4.0, 5.0]  # calls 1 and 2 were the warm-up
     assert timing.median == 4.0
@@ -45,7 +46,7 @@ def test_time_repeats_excludes_warmup_and_times_each_call():
 @pytest.mark.parametrize("repeats, warmup", [(0, 1), (1, -1)])
 def test_time_repeats_rejects_bad_counts(repeats, warmup):
     with pytest.raises(ValueError, match="repeats"):
-        bench.time_repeats(lambda: None, repeats=repeats, warmup=warmup)
+        timing_lib.time_repeats(lambda: None, repeats=repeats, warmup=warmup)
 
 
 # --------------------------------------------------------------------------- FLOP counting
@@ -66,8 +67,8 @@ def test_model_flops_hand_count_tiny_model():
     conv = 2 * (4 * 4 * 2) * (4 * 4 * 1)  # output pixels × C_out × (k·k·C_in)
     transposed = 2 * (4 * 4 * 2) * (4 * 4 * 3)  # input pixels × C_in × (k·k·C_out)
     dense = 2 * 64 * 3 * 5
-    assert bench.model_flops(inner) == conv + transposed == 1024 + 3072
-    assert bench.model_flops(model) == conv + transposed + dense
+    assert timing_lib.model_flops(inner) == conv + transposed == 1024 + 3072
+    assert timing_lib.model_flops(model) == conv + transposed + dense
 
 
 def _unet_flops_by_hand(image_size, widths, channels=1):
@@ -93,7 +94,7 @@ def test_model_flops_casnet_matches_independent_count():
     experiment = bench.casnet_experiment("pet_ct", "medgan", 16, num_ublocks=2, base_filters=4)
     generator = build_casnet(experiment.generator, 16)
     widths = [4, 8, 16, 32]  # min(4·2^k, 512), log2(16) = 4 convs
-    assert bench.model_flops(generator) == 2 * _unet_flops_by_hand(16, widths)
+    assert timing_lib.model_flops(generator) == 2 * _unet_flops_by_hand(16, widths)
 
 
 def test_casnet6_hand_count_is_the_spec_figure():

@@ -46,7 +46,7 @@ def write_dataset(data_dir: Path, image_size: int = SIZE) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from medgan_tf import export
+    from medgan_tf.serving import export
 
     root = tmp_path_factory.mktemp("evaluate")
     generator, _ = make_run(root / "run", "pet_denoise")

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from medgan_tf import evaluation, metrics
+from medgan_tf import metrics
+from medgan_tf.evaluation import figures, reports, scoring
 from medgan_tf.errors import UserError
 
 SIZE = 48  # the smallest convenient size at which all four VIF scales have valid windows
@@ -50,7 +51,7 @@ def _direct_scores(candidate, target):
 
 def test_oracle_scores_perfectly_and_input_row_is_scored_directly():
     records = _records()
-    result = evaluation.evaluate_slices(records, _oracle(records), batch_size=2)
+    result = scoring.evaluate_slices(records, _oracle(records), batch_size=2)
     summary = result.summary()
     assert summary["output"]["ssim"]["mean"] == pytest.approx(1.0, abs=1e-12)
     assert summary["output"]["mse"] == {"mean": 0.0, "sd": 0.0, "n": 5, "n_infinite": 0}
@@ -65,14 +66,14 @@ def test_oracle_scores_perfectly_and_input_row_is_scored_directly():
 
 def test_identity_model_scores_like_the_input():
     records = _records()
-    result = evaluation.evaluate_slices(records, lambda batch: batch, batch_size=3)
+    result = scoring.evaluate_slices(records, lambda batch: batch, batch_size=3)
     for scores in result.slices:
         assert scores.output == scores.input
 
 
 def test_per_patient_grouping_and_overall_summary():
     records = _records()
-    result = evaluation.evaluate_slices(iter(records), lambda batch: 0.5 * batch, batch_size=4)
+    result = scoring.evaluate_slices(iter(records), lambda batch: 0.5 * batch, batch_size=4)
     per_patient = result.per_patient()
     assert list(per_patient) == ["patient-a", "patient-b"]  # sorted
     for patient, count in SLICES_PER_PATIENT.items():
@@ -100,20 +101,20 @@ def test_predict_fn_receives_batches_of_the_requested_size():
         assert batch.dtype == np.float32
         return {"output": batch}  # a SavedModel signature returns a dict
 
-    evaluation.evaluate_slices(records, predict, batch_size=2)
+    scoring.evaluate_slices(records, predict, batch_size=2)
     assert seen_shapes == [(2, SIZE, SIZE, 1), (2, SIZE, SIZE, 1), (1, SIZE, SIZE, 1)]
 
 
 def test_mae_in_physical_units():
     records = _records()
     shift = 0.1
-    result = evaluation.evaluate_slices(
+    result = scoring.evaluate_slices(
         records, lambda batch: _oracle(records)(batch) + shift, 5, _denormalize, unit="HU"
     )
     # output = target + 0.1 everywhere → |Δ| = 0.1 × scale 1000 = 100 HU on every pixel.
     assert result.summary()["output"]["mae"]["mean"] == pytest.approx(100.0, rel=1e-5)
     assert result.summary()["input"]["mae"]["mean"] is None  # source units unknown by default
-    with_input = evaluation.evaluate_slices(
+    with_input = scoring.evaluate_slices(
         records, lambda batch: batch, 5, _denormalize, unit="HU", source_in_target_units=True
     )
     expected = np.mean([np.mean(np.abs(r["source"] - r["target"])) * 1000 for r in records])
@@ -122,8 +123,8 @@ def test_mae_in_physical_units():
 
 def test_write_report_files_and_json_round_trip(tmp_path):
     records = _records()
-    result = evaluation.evaluate_slices(records, _oracle(records), 2, _denormalize, unit="HU", num_examples=3)
-    paths = evaluation.write_report(result, tmp_path / "report", title="PET denoising", figure_slices=2)
+    result = scoring.evaluate_slices(records, _oracle(records), 2, _denormalize, unit="HU", num_examples=3)
+    paths = reports.write_report(result, tmp_path / "report", title="PET denoising", figure_slices=2)
     assert set(paths) == {"json", "markdown", "figure"}
 
     def reject_constant(name):
@@ -137,7 +138,7 @@ def test_write_report_files_and_json_round_trip(tmp_path):
     assert data["slices"][0]["output"]["psnr"] is None  # +inf written as null
     assert data["summary"]["output"]["psnr"]["mean"] is None
     assert data["per_patient"]["patient-a"]["num_slices"] == 3
-    rebuilt = evaluation.EvaluationResult.from_dict(data)
+    rebuilt = scoring.EvaluationResult.from_dict(data)
     assert rebuilt.slices == result.slices
     assert rebuilt.summary() == result.summary()
     assert rebuilt.to_dict() == result.to_dict()
@@ -152,16 +153,16 @@ def test_write_report_files_and_json_round_trip(tmp_path):
     import matplotlib.image
 
     two_rows = matplotlib.image.imread(paths["figure"])
-    evaluation.write_report(result, tmp_path / "three", title="t", figure_slices=3)
+    reports.write_report(result, tmp_path / "three", title="t", figure_slices=3)
     three_rows = matplotlib.image.imread(tmp_path / "three" / "figure.png")
     assert three_rows.shape[0] > two_rows.shape[0] and three_rows.shape[1] == two_rows.shape[1]
-    assert "figure" not in evaluation.write_report(result, tmp_path / "none", title="t", figure_slices=0)
+    assert "figure" not in reports.write_report(result, tmp_path / "none", title="t", figure_slices=0)
 
 
 def test_examples_are_a_deterministic_sorted_sample():
     records = _records()
-    first = evaluation.evaluate_slices(records, lambda batch: batch, 2, num_examples=3)
-    second = evaluation.evaluate_slices(records, lambda batch: batch, 5, num_examples=3)
+    first = scoring.evaluate_slices(records, lambda batch: batch, 2, num_examples=3)
+    second = scoring.evaluate_slices(records, lambda batch: batch, 5, num_examples=3)
     keys = [(e.patient_key, e.slice_index) for e in first.examples]
     assert len(keys) == 3 and keys == sorted(keys)
     assert keys == [(e.patient_key, e.slice_index) for e in second.examples]
@@ -179,7 +180,7 @@ def test_examples_are_a_deterministic_sorted_sample():
     ],
 )
 def test_summarize(values, expected):
-    summary = evaluation.summarize(values)
+    summary = scoring.summarize(values)
     assert summary.keys() == expected.keys()
     for key, value in expected.items():
         if value is None:
@@ -194,13 +195,13 @@ def test_markdown_table_for_several_methods():
         "MedGAN": {"ssim": {"mean": 0.916, "sd": None, "n": 1, "n_infinite": 0},
                    "psnr": {"mean": 24.6234, "sd": 1.5, "n": 4, "n_infinite": 0}},
     }
-    table = evaluation.markdown_table(rows, unit="SUV").splitlines()
+    table = reports.markdown_table(rows, unit="SUV").splitlines()
     assert table[0] == "| Method | SSIM | PSNR(dB) | MSE | VIF | UQI | LPIPS | MAE (SUV) |"
     assert table[2] == "| pix2pix | 0.9017 ± 0.0100 | n/a | n/a | n/a | n/a | n/a | n/a |"
     assert table[3] == "| MedGAN | 0.9160 | 24.62 ± 1.50 | n/a | n/a | n/a | n/a | n/a |"
-    assert evaluation.markdown_table(rows, columns=("ssim",), show_sd=False).splitlines()[2] == "| pix2pix | 0.9017 |"
+    assert reports.markdown_table(rows, columns=("ssim",), show_sd=False).splitlines()[2] == "| pix2pix | 0.9017 |"
     some_exact = {"model": {"psnr": {"mean": 30.0, "sd": 1.0, "n": 3, "n_infinite": 1}}}
-    assert evaluation.markdown_table(some_exact, columns=("psnr",)).splitlines()[2] == "| model | 30.00 ± 1.00 (1×∞) |"
+    assert reports.markdown_table(some_exact, columns=("psnr",)).splitlines()[2] == "| model | 30.00 ± 1.00 (1×∞) |"
 
 
 def test_comparison_figure(tmp_path):
@@ -208,22 +209,22 @@ def test_comparison_figure(tmp_path):
     inputs = [r["source"] for r in records]
     targets = [r["target"] for r in records]
     path = tmp_path / "comparison.png"
-    evaluation.save_comparison_figure(
+    figures.save_comparison_figure(
         path, inputs=inputs, targets=targets, outputs={"pix2pix": inputs, "MedGAN": targets},
         column_titles=["a", "b", "c"], title="Fig. 5",
     )
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="'MedGAN' has 2 slices; expected 3"):
-        evaluation.save_comparison_figure(path, inputs=inputs, targets=targets, outputs={"MedGAN": targets[:2]})
+        figures.save_comparison_figure(path, inputs=inputs, targets=targets, outputs={"MedGAN": targets[:2]})
 
 
 def test_clear_errors():
     records = _records()
     with pytest.raises(UserError, match=r"returned shape \(2, 24, 24, 1\) for an input batch of shape \(2, 48, 48, 1\)"):
-        evaluation.evaluate_slices(records, lambda batch: batch[:, ::2, ::2], 2)
+        scoring.evaluate_slices(records, lambda batch: batch[:, ::2, ::2], 2)
     with pytest.raises(UserError, match=r"missing \['patient_key'\]"):
-        evaluation.evaluate_slices([{"source": 0, "target": 0, "slice_index": 0}], lambda b: b, 1)
+        scoring.evaluate_slices([{"source": 0, "target": 0, "slice_index": 0}], lambda b: b, 1)
     with pytest.raises(UserError, match="empty"):
-        evaluation.evaluate_slices([], lambda b: b, 1)
+        scoring.evaluate_slices([], lambda b: b, 1)
     with pytest.raises(UserError, match="batch_size"):
-        evaluation.evaluate_slices(records, lambda b: b, 0)
+        scoring.evaluate_slices(records, lambda b: b, 0)

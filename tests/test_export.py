@@ -92,11 +92,11 @@ def test_fresh_process_reproduces_generator(exported, tmp_path):
 def test_wrong_inputs_name_the_expected_shape(exported):
     import tensorflow as tf
 
-    from medgan_tf import export
+    from medgan_tf.serving import loading
     from medgan_tf.errors import UserError
 
     root, _, _ = exported
-    model = export.load_export(root / "savedmodels" / "pet_denoise")  # base folder → highest version
+    model = loading.load_export(root / "savedmodels" / "pet_denoise")  # base folder → highest version
     assert model.path.name == "1" and model.image_size == SIZE
     for shape in [(1, 32, 32, 1), (SIZE, SIZE, 1), (1, SIZE, SIZE, 3), (1, SIZE, SIZE, 1, 1)]:
         with pytest.raises(UserError, match=rf"expected float32 \(batch, {SIZE}, {SIZE}, 1\); received shape"):
@@ -127,11 +127,11 @@ def test_graph_carries_the_shape_assertion(exported):
 
 
 def test_physical_signature_matches_numpy_pipeline(exported):
-    from medgan_tf import export
+    from medgan_tf.serving import loading
     from medgan_tf.data import normalization
 
     root, generator, experiment = exported
-    model = export.load_export(root / "savedmodels" / "pet_denoise" / "1")
+    model = loading.load_export(root / "savedmodels" / "pet_denoise" / "1")
     rng = np.random.default_rng(2)
     suv = rng.gamma(2.0, 1.5, (2, SIZE, SIZE, 1)).astype(np.float32)
     params = [normalization.fit(suv[0], experiment.data.source_normalization), {"kind": "scale", "unit": "SUV", "low": 0.0, "high": 3.0}]
@@ -146,10 +146,10 @@ def test_physical_signature_matches_numpy_pipeline(exported):
 
 
 def test_fit_signature_matches_numpy_percentile(exported):
-    from medgan_tf import export
+    from medgan_tf.serving import loading
 
     root, _, _ = exported
-    model = export.load_export(root / "savedmodels" / "pet_denoise" / "1")
+    model = loading.load_export(root / "savedmodels" / "pet_denoise" / "1")
     volume = np.random.default_rng(3).gamma(2.0, 1.0, (10, 20, 7)).astype(np.float32)
     fitted = model.loaded.signatures["fit_source_normalization"](volume=volume)
     assert float(fitted["source_low"]) == 0.0
@@ -164,7 +164,7 @@ def test_fit_signature_matches_numpy_percentile(exported):
 
 
 def test_versions_are_numbered_and_never_overwritten(exported):
-    from medgan_tf import export
+    from medgan_tf.serving import export
     from medgan_tf.errors import UserError
 
     root, generator, experiment = exported
@@ -182,7 +182,7 @@ def test_failed_export_leaves_no_version_folder(exported, monkeypatch):
     import tensorflow as tf
 
     root, generator, experiment = exported
-    from medgan_tf import export
+    from medgan_tf.serving import export
 
     def broken_save(*args, **kwargs):
         Path(args[1], "saved_model.pb").write_bytes(b"half")  # a partial write, then a crash
@@ -197,11 +197,11 @@ def test_failed_export_leaves_no_version_folder(exported, monkeypatch):
 
 def test_pet_ct_physical_signature_uses_the_hu_window(tmp_path):
     """PET→CT: the SUV input takes its volume's parameters, the HU output window is a constant."""
-    from medgan_tf import export
+    from medgan_tf.serving import export, loading
     from medgan_tf.data import normalization
 
     generator, experiment = make_run(tmp_path / "run", "pet_ct")
-    model = export.load_export(export.export_run(tmp_path / "run", tmp_path / "sm"))
+    model = loading.load_export(export.export_run(tmp_path / "run", tmp_path / "sm"))
     assert model.normalization["physical_inputs"] == ["source", "source_low", "source_high"]
     assert model.normalization["target"]["low"] == -1000.0 and model.normalization["target"]["high"] == 2000.0
     suv = np.random.default_rng(4).gamma(2.0, 1.0, (1, SIZE, SIZE, 1)).astype(np.float32)
@@ -221,9 +221,9 @@ def test_pet_ct_physical_signature_uses_the_hu_window(tmp_path):
     ],
 )
 def test_physical_inputs_per_task(task, inputs):
-    from medgan_tf import export
+    from medgan_tf.serving import signatures
 
-    description = export.normalization_description(presets.task_preset(task))
+    description = signatures.normalization_description(presets.task_preset(task))
     assert description["physical_inputs"] == inputs
 
 
@@ -232,17 +232,17 @@ def test_fixed_window_source_and_unshared_target_inputs():
     source needs its own."""
     import dataclasses
 
-    from medgan_tf import export
+    from medgan_tf.serving import signatures
 
     experiment = presets.task_preset("pet_ct")
     ct_to_ct = dataclasses.replace(
         experiment, data=dataclasses.replace(experiment.data, source_normalization=experiment.data.target_normalization)
     )
-    assert export.normalization_description(ct_to_ct)["physical_inputs"] == ["source"]
+    assert signatures.normalization_description(ct_to_ct)["physical_inputs"] == ["source"]
     unshared = dataclasses.replace(
         experiment,
         data=dataclasses.replace(experiment.data, target_normalization=experiment.data.source_normalization),
     )
-    assert export.normalization_description(unshared)["physical_inputs"] == [
+    assert signatures.normalization_description(unshared)["physical_inputs"] == [
         "source", "source_low", "source_high", "target_low", "target_high",
     ]

@@ -15,10 +15,12 @@ import pytest
 from medgan_tf.cli import main as cli_main
 from medgan_tf.presets import TASK_PRESETS
 from medgan_tf.data import dataset as data
+from medgan_tf.data import manifest as manifest_lib
 from medgan_tf.data import geometry, normalization
 from medgan_tf.data.io import Volume, read_volume, write_nifti
 from medgan_tf.data.synthetic import write_synthetic_dataset
 from medgan_tf.errors import UserError
+from medgan_tf.data import pairs, pseudonyms
 from pipelines import convert
 from test_data_io import oblique_affine, smooth_volume, write_dicom_series
 
@@ -62,7 +64,7 @@ def test_synth_then_convert_commands_give_both_splits_and_counts_that_match_the_
     status = cli_main(["convert", "--pairs", str(tmp_path / "volumes" / "pairs.csv"), "--task", task, "--out", str(out),
                        "--image-size", str(SIZE), "--salt", "s", "--num-shards", "2", "--direct_running_mode=in_memory"])
     assert status == 0
-    manifest = data.read_manifest(out)
+    manifest = manifest_lib.read_manifest(out)
     assert manifest["task"] == task and manifest["image_size"] == SIZE and manifest["rejected"] == []
     assert manifest["converted_pairs"] == 3
     assert manifest["counts"]["train"]["patients"] == 2 and manifest["counts"]["val"]["patients"] == 1
@@ -90,7 +92,7 @@ def test_reader_yields_float32_batches_in_range_and_ct_denormalizes_to_hu(pet_ct
     for (s, t), (s2, t2) in zip(batches, again):
         assert -1.0 <= float(tf.reduce_min(s)) and float(tf.reduce_max(t)) <= 1.0
         np.testing.assert_array_equal(s.numpy(), s2.numpy())  # deterministic mode
-    manifest = data.read_manifest(pet_ct_converted)
+    manifest = manifest_lib.read_manifest(pet_ct_converted)
     assert sum(int(s.shape[0]) for s, _ in batches) == manifest["counts"]["train"]["slices"]
 
     groups = data.records_by_patient(pet_ct_converted, "val")
@@ -165,8 +167,8 @@ def test_dicom_series_convert_to_the_same_slices_as_the_nifti_of_the_volumes(tmp
     pet_nifti = write_nifti(Volume(pet.astype(np.float32), pet_affine, "PT", "Bq/ml"), tmp_path / "pet.nii.gz")
     ct_nifti = write_nifti(Volume(ct.astype(np.float32), ct_affine, "CT", "HU"), tmp_path / "ct.nii.gz")
     config = TASK_PRESETS["pet_ct"].__class__(**{**TASK_PRESETS["pet_ct"].__dict__, "image_size": 40})
-    from_dicom, dicom_summary = convert.convert_pair(str(pet_dicom), str(ct_dicom), "k", config)
-    from_nifti, nifti_summary = convert.convert_pair(str(pet_nifti), str(ct_nifti), "k", config)
+    from_dicom, dicom_summary = pairs.convert_pair(str(pet_dicom), str(ct_dicom), "k", config)
+    from_nifti, nifti_summary = pairs.convert_pair(str(pet_nifti), str(ct_nifti), "k", config)
     assert dicom_summary["source"]["unit"] == "Bq/ml" and dicom_summary["target"]["unit"] == "HU"
     assert [k for k, _ in from_dicom] == [k for k, _ in from_nifti] and len(from_dicom) >= 20
     from medgan_tf.data.schema import parse_example_numpy
@@ -182,7 +184,7 @@ def test_dicom_series_convert_to_the_same_slices_as_the_nifti_of_the_volumes(tmp
     assert worst < 1e-4, worst
     # Negative control: the CT voxels with rows and columns swapped (a reader bug) do not match.
     swapped = write_nifti(Volume(ct.transpose(1, 0, 2).copy().astype(np.float32), ct_affine, "CT", "HU"), tmp_path / "swapped.nii.gz")
-    wrong, _ = convert.convert_pair(str(pet_nifti), str(swapped), "k", config)
+    wrong, _ = pairs.convert_pair(str(pet_nifti), str(swapped), "k", config)
     differences = [np.abs(parse_example_numpy(a)["target"] - parse_example_numpy(b)["target"]).max() for (_, a), (_, b) in zip(wrong, from_nifti)]
     assert max(differences) > 0.05
 
@@ -238,7 +240,7 @@ def _bad_inputs(tmp_path, pet_ct_pairs):
 def test_bad_pairs_are_rejected_with_reasons_and_the_rest_converts(tmp_path, pet_ct_pairs, capsys):
     csv_path, bad, good = _bad_inputs(tmp_path, pet_ct_pairs)
     assert _convert(csv_path, "pet_ct", tmp_path / "out") == 0
-    manifest = data.read_manifest(tmp_path / "out")
+    manifest = manifest_lib.read_manifest(tmp_path / "out")
     assert manifest["converted_pairs"] == good and manifest["rejected_pairs"] == len(bad)
     reasons = {item["row"]: item["reason"] for item in manifest["rejected"]}
     for line_number, (name, (_, _, expected)) in enumerate(bad.items(), start=2 + good):
@@ -297,7 +299,7 @@ def test_interrupted_conversion_leaves_no_directory_that_looks_complete(tmp_path
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "out.partial" / "manifest.json").exists()
     with pytest.raises(UserError, match="manifest"):
-        data.read_manifest(tmp_path / "out.partial")
+        manifest_lib.read_manifest(tmp_path / "out.partial")
 
 
 def test_existing_output_is_not_replaced_without_overwrite(tmp_path, pet_ct_pairs):
@@ -309,21 +311,21 @@ def test_existing_output_is_not_replaced_without_overwrite(tmp_path, pet_ct_pair
 
 def test_splits_are_by_patient_deterministic_and_never_empty():
     keys = [f"{i:016x}" for i in range(3)]
-    assert convert.assign_splits(keys, 0.2) == convert.assign_splits(list(reversed(keys)), 0.2)
+    assert pairs.assign_splits(keys, 0.2) == pairs.assign_splits(list(reversed(keys)), 0.2)
     for count in (2, 3, 4, 10):
-        assignment = convert.assign_splits([f"k{i}" for i in range(count)], 0.2)
+        assignment = pairs.assign_splits([f"k{i}" for i in range(count)], 0.2)
         assert set(assignment.values()) == {"train", "val"}
-    assert list(convert.assign_splits([f"k{i}" for i in range(10)], 0.2).values()).count("val") == 2
-    assert convert.pseudonym("A", b"salt") != convert.pseudonym("A", b"other") and len(convert.pseudonym("A", b"s")) == 16
+    assert list(pairs.assign_splits([f"k{i}" for i in range(10)], 0.2).values()).count("val") == 2
+    assert pseudonyms.pseudonym("A", b"salt") != pseudonyms.pseudonym("A", b"other") and len(pseudonyms.pseudonym("A", b"s")) == 16
 
 
 def test_builtin_dataset_is_made_once_then_reused(tmp_path, monkeypatch):
-    from medgan_tf.data import builtin
+    from medgan_tf.workflows import builtin
 
     monkeypatch.setenv("MEDGAN_TF_CACHE", str(tmp_path / "cache"))
     path = builtin.ensure_builtin_dataset("pet_denoise", 32, patients=2)
     assert path.parent.parent == tmp_path / "cache" and (path / "manifest.json").is_file()
-    assert data.read_manifest(path)["counts"]["val"]["slices"] > 0
+    assert manifest_lib.read_manifest(path)["counts"]["val"]["slices"] > 0
 
     def must_not_run(*_args, **_kwargs):
         raise AssertionError("the cached dataset should have been reused")
@@ -335,11 +337,11 @@ def test_builtin_dataset_is_made_once_then_reused(tmp_path, monkeypatch):
 def test_salt_comes_from_flag_then_environment_then_a_private_per_user_file(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("MEDGAN_TF_SALT", raising=False)
-    assert convert.resolve_salt("flag") == (b"flag", "--salt")
-    salt, source = convert.resolve_salt(None)
+    assert pseudonyms.resolve_salt("flag") == (b"flag", "--salt")
+    salt, source = pseudonyms.resolve_salt(None)
     secret_file = tmp_path / "medgan-tf" / "pseudonym-salt"
     assert source == "per-user secret file" and len(salt) == 64
     assert secret_file.stat().st_mode & 0o777 == 0o600
-    assert convert.resolve_salt(None)[0] == salt  # stable: the same patient keeps one key
+    assert pseudonyms.resolve_salt(None)[0] == salt  # stable: the same patient keeps one key
     monkeypatch.setenv("MEDGAN_TF_SALT", "from-env")
-    assert convert.resolve_salt(None) == (b"from-env", "MEDGAN_TF_SALT")
+    assert pseudonyms.resolve_salt(None) == (b"from-env", "MEDGAN_TF_SALT")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgan_tf import cli, reproduce
+from medgan_tf import cli, presets
+from medgan_tf.workflows import comparison, reproduce
 from medgan_tf.errors import UserError
 
 ACCEPTANCE = ["reproduce", "--task", "pet_denoise", "--models", "pix2pix,medgan_1g", "--budget-steps", "2",
@@ -84,7 +85,7 @@ def test_plan_adds_the_sweep_and_reuses_pix2pix_for_depth_one():
 
 @pytest.mark.parametrize(
     "models, sweep, message",
-    [(["pix2pix", "nope"], [], "unknown model(s) nope; registered: cgan, fila_sgan"),
+    [(["pix2pix", "nope"], [], "unknown model(s) nope; registered: cgan, perceptual"),
      (["pix2pix", "pix2pix"], [], "lists a model twice"),
      (["pix2pix"], [0], "depths must be ≥ 1")],
 )
@@ -119,16 +120,16 @@ def test_experiment_config_shares_the_budget_and_changes_only_the_recipe():
 
 
 def _fake_result(ssim: float, keys=(("p1", 3), ("p2", 5))):
-    from medgan_tf import evaluation
+    from medgan_tf.evaluation import scoring
 
     rng = np.random.default_rng(0)
-    slices = [evaluation.SliceScores(key, index, {"ssim": ssim, "psnr": 20.0, "mse": 100.0, "vif": 0.3, "uqi": 0.5,
+    slices = [scoring.SliceScores(key, index, {"ssim": ssim, "psnr": 20.0, "mse": 100.0, "vif": 0.3, "uqi": 0.5,
                                                   "lpips": None, "mae": 0.1},
                                      {"ssim": 0.5, "psnr": 18.0, "mse": 120.0, "vif": 0.2, "uqi": 0.4, "lpips": None,
                                       "mae": 0.2}) for key, index in keys]
-    examples = [evaluation.ExampleSlice(key, index, *(rng.uniform(-1, 1, (16, 16)).astype("float32") for _ in range(3)))
+    examples = [scoring.ExampleSlice(key, index, *(rng.uniform(-1, 1, (16, 16)).astype("float32") for _ in range(3)))
                 for key, index in keys]
-    return evaluation.EvaluationResult(slices, examples, unit="SUV", lpips_available=False, lpips_reason="no weights")
+    return scoring.EvaluationResult(slices, examples, unit="SUV", lpips_available=False, lpips_reason="no weights")
 
 
 def test_run_entry_trains_only_what_is_missing(tmp_path, monkeypatch):
@@ -189,10 +190,10 @@ def test_settings_are_pinned_per_output_folder(tmp_path):
 def test_report_tables_figures_and_sweep_plot(tmp_path):
     settings = reproduce.Settings(task="pet_denoise", budget_steps=5, image_size=64, base_filters=8, vgg_weights="none")
     results = {"cgan": _fake_result(0.61), "medgan": _fake_result(0.83), "pix2pix": _fake_result(0.72)}
-    labels = {name: reproduce.DISPLAY_NAMES[name] for name in results}
+    labels = {name: presets.MODELS.get(name).display_name for name in results}
     summaries = {name: result.summary()["output"] for name, result in results.items()}
     sweep = {1: summaries["pix2pix"], 3: summaries["medgan"]}
-    text = reproduce.table_markdown(settings, labels, summaries, results["cgan"].summary()["input"], "no weights", sweep)
+    text = comparison.table_markdown(settings, labels, summaries, results["cgan"].summary()["input"], "no weights", sweep)
     assert "## Table I — loss components" in text and "## Table II — state-of-the-art methods" in text
     assert "| cGAN | 0.6100 | 20.00 | 100.00 | 0.3000 | 0.5000 | n/a |" in text
     assert "| MedGAN | 0.8300 |" in text and "| CasNet-3 | 0.8300 |" in text
@@ -202,13 +203,13 @@ def test_report_tables_figures_and_sweep_plot(tmp_path):
     table_one = text.split("## Table I")[1].split("## Table II")[0]
     assert table_one.index("| cGAN |") < table_one.index("| MedGAN |") and "pix2pix" not in table_one
 
-    reproduce.save_figure(tmp_path / "figure.png", labels, results, title="t")
-    reproduce.save_sweep_figure(tmp_path / "ublocks.png", sweep, title="t")
+    comparison.save_figure(tmp_path / "figure.png", labels, results, title="t")
+    comparison.save_sweep_figure(tmp_path / "ublocks.png", sweep, title="t")
     for name in ("figure.png", "ublocks.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     mismatched = {**results, "pan": _fake_result(0.5, keys=(("p9", 1), ("p2", 5)))}
     with pytest.raises(UserError, match="other example slices"):
-        reproduce.save_figure(tmp_path / "bad.png", {**labels, "pan": "PAN"}, mismatched, title="t")
+        comparison.save_figure(tmp_path / "bad.png", {**labels, "pan": "PAN"}, mismatched, title="t")
 
 
 def test_too_small_slices_are_refused_before_any_training(tmp_path):

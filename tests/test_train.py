@@ -25,7 +25,7 @@ TINY = ["--image-size", "64", "--ublocks", "1", "--base-filters", "8", "--vgg-we
 
 @pytest.fixture(scope="module")
 def data_dir():
-    from medgan_tf.data.builtin import ensure_builtin_dataset
+    from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
     return ensure_builtin_dataset("pet_denoise", 64)
 

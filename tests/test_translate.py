@@ -16,7 +16,8 @@ import pytest
 from medgan_tf import config as config_lib
 
 from medgan_tf import presets
-from medgan_tf import export, inference
+from medgan_tf.serving import export, loading, signatures
+from medgan_tf.serving import translation as translation_lib
 from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, read_volume, write_nifti
 
@@ -30,10 +31,10 @@ def savedmodel(tmp_path_factory):
     return export.export_run(root / "run", root / "savedmodels" / "pet_denoise")
 
 
-def identity_model(task: str = "pet_denoise") -> inference.RunModel:
+def identity_model(task: str = "pet_denoise") -> loading.RunModel:
     experiment = config_lib.override(presets.task_preset(task), {"data.image_size": SIZE})
-    return inference.RunModel(
-        Path("identity"), experiment, export.normalization_description(experiment), lambda images, training: images
+    return loading.RunModel(
+        Path("identity"), experiment, signatures.normalization_description(experiment), lambda images, training: images
     )
 
 
@@ -83,7 +84,7 @@ def test_identity_model_returns_the_clipped_input(affine):
     rng = np.random.default_rng(0)
     array = rng.gamma(2.0, 1.0, (SIZE, SIZE, 9)).astype(np.float32)
     volume = Volume(array, affine, "PT", "SUV")
-    translation = inference.translate_volume(identity_model(), volume, batch_size=4)
+    translation = translation_lib.translate_volume(identity_model(), volume, batch_size=4)
     high = float(np.percentile(array, 99.5))  # the PET "scale" window [0, p99.5], fitted on this volume
     assert translation.source_params["low"] == 0.0
     assert translation.source_params["high"] == pytest.approx(high, rel=1e-6)
@@ -98,7 +99,7 @@ def test_normalization_is_fitted_on_covered_voxels_only():
     """A 32² volume padded to the 64² model grid: the fill must not shift the percentile window
     (the converter fits training data the same way)."""
     array = np.random.default_rng(5).gamma(2.0, 1.0, (32, 32, 6)).astype(np.float32)
-    translation = inference.translate_volume(identity_model(), Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "SUV"))
+    translation = translation_lib.translate_volume(identity_model(), Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "SUV"))
     high = float(np.percentile(array, 99.5))
     assert translation.source_params["high"] == pytest.approx(high, rel=1e-6)
     np.testing.assert_allclose(translation.volume.array, np.clip(array, 0.0, high), rtol=1e-5, atol=1e-5)
@@ -121,8 +122,8 @@ def test_identity_model_resamples_back_to_a_coarser_input_grid():
             target_normalization=dataclasses.replace(wide, share_source=False),
         ),
     )
-    model = inference.RunModel(Path("identity"), experiment, export.normalization_description(experiment), lambda x, training: x)
-    output = inference.translate_volume(model, Volume(array, affine, "PT", "SUV"), batch_size=8).volume
+    model = loading.RunModel(Path("identity"), experiment, signatures.normalization_description(experiment), lambda x, training: x)
+    output = translation_lib.translate_volume(model, Volume(array, affine, "PT", "SUV"), batch_size=8).volume
     inner = (slice(1, -1), slice(1, -1), slice(1, -1))  # the outermost voxels see the padding
     np.testing.assert_allclose(output.array[inner], array[inner], rtol=1e-4, atol=1e-4)
 
@@ -193,4 +194,4 @@ def test_wrong_modality_is_refused(tmp_path):
 
     ct = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), "CT", "HU")
     with pytest.raises(UserError, match="input modality is CT; this pet_denoise model expects PT"):
-        inference.translate_volume(identity_model(), ct)
+        translation_lib.translate_volume(identity_model(), ct)

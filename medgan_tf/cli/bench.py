@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "measure inference, translate, training, input-pipeline and conversion speed (SPEC.md §6)"
+HELP = "measure inference, translate, training, input-pipeline and conversion speed"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from medgan_tf import bench
+    from medgan_tf.workflows import bench
 
     def progress(message: str) -> None:
         print(f"bench: {message} …", file=sys.stderr, flush=True)

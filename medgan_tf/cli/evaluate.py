@@ -37,13 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf import evaluation, inference
     from medgan_tf.errors import UserError
+    from medgan_tf.evaluation.datasets import evaluate_dataset
+    from medgan_tf.evaluation.reports import report_markdown, write_report
+    from medgan_tf.serving.loading import load_model
 
     if args.figure_slices < 0:
         raise UserError(f"--figure-slices must be ≥ 0; received {args.figure_slices}")
-    model = inference.load_model(args.model)
-    result = inference.evaluate_dataset(
+    model = load_model(args.model)
+    result = evaluate_dataset(
         model,
         args.data,
         args.split,
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out_dir = args.out if args.out is not None else Path("reports") / f"{model.config.task}-{args.split}"
     title = f"{model.config.model} on {model.config.task} ({args.split} split of {args.data.name or args.data})"
-    paths = evaluation.write_report(result, out_dir, title=title, figure_slices=args.figure_slices)
+    paths = write_report(result, out_dir, title=title, figure_slices=args.figure_slices)
     summary = result.to_dict()
     if args.json:
         payload = {
@@ -66,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
         json.dump(payload, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
-        print(evaluation.report_markdown(result, title=title))
+        print(report_markdown(result, title=title))
         print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -31,13 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf import export
+    from medgan_tf.serving.export import export_run
+    from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints
 
-    generator, experiment = checkpoints.load_generator(args.run, args.checkpoint)
-    out_dir = args.out if args.out is not None else Path("savedmodels") / experiment.task
-    version_dir = export.export_generator(generator, experiment, out_dir, args.version)
-    description = export.normalization_description(experiment)
+    version_dir = export_run(args.run, args.out, args.version, checkpoint=args.checkpoint)
+    experiment = checkpoints.read_config(args.run)
+    description = normalization_description(experiment)
     size = experiment.data.image_size
     print(f"exported {version_dir}")
     print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medgan_tf.config import TASKS
+    from medgan_tf.presets import TASKS
 
     parser.add_argument("--task", choices=TASKS, default="pet_denoise", help="task preset (default pet_denoise)")
     parser.add_argument("--data", type=Path, help="converted dataset (medgan-tf convert); default: the built-in synthetic data")
@@ -50,9 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf import config as config_lib
     from medgan_tf import presets
-    from medgan_tf import reproduce
+    from medgan_tf.workflows import reproduce
     from medgan_tf.errors import UserError
     from medgan_tf.training import runtime
 

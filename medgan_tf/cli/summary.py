@@ -31,7 +31,6 @@ def resolve_config(args: argparse.Namespace):
     """The ExperimentConfig the flags describe (task preset × registered variant × overrides)."""
     from medgan_tf import config as config_lib
     from medgan_tf import presets
-    from medgan_tf import registry
     from medgan_tf.errors import UserError
 
     if args.task not in config_lib.TASKS:

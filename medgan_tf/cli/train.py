@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
     what.add_argument("--task", choices=config_lib.TASKS, help="task preset (default pet_denoise; a resumed run keeps its own)")
     what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
-    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in synthetic data")
+    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
+                      "synthetic data, or with --resume the run's own dataset")
     what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
     what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last complete checkpoint")
 
@@ -90,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--beta1", type=float, help="Adam β1; default 0.5")
     schedule.add_argument("--beta2", type=float, help="Adam β2; default 0.999")
     schedule.add_argument("--seed", type=int)
-    schedule.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="paired flips/shifts")
+    schedule.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                          help="paired random flips and shifts of the training slices (off by default, as in the paper)")
 
     losses = parser.add_argument_group("loss weights (eq. 12; 0 switches a term off)")
     losses.add_argument("--lambda-cgan", type=float)
@@ -141,61 +143,34 @@ def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf.errors import UserError
-    from medgan_tf.training import driver, runtime
+    from medgan_tf.config import validate
+    from medgan_tf.training import runtime, train_experiment
 
     experiment, saved = resolve_config(args)
+    validate(experiment)
     if saved is not None:
-        differing = driver.incompatible_fields(saved, experiment)
-        if differing:
-            lines = "; ".join(f"{k}: run has {a!r}, requested {b!r}" for k, (a, b) in differing.items())
-            raise UserError(f"cannot resume {args.resume} with a different configuration ({lines})")
         run_dir = Path(args.resume)
     else:
         run_dir = args.logdir or Path("runs") / f"{experiment.task}-{experiment.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / "config.json").exists():
-            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --logdir")
-    size = experiment.data.image_size
-    if size < 8 or size & (size - 1):
-        raise UserError(f"--image-size must be a power of two ≥ 8, got {size}")
-
     rt = runtime.setup(experiment.train.strategy, experiment.train.xla, experiment.train.mixed_precision, args.logical_cpus)
     data_dir = args.data
-    if data_dir is None:
-        from medgan_tf.data.builtin import ensure_builtin_dataset
+    if data_dir is None and saved is None:
+        from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
-        data_dir = ensure_builtin_dataset(experiment.task, size)
+        data_dir = ensure_builtin_dataset(experiment.task, experiment.data.image_size)
         log.info("no --data given: using the built-in synthetic %s dataset at %s (made by `medgan-tf synth` + "
                  "`medgan-tf convert`)", experiment.task, data_dir)
-    else:
-        _check_data(Path(data_dir), experiment)
 
     # SIGTERM (a cluster scheduler's stop) saves a checkpoint like Ctrl-C does.
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    log.info("training %s on %s into %s", experiment.model, experiment.task, run_dir)
     try:
-        summary = driver.train(experiment, run_dir, data_dir=Path(data_dir), runtime=rt, resume=saved is not None,
-                               quiet=args.quiet, log_every=args.log_every)
+        summary = train_experiment(experiment, data_dir, run_dir, runtime=rt, resume=saved is not None,
+                                   quiet=args.quiet, log_every=args.log_every)
     finally:
-        # `demo` and `reproduce` call this command in-process: leave their SIGTERM handling as it was.
         signal.signal(signal.SIGTERM, previous_handler)
     log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",
              summary["step"], summary["generator_updates"], summary["discriminator_updates"], run_dir / "summary.json")
     return 0
-
-
-def _check_data(data_dir: Path, experiment: config_lib.ExperimentConfig) -> None:
-    from medgan_tf.data.dataset import read_manifest
-    from medgan_tf.errors import UserError
-
-    manifest = read_manifest(data_dir)
-    size = manifest.get("image_size") or manifest.get("config", {}).get("image_size")
-    if size is not None and int(size) != experiment.data.image_size:
-        raise UserError(f"{data_dir} holds {size}×{size} slices but the run is configured for "
-                        f"{experiment.data.image_size}×{experiment.data.image_size}; pass --image-size {size}")
-    task = manifest.get("task")
-    if task is not None and task != experiment.task:
-        raise UserError(f"{data_dir} was converted for task {task!r}, not {experiment.task!r}")
 
 
 def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001

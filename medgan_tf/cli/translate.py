@@ -29,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf import inference
+    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.translation import check_nifti_path, translate_file
 
-    inference.check_nifti_path(args.output)
+    check_nifti_path(args.output)
     if not args.input.exists():
         from medgan_tf.errors import UserError
 
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
-    model = inference.load_model(args.model)
-    translation = inference.translate_file(model, args.input, args.output, batch_size=args.batch_size, quiet=args.quiet)
+    model = load_model(args.model)
+    translation = translate_file(model, args.input, args.output, batch_size=args.batch_size, quiet=args.quiet)
     volume = translation.volume
     if not args.quiet:
         print(

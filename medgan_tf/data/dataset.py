@@ -1,4 +1,4 @@
-"""tf.data input pipeline over the converter's output (SPEC.md §3).
+"""tf.data input pipeline over the converter's output.
 
 On-disk layout written by `pipelines.convert`:
 
@@ -13,25 +13,11 @@ parameters (evaluation groups by patient and maps back to physical units).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from medgan_tf.data.pairs import SPLITS
 from medgan_tf.errors import UserError
-
-SPLITS = ("train", "val")
-MANIFEST = "manifest.json"
-
-
-def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a converted dataset; a clear error when DIR is not one (or incomplete)."""
-    path = Path(data_dir) / MANIFEST
-    if not path.is_file():
-        raise UserError(
-            f"{data_dir} is not a converted dataset (no {MANIFEST}); expected the output of "
-            "`medgan-tf convert` (an interrupted conversion leaves no manifest)"
-        )
-    return json.loads(path.read_text())
 
 
 def shard_files(data_dir: str | Path, split: str) -> list[str]:

@@ -115,13 +115,16 @@ class CheckpointStore:
 
 def load_generator(run_dir: Path, checkpoint: str | None = None):
     """(generator with the run's latest weights, the run's ExperimentConfig)."""
-    from medgan_tf.models.generator import build_casnet
+    from medgan_tf import presets
 
     experiment = read_config(run_dir)
     path = checkpoint or latest_checkpoint(run_dir)
     if path is None:
         raise UserError(f"{run_dir} has no checkpoint yet: train it first")
-    generator = build_casnet(experiment.generator, experiment.data.image_size)
+    try:
+        generator = presets.recipe_of(experiment).generator(experiment)
+    except KeyError as error:
+        raise UserError(f"{run_dir}: {str(error).strip(chr(34) + chr(39))}") from None
     status = tf.train.Checkpoint(generator=generator).restore(path)
     status.assert_existing_objects_matched()
     status.expect_partial()  # the discriminator and optimizers are not needed here

@@ -21,27 +21,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from medgan_tf import config as config_lib
-from medgan_tf.errors import TrainingDiverged, UserError
+from medgan_tf.errors import TrainingDiverged
 from medgan_tf.training import checkpoints
 from medgan_tf.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-# Fields that may change between a run and its `--resume` without changing what is trained.
-RESUMABLE_FIELDS = (
-    "train.epochs",
-    "train.checkpoint_every_steps",
-    "train.keep_checkpoints",
-    "train.image_summary_every_steps",
-    "train.validation_steps",
-    "train.xla",
-    "train.mixed_precision",
-    "train.strategy",
-)
 
 DatasetFn = Callable[[int], tf.data.Dataset]  # epoch → batches of (source, target)
 
@@ -57,21 +44,15 @@ class TrainingData:
     train_slices: int
 
 
-def incompatible_fields(saved: config_lib.ExperimentConfig, requested: config_lib.ExperimentConfig) -> dict:
-    """Dotted field → (run's value, requested value) for differences that forbid `--resume`."""
-    return {k: v for k, v in config_lib.diff(saved, requested).items() if k not in RESUMABLE_FIELDS}
-
-
 def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, global_batch: int) -> TrainingData:
     """Batches from a converted dataset directory (`medgan-tf convert` output)."""
     from medgan_tf.data import dataset as dataset_lib
+    from medgan_tf.data.manifest import check_compatible, split_slices
 
     train = experiment.train
-    manifest = dataset_lib.read_manifest(data_dir)
-    counts = {split: int(entry.get("slices", 0)) for split, entry in manifest.get("counts", {}).items()}
-    train_slices = counts.get("train", 0)
-    if train_slices == 0:
-        raise UserError(f"{data_dir}: the training split holds no slices (see {data_dir}/manifest.json)")
+    manifest = check_compatible(data_dir, task=experiment.task, image_size=experiment.data.image_size, split="train")
+    counts = split_slices(manifest)
+    train_slices = counts["train"]
 
     def epoch_batches(epoch: int) -> tf.data.Dataset:
         return dataset_lib.make_dataset(
@@ -100,7 +81,28 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
 
 def make_train_step(model, strategy: tf.distribute.Strategy, jit_compile: bool):
     """A tf.function running `model.train_step` on every replica and averaging its logs."""
-    replica_step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
+    return _distributed(model.train_step, strategy, jit_compile)
+
+
+def make_test_step(model, strategy: tf.distribute.Strategy):
+    """A tf.function running `model.test_step` (every loss term and the validation metrics of
+    `medgan_tf.metrics`, on the paper's 0–255 scale) on one distributed batch and averaging its
+    logs over the replicas."""
+    replica_step = tf.function(model.test_step, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(batch):
+        per_replica = strategy.run(replica_step, args=(batch,))
+        return {
+            name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in per_replica.items()
+        }
+
+    return distributed_step
+
+
+def _distributed(step, strategy: tf.distribute.Strategy, jit_compile: bool):
+    replica_step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
 
     @tf.function
     def distributed_step(iterator):
@@ -111,21 +113,6 @@ def make_train_step(model, strategy: tf.distribute.Strategy, jit_compile: bool):
         }
 
     return distributed_step
-
-
-def make_validation_step(generator):
-    @tf.function
-    def validation_step(source, target):
-        output = tf.cast(generator(source, training=False), tf.float32)
-        # [-1, 1] → [0, 1] so SSIM/PSNR use their documented max_val of 1.
-        unit_out, unit_target = (output + 1.0) / 2.0, (target + 1.0) / 2.0
-        return {
-            "ssim": tf.reduce_mean(tf.image.ssim(unit_out, unit_target, max_val=1.0)),
-            "psnr": tf.reduce_mean(tf.image.psnr(unit_out, unit_target, max_val=1.0)),
-            "l1": tf.reduce_mean(tf.abs(output - target)),
-        }
-
-    return validation_step
 
 
 def image_grid(source, output, target) -> tf.Tensor:
@@ -162,6 +149,33 @@ class _Progress:
             log.info("step %d/%d %s eta %s", step, self.total, text, time.strftime("%H:%M:%S", time.gmtime(eta)))
 
 
+@dataclasses.dataclass
+class _Loop:
+    """Where the loop stands, and what it writes along the way."""
+
+    model: object
+    store: checkpoints.CheckpointStore
+    data: TrainingData
+    run_dir: Path
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    step: int
+    last_saved: int
+    train_writer: object
+    validation_writer: object
+    last_losses: dict = dataclasses.field(default_factory=dict)
+    interval_start: float = dataclasses.field(default_factory=time.perf_counter)
+    interval_steps: int = 0
+
+    def save(self, reason: str) -> None:
+        if self.last_saved == self.step:
+            return
+        path = self.store.save()
+        self.last_saved = self.step
+        log.debug("checkpoint %s (%s)", path, reason)
+
+
 def train(
     experiment: config_lib.ExperimentConfig,
     run_dir: Path,
@@ -175,26 +189,54 @@ def train(
 ) -> dict:
     """Train `experiment` into `run_dir`; returns the content of `summary.json`.
 
-    Pass either `data_dir` (a converted dataset) or a prepared `TrainingData`.
+    Pass either `data_dir` (a converted dataset) or a prepared `TrainingData`. Most callers want
+    `medgan_tf.training.train_experiment`, which checks the run and the data first.
     """
-    from medgan_tf.training.experiment import build_model
-
     run_dir = Path(run_dir)
     train_cfg = experiment.train
     keras.utils.set_random_seed(train_cfg.seed)
     if train_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-
-    strategy = runtime.strategy
     global_batch = train_cfg.batch_size * runtime.num_replicas
     if data is None:
         if data_dir is None:
             raise ValueError("train() needs data or data_dir")
         data = tfrecord_data(Path(data_dir), experiment, global_batch)
     steps_per_epoch = train_cfg.steps_per_epoch or max(1, data.train_slices // global_batch)
-    total_steps = train_cfg.epochs * steps_per_epoch
+    model, store = _build(experiment, run_dir, runtime, resume)
+    if runtime.is_chief:
+        checkpoints.write_config(run_dir, experiment)
+        writers = (tf.summary.create_file_writer(str(run_dir / "train")),
+                   tf.summary.create_file_writer(str(run_dir / "validation")))
+    else:
+        writers = (tf.summary.create_noop_writer(), tf.summary.create_noop_writer())
+    step = int(store.step.numpy())
+    loop = _Loop(model, store, data, run_dir, global_batch, steps_per_epoch, train_cfg.epochs * steps_per_epoch,
+                 step, step if resume else -1, *writers)
+    if step >= loop.total_steps:
+        log.info("%s is already at step %d of %d: nothing to train", run_dir, step, loop.total_steps)
+    started = time.perf_counter()
+    try:
+        _run_epochs(loop, experiment, runtime, _Progress(loop.total_steps, step, quiet, log_every), log_every)
+    except KeyboardInterrupt:
+        log.warning("interrupted at step %d: saving a checkpoint before exiting", loop.step)
+        loop.save("interrupted")
+        raise
+    finally:
+        loop.train_writer.flush()
+        loop.validation_writer.flush()
+    summary = _summary(loop, step, time.perf_counter() - started)
+    if runtime.is_chief:
+        checkpoints.write_json_atomic(run_dir / checkpoints.SUMMARY_FILE, summary)
+    return summary
 
-    with strategy.scope():
+
+def _build(experiment: config_lib.ExperimentConfig, run_dir: Path, runtime: Runtime, resume: bool):
+    """The compiled model and its checkpoint store (restored when resuming), under the strategy."""
+    from medgan_tf.training.experiment import build_model
+
+    train_cfg = experiment.train
+    with runtime.strategy.scope():
         model = build_model(experiment, vgg_weights=train_cfg.vgg_weights, jit_compile=runtime.jit_compile)
         for optimizer, network in (
             (model.generator_optimizer, model.generator),
@@ -212,112 +254,86 @@ def train(
             is_chief=runtime.is_chief,
             worker_index=runtime.worker_index,
         )
-    if resume:
-        restored = store.restore_latest()
-        if restored is None:
-            log.warning("%s has no complete checkpoint: starting from step 0", run_dir)
-    if runtime.is_chief:
-        checkpoints.write_config(run_dir, experiment)
+    if resume and store.restore_latest() is None:
+        log.warning("%s has no complete checkpoint: starting from step 0", run_dir)
+    return model, store
 
-    if runtime.is_chief:
-        train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
-        validation_writer = tf.summary.create_file_writer(str(run_dir / "validation"))
-    else:
-        train_writer = validation_writer = tf.summary.create_noop_writer()
 
-    step_fn = make_train_step(model, strategy, runtime.jit_compile)
-    validation_step = make_validation_step(model.generator)
-    distribute_options = tf.data.Options()
-    distribute_options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+def _run_epochs(loop: _Loop, experiment: config_lib.ExperimentConfig, runtime: Runtime, progress: _Progress,
+                log_every: int) -> None:
+    """Epochs from the current step to the end: Algorithm 1 steps, summaries, checkpoints, and
+    validation plus a checkpoint at each epoch end."""
+    strategy = runtime.strategy
+    step_fn = make_train_step(loop.model, strategy, runtime.jit_compile)
+    test_fn = make_test_step(loop.model, strategy)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    while loop.step < loop.total_steps:
+        epoch, offset = divmod(loop.step, loop.steps_per_epoch)
+        loop.model.reset_metrics()  # logged losses are running means over the (rest of the) epoch
+        batches = loop.data.epoch_batches(epoch).take(loop.steps_per_epoch).skip(offset)
+        iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(options)))
+        for _ in range(loop.steps_per_epoch - offset):
+            values = _checked({name: float(value) for name, value in step_fn(iterator).items()}, loop)
+            loop.step += 1
+            loop.store.step.assign(loop.step)
+            loop.last_losses = values
+            loop.interval_steps += 1
+            _write_step_summaries(loop, values, experiment.train.image_summary_every_steps, log_every)
+            progress.update(loop.step, values)
+            if loop.step % experiment.train.checkpoint_every_steps == 0:
+                loop.save("interval")
+        loop.store.epoch.assign(epoch + 1)
+        _validate(loop, test_fn, strategy, options, epoch + 1)
+        loop.save("end of epoch")
 
-    step = int(store.step.numpy())
-    if step >= total_steps:
-        log.info("%s is already at step %d of %d: nothing to train", run_dir, step, total_steps)
-    progress = _Progress(total_steps, step, quiet, log_every)
-    last_losses: dict[str, float] = {}
-    last_saved = step if resume else -1
-    started, start_step = time.perf_counter(), step
-    interval_start, interval_steps = time.perf_counter(), 0
 
-    def save(reason: str) -> None:
-        nonlocal last_saved
-        if last_saved == step:
-            return
-        path = store.save()
-        last_saved = step
-        log.debug("checkpoint %s (%s)", path, reason)
+def _checked(values: dict[str, float], loop: _Loop) -> dict[str, float]:
+    """`values` when every one is finite; TrainingDiverged (nothing saved for this step) otherwise."""
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        kept = checkpoints.latest_checkpoint(loop.run_dir) or "none written yet"
+        raise TrainingDiverged(
+            f"training diverged at step {loop.step + 1}: {', '.join(f'{n}={values[n]}' for n in bad)}. "
+            f"No checkpoint was written for this step; the last good one is intact ({kept}). "
+            f"Lower the learning rates or check the data, then continue with --resume {loop.run_dir}."
+        )
+    return values
 
-    try:
-        while step < total_steps:
-            epoch, offset = divmod(step, steps_per_epoch)
-            model.reset_metrics()  # logged losses are running means over the (rest of the) epoch
-            batches = data.epoch_batches(epoch).take(steps_per_epoch).skip(offset)
-            iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(distribute_options)))
-            for _ in range(steps_per_epoch - offset):
-                logs = step_fn(iterator)
-                values = {name: float(value) for name, value in logs.items()}
-                bad = [name for name, value in values.items() if not math.isfinite(value)]
-                if bad:
-                    kept = checkpoints.latest_checkpoint(run_dir) or "none written yet"
-                    raise TrainingDiverged(
-                        f"training diverged at step {step + 1}: {', '.join(f'{n}={values[n]}' for n in bad)}. "
-                        f"No checkpoint was written for this step; the last good one is intact ({kept}). "
-                        f"Lower the learning rates or check the data, then continue with --resume {run_dir}."
-                    )
-                step += 1
-                store.step.assign(step)
-                last_losses = values
-                interval_steps += 1
-                now = time.perf_counter()
-                with train_writer.as_default(step=step):
-                    if step == 1 or step % log_every == 0 or step == total_steps:
-                        for name, value in values.items():
-                            tf.summary.scalar(f"losses/{name}" if name not in ("d_real", "d_fake") else name, value)
-                        tf.summary.scalar("learning_rate/generator", _value(model.generator_optimizer.learning_rate))
-                        tf.summary.scalar(
-                            "learning_rate/discriminator", _value(model.discriminator_optimizer.learning_rate)
-                        )
-                        tf.summary.scalar("slices_per_second", interval_steps * global_batch / (now - interval_start))
-                        interval_start, interval_steps = now, 0
-                    if step == 1 or step % train_cfg.image_summary_every_steps == 0 or step == total_steps:
-                        source, target = data.preview_batch
-                        output = model.generator(source, training=False)
-                        tf.summary.image(
-                            "source|output|target|error",
-                            image_grid(source, output, target),
-                            max_outputs=int(source.shape[0]),
-                        )
-                progress.update(step, values)
-                if step % train_cfg.checkpoint_every_steps == 0:
-                    save("interval")
-            store.epoch.assign(epoch + 1)
-            _validate(validation_step, data, validation_writer, step, epoch + 1)
-            save("end of epoch")
-    except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-        save("interrupted")
-        raise
-    finally:
-        train_writer.flush()
-        validation_writer.flush()
 
-    elapsed = time.perf_counter() - started
-    summary = {
+def _write_step_summaries(loop: _Loop, values: dict[str, float], image_every: int, log_every: int) -> None:
+    step, model = loop.step, loop.model
+    with loop.train_writer.as_default(step=step):
+        if step == 1 or step % log_every == 0 or step == loop.total_steps:
+            for name, value in values.items():
+                tf.summary.scalar(f"losses/{name}" if name not in ("d_real", "d_fake") else name, value)
+            tf.summary.scalar("learning_rate/generator", _value(model.generator_optimizer.learning_rate))
+            tf.summary.scalar("learning_rate/discriminator", _value(model.discriminator_optimizer.learning_rate))
+            now = time.perf_counter()
+            tf.summary.scalar("slices_per_second", loop.interval_steps * loop.global_batch / (now - loop.interval_start))
+            loop.interval_start, loop.interval_steps = now, 0
+        if step == 1 or step % image_every == 0 or step == loop.total_steps:
+            source, target = loop.data.preview_batch
+            output = model.generator(source, training=False)
+            tf.summary.image("source|output|target|error", image_grid(source, output, target),
+                             max_outputs=int(source.shape[0]))
+
+
+def _summary(loop: _Loop, start_step: int, elapsed: float) -> dict:
+    model, step = loop.model, loop.step
+    return {
         "step": step,
-        "epoch": int(store.epoch.numpy()),
-        "total_steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "global_batch_size": global_batch,
+        "epoch": int(loop.store.epoch.numpy()),
+        "total_steps": loop.total_steps,
+        "steps_per_epoch": loop.steps_per_epoch,
+        "global_batch_size": loop.global_batch,
         "generator_updates": int(_value(model.generator_optimizer.iterations)),
         "discriminator_updates": int(_value(model.discriminator_optimizer.iterations)),
-        "last_losses": last_losses,
-        "slices_per_second": (step - start_step) * global_batch / elapsed if step > start_step else None,
+        "last_losses": loop.last_losses,
+        "slices_per_second": (step - start_step) * loop.global_batch / elapsed if step > start_step else None,
         "wall_seconds_this_session": elapsed,
-        "checkpoint": checkpoints.latest_checkpoint(run_dir),
+        "checkpoint": checkpoints.latest_checkpoint(loop.run_dir),
     }
-    if runtime.is_chief:
-        checkpoints.write_json_atomic(run_dir / checkpoints.SUMMARY_FILE, summary)
-    return summary
 
 
 def _value(variable) -> float:
@@ -325,17 +341,24 @@ def _value(variable) -> float:
     return float(tf.convert_to_tensor(getattr(variable, "value", variable)).numpy())
 
 
-def _validate(validation_step, data: TrainingData, writer, step: int, epoch: int) -> None:
-    if data.validation_batches is None:
+def _validate(loop: _Loop, test_fn, strategy, options, epoch: int) -> None:
+    """Score the validation batches with `MedGAN.test_step` (the validation metrics of
+    `medgan_tf.metrics` on the 0–255 scale, and every loss term) and write their means."""
+    if loop.data.validation_batches is None:
         return
-    totals: dict[str, list[float]] = {}
-    for source, target in data.validation_batches():
-        for name, value in validation_step(source, target).items():
-            totals.setdefault(name, []).append(float(value))
-    if not totals:
+    batches = loop.data.validation_batches()
+    if isinstance(batches, list) and not batches:
         return
-    means = {name: float(np.mean(values)) for name, values in totals.items()}
-    with writer.as_default(step=step):
-        for name, value in means.items():
-            tf.summary.scalar(f"metrics/{name}", value)
-    log.info("epoch %d validation: %s", epoch, " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+    loop.model.reset_metrics()
+    values: dict[str, float] = {}
+    for batch in strategy.experimental_distribute_dataset(batches.with_options(options)):
+        values = {name: float(value) for name, value in test_fn(batch).items()}  # running means
+    if not values:
+        return
+    from medgan_tf.metrics import metric_names
+
+    shown = metric_names(validation=True)
+    with loop.validation_writer.as_default(step=loop.step):
+        for name, value in values.items():
+            tf.summary.scalar(f"metrics/{name}" if name in shown else f"losses/{name}", value)
+    log.info("epoch %d validation: %s", epoch, " ".join(f"{k}={values[k]:.4f}" for k in shown if k in values))

@@ -1,14 +1,4 @@
-"""SavedModel export for TF Serving, and the loader every consumer of an export uses.
-
-Layout (TF Serving's model base path = OUT, numeric versions, the highest is served):
-
-    OUT/<version>/saved_model.pb
-    OUT/<version>/variables/
-    OUT/<version>/assets/config.json          the run's resolved ExperimentConfig
-    OUT/<version>/assets/normalization.json   how physical units map to the model's [-1, 1]
-
-A version is written to a hidden temporary folder inside OUT and renamed into place at the end,
-so an interrupted export never leaves a numeric folder that TF Serving would pick up.
+"""The serving graph of an export: its signatures and the normalization description they follow.
 
 Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 1):
 
@@ -39,21 +29,10 @@ that bypass the Python binding (TF Serving's REST/gRPC) get the same explanation
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping
-
-import numpy as np
 
 from medgan_tf import config as config_lib
 from medgan_tf.errors import UserError
-
-log = logging.getLogger(__name__)
 
 CONFIG_ASSET = "config.json"
 NORMALIZATION_ASSET = "normalization.json"
@@ -165,7 +144,7 @@ def _percentile(values, q: float):
     return flat[below] + fraction * (flat[above] - flat[below])
 
 
-def _build_module(generator, description: Mapping[str, Any]):
+def build_module(generator, description: Mapping[str, Any]):
     """A tf.Module holding `generator` and the tf.functions of the three signatures."""
     import tensorflow as tf
 
@@ -290,180 +269,3 @@ def _build_module(generator, description: Mapping[str, Any]):
         module.fit_source_normalization = fit_source_normalization
         signatures[FIT_SIGNATURE] = fit_source_normalization
     return module, signatures
-
-
-# --------------------------------------------------------------------------- export
-
-
-def next_version(out_dir: str | Path) -> int:
-    """1 + the highest numeric version folder in `out_dir` (1 when there is none)."""
-    out_dir = Path(out_dir)
-    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def export_generator(
-    generator,
-    experiment: config_lib.ExperimentConfig,
-    out_dir: str | Path,
-    version: int | None = None,
-) -> Path:
-    """Write `generator` as OUT/<version>/ (see module doc) and return that version folder.
-
-    `version` defaults to the next free number; an existing version is never overwritten.
-    """
-    import tensorflow as tf
-
-    out_dir = Path(out_dir)
-    if version is None:
-        version = next_version(out_dir)
-    if int(version) < 1:
-        raise UserError(f"--version must be a positive integer (TF Serving versions); received {version}")
-    final = out_dir / str(int(version))
-    if final.exists():
-        raise UserError(f"{final} already exists; pick another --version or leave it out for the next free one")
-    size = int(experiment.data.image_size)
-    expected_shape = (None, size, size, 1)
-    if tuple(generator.input_shape) != expected_shape:
-        raise UserError(
-            f"the generator takes {tuple(generator.input_shape)}; expected {expected_shape} from the config"
-        )
-    description = normalization_description(experiment)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".export-{int(version)}-"))
-    asset_dir = Path(tempfile.mkdtemp(prefix="medgan-export-assets-"))
-    try:
-        (asset_dir / CONFIG_ASSET).write_text(config_lib.to_json(experiment) + "\n")
-        (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
-        module, signatures = _build_module(generator, description)
-        # Tracked Asset objects are copied into <version>/assets/ by tf.saved_model.save.
-        module.config_asset = tf.saved_model.Asset(str(asset_dir / CONFIG_ASSET))
-        module.normalization_asset = tf.saved_model.Asset(str(asset_dir / NORMALIZATION_ASSET))
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        if not (staging / "saved_model.pb").is_file():
-            raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
-        os.rename(staging, final)  # atomic on one file system; fails if `final` appeared meanwhile
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(asset_dir, ignore_errors=True)
-    log.info("exported %s (signatures: %s)", final, ", ".join(signatures))
-    return final
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path | None = None, version: int | None = None) -> Path:
-    """Export the latest checkpoint of a run directory; `out_dir` defaults to savedmodels/<task>."""
-    from medgan_tf.training import checkpoints
-
-    generator, experiment = checkpoints.load_generator(Path(run_dir))
-    if out_dir is None:
-        out_dir = Path("savedmodels") / experiment.task
-    return export_generator(generator, experiment, out_dir, version)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def resolve_export_dir(path: str | Path) -> Path:
-    """A version folder (holding saved_model.pb) from itself or from its model base folder
-    (then the highest numeric version, as TF Serving would serve)."""
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    if path.is_dir():
-        versions = sorted(
-            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
-        )
-        if versions:
-            return path / str(versions[-1])
-    raise UserError(
-        f"{path} is not a medgan-tf export; expected a folder with saved_model.pb or numeric version "
-        "folders holding one (the output of `medgan-tf export`)"
-    )
-
-
-def is_export(path: str | Path) -> bool:
-    try:
-        resolve_export_dir(path)
-    except UserError:
-        return False
-    return True
-
-
-def check_slices(images: Any, size: int, name: str = INPUT_NAME) -> np.ndarray:
-    """`images` as float32 (B, S, S, 1) with B ≥ 1, or a UserError naming the expected shape."""
-    array = np.asarray(images, dtype=np.float32)
-    if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
-        raise UserError(f"{name}: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
-    return array
-
-
-@dataclasses.dataclass
-class ExportedModel:
-    """A loaded export. Call it like a function on normalized slices.
-
-    path:          the version folder that was loaded.
-    config:        the run's ExperimentConfig (assets/config.json).
-    normalization: assets/normalization.json (see `normalization_description`).
-    image_size:    S; every image argument is float32 (B, S, S, 1).
-    """
-
-    path: Path
-    config: config_lib.ExperimentConfig
-    normalization: dict[str, Any]
-    loaded: Any = dataclasses.field(repr=False)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.normalization["image_size"])
-
-    @property
-    def signatures(self) -> dict[str, Any]:
-        return dict(self.loaded.signatures)
-
-    def _check(self, images: Any, name: str = INPUT_NAME) -> np.ndarray:
-        return check_slices(images, self.image_size, name)
-
-    def __call__(self, source: Any) -> np.ndarray:
-        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
-        array = self._check(source)
-        return self.loaded.signatures[SERVING_SIGNATURE](**{INPUT_NAME: array})[OUTPUT_NAME].numpy()
-
-    def predict(self, source: Any, batch_size: int = 8) -> np.ndarray:
-        """`__call__` over a stack of any length, `batch_size` slices at a time."""
-        array = self._check(source)
-        return np.concatenate([self(array[i : i + batch_size]) for i in range(0, len(array), batch_size)])
-
-    def physical(self, source: Any, **parameters: Any) -> np.ndarray:
-        """The `physical` signature: source in physical units (+ per-slice parameters named as in
-        `normalization["physical_inputs"]`; scalars are broadcast to the batch) → output in the
-        target unit."""
-        array = self._check(source)
-        names = self.normalization["physical_inputs"][1:]
-        missing = [name for name in names if name not in parameters]
-        extra = sorted(set(parameters) - set(names))
-        if missing or extra:
-            raise UserError(f"physical signature takes {names} besides {INPUT_NAME!r}; missing {missing}, unexpected {extra}")
-        feeds = {INPUT_NAME: array}
-        for name in names:
-            feeds[name] = np.broadcast_to(np.asarray(parameters[name], dtype=np.float32), (len(array),)).copy()
-        return self.loaded.signatures[PHYSICAL_SIGNATURE](**feeds)[OUTPUT_NAME].numpy()
-
-
-def load_export(path: str | Path) -> ExportedModel:
-    """Load an export (a version folder, or its base folder → the highest version)."""
-    import tensorflow as tf
-
-    version_dir = resolve_export_dir(path)
-    assets = version_dir / "assets"
-    try:
-        experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
-        description = json.loads((assets / NORMALIZATION_ASSET).read_text())
-    except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and {NORMALIZATION_ASSET}") from error
-    loaded = tf.saved_model.load(str(version_dir))
-    if SERVING_SIGNATURE not in loaded.signatures:
-        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
-    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
-

@@ -1,18 +1,12 @@
-"""One reader interface for medical volumes: NIfTI files (nibabel) and DICOM series folders (pydicom).
+"""DICOM series through pydicom: a folder of one image series, sorted along the slice normal.
 
-`read_volume(path)` returns a `Volume`: a float32 array indexed (i, j, k) in physical units and
-the 4×4 affine mapping voxel indices to RAS+ world millimetres (the nibabel convention). For a
-DICOM series, i runs along the image rows' direction (DICOM column index), j along the columns'
-direction (DICOM row index) and k along the slice normal, so an axial series gives axial k-slices.
-
-Anything that cannot become such a volume raises `VolumeReadError(path, reason)` whose `reason`
-is one line without the path (the converter stores reasons in its manifest, paths only on stderr,
-because a path may itself name a patient).
+Rows/columns and the slice normal come from ImageOrientationPatient, positions from
+ImagePositionPatient (LPS, converted to RAS+); values are rescaled with RescaleSlope/Intercept;
+PET is converted to SUV when the header carries weight, dose, half-life and times (else Bq/ml).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 from pathlib import Path
@@ -20,137 +14,28 @@ from typing import Any
 
 import numpy as np
 
-UNITS = ("HU", "SUV", "Bq/ml", "a.u.")
+from medgan_tf.data.io import Volume, VolumeReadError
 
 # LPS (DICOM patient coordinates) → RAS (nibabel world coordinates): flip x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-class VolumeReadError(Exception):
-    """A path that does not hold one readable 3-D image volume."""
+class DicomSeriesFormat:
+    """A folder holding the DICOM files of one series (reading; a folder is never a NIfTI file)."""
 
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = " ".join(str(reason).split())  # always one line
-        super().__init__(f"{self.path}: {self.reason}")
+    name = "DICOM series"
 
+    def claims(self, path: Path) -> bool:
+        return path.is_dir()
 
-@dataclasses.dataclass
-class Volume:
-    """A 3-D image in physical units.
+    def writes(self, path: Path) -> bool:
+        return False  # reading only, for now
 
-    array:    float32 (I, J, K), values in `unit`.
-    affine:   float64 4×4, voxel (i, j, k, 1) → RAS+ world mm.
-    modality: DICOM modality code ("CT", "PT", "MR", ...) or "OT" when unknown.
-    unit:     "HU" | "SUV" | "Bq/ml" | "a.u.".
-    metadata: non-identifying facts only (source format, file count, SUV factor, ...).
-    """
+    def read(self, path: Path, modality_hint: str | None) -> Volume:  # noqa: ARG002 — DICOM names its modality
+        return _read_dicom_series(path)
 
-    array: np.ndarray
-    affine: np.ndarray
-    modality: str = "OT"
-    unit: str = "a.u."
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along i, j, k (column norms of the affine)."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.array.shape)
-
-
-def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
-    """Read a NIfTI file (.nii / .nii.gz) or a DICOM series folder.
-
-    `modality_hint` ("CT", "PT", "MR") fills in modality and unit for NIfTI files, whose header
-    has no standard field for them (files written by `write_nifti` carry both in `descrip`).
-    Raises VolumeReadError for a missing path, unreadable or truncated data, a non-image DICOM,
-    inconsistent series geometry, NaN/inf voxels or a volume that is not 3-D.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise VolumeReadError(path, "path does not exist")
-    if path.is_dir():
-        volume = _read_dicom_series(path)
-    else:
-        volume = _read_nifti(path, modality_hint)
-    bad = int(np.count_nonzero(~np.isfinite(volume.array)))
-    if bad:
-        raise VolumeReadError(path, f"volume holds {bad} NaN/inf voxels; expected finite values")
-    if min(volume.array.shape) < 1:
-        raise VolumeReadError(path, f"empty volume of shape {volume.array.shape}")
-    return volume
-
-
-def write_nifti(volume: Volume, path: str | Path) -> Path:
-    """Write `volume` as NIfTI-1 (float32, scanner sform/qform); modality and unit go in `descrip`."""
-    import nibabel as nib
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(np.asarray(volume.array, dtype=np.float32), np.asarray(volume.affine, dtype=np.float64))
-    image.header.set_xyzt_units("mm", "sec")
-    image.header["descrip"] = f"modality={volume.modality};unit={volume.unit}".encode()[:79]
-    image.set_sform(volume.affine, code=1)
-    image.set_qform(volume.affine, code=1)
-    nib.save(image, str(path))
-    return path
-
-
-# --------------------------------------------------------------------------- NIfTI
-
-
-def _read_nifti(path: Path, modality_hint: str | None) -> Volume:
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for foreign/corrupt files
-        raise VolumeReadError(path, f"not a readable NIfTI file ({type(error).__name__}: {error})") from None
-    shape = tuple(int(v) for v in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise VolumeReadError(path, f"{len(image.shape)}-D image of shape {tuple(image.shape)}; expected a 3-D volume")
-    try:
-        array = np.asarray(image.get_fdata(dtype=np.float32)).reshape(shape)
-    except Exception as error:
-        raise VolumeReadError(path, f"truncated or corrupt NIfTI data ({type(error).__name__})") from None
-    fields = _parse_descrip(image.header.get("descrip", b""))
-    modality = fields.get("modality") or (modality_hint or "OT")
-    unit = fields.get("unit") or _default_unit(modality)
-    if unit not in UNITS:
-        unit = "a.u."
-    return Volume(
-        array=np.ascontiguousarray(array, dtype=np.float32),
-        affine=np.asarray(image.affine, dtype=np.float64),
-        modality=modality,
-        unit=unit,
-        metadata={"format": "nifti"},
-    )
-
-
-def _parse_descrip(raw: Any) -> dict[str, str]:
-    text = raw.item() if hasattr(raw, "item") else raw
-    if isinstance(text, bytes):
-        text = text.decode("latin-1", "replace")
-    fields = {}
-    for part in str(text).split(";"):
-        key, sep, value = part.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip().rstrip("\x00")
-    return fields
-
-
-def _default_unit(modality: str) -> str:
-    # A NIfTI PET without our descrip could be SUV or Bq/ml: say "a.u." rather than guess.
-    return "HU" if modality == "CT" else "a.u."
-
-
-# --------------------------------------------------------------------------- DICOM
+    def write(self, volume: Volume, path: Path) -> Path:
+        raise NotImplementedError("writing DICOM series is not supported yet")
 
 
 def _read_dicom_series(folder: Path) -> Volume:

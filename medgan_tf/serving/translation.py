@@ -1,11 +1,6 @@
-"""Running a trained generator on data: whole volumes (`translate`) and converted datasets (`evaluate`).
+"""Translating whole volumes with a loaded model (`medgan_tf.serving.loading.TranslationModel`).
 
-`load_model(path)` accepts an export (`medgan-tf export` output: a version folder or its base
-folder) or a run directory (generator restored from its latest checkpoint); both give a callable
-on normalized slices with the run's config and normalization description, so the rest of this
-module does not care which one it got.
-
-Whole-volume translation mirrors the converter (`pipelines/convert.py`) step for step, so a volume
+Whole-volume translation mirrors the converter's pair preparation (`medgan_tf.data.pairs`) step for step, so a volume
 is seen by the model exactly as its training slices were:
 
   read (NIfTI / DICOM series) → model grid (task spacing, centre crop/pad to S×S, axial slices)
@@ -21,63 +16,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
-from medgan_tf import config as config_lib
-from medgan_tf import export as export_lib
 from medgan_tf.errors import UserError
+from medgan_tf.serving.loading import TranslationModel, load_model
+from medgan_tf.serving.signatures import target_parameters
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-@dataclasses.dataclass
-class RunModel:
-    """A run directory's generator, with the same interface as `export.ExportedModel`."""
-
-    path: Path
-    config: config_lib.ExperimentConfig
-    normalization: dict[str, Any]
-    generator: Any = dataclasses.field(repr=False)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.config.data.image_size)
-
-    def __call__(self, source: Any) -> np.ndarray:
-        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
-        array = export_lib.check_slices(source, self.image_size)
-        return np.asarray(self.generator(array, training=False), dtype=np.float32)
-
-
-Model = Any  # export.ExportedModel | RunModel: both callable on (B, S, S, 1) with .config/.normalization
-
-
-def is_run_dir(path: str | Path) -> bool:
-    from medgan_tf.training.checkpoints import CONFIG_FILE
-
-    return (Path(path) / CONFIG_FILE).is_file()
-
-
-def load_model(path: str | Path) -> Model:
-    """An export (version or base folder) or a run directory → a model callable on normalized slices."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
-    if export_lib.is_export(path):
-        return export_lib.load_export(path)
-    if is_run_dir(path):
-        from medgan_tf.training import checkpoints
-
-        generator, experiment = checkpoints.load_generator(path)
-        return RunModel(path, experiment, export_lib.normalization_description(experiment), generator)
-    raise UserError(
-        f"{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
-        "nor a run directory (config.json + checkpoints/)"
-    )
 
 
 def predict_slices(
@@ -113,7 +62,7 @@ class Translation:
 
 
 def translate_volume(
-    model: Model,
+    model: TranslationModel,
     volume: Any,
     *,
     batch_size: int = 8,
@@ -142,7 +91,7 @@ def translate_volume(
     covered = geometry.coverage(volume, grid_array.shape, grid_affine)
     statistics_voxels = grid_array[covered] if np.any(covered) else grid_array
     source_params = normalization.fit(statistics_voxels, data.source_normalization, unit=volume.unit)
-    target_params = export_lib.target_parameters(description, source_params)
+    target_params = target_parameters(description, source_params)
     if description["target"].get("share_source"):
         target_params["unit"] = volume.unit
     slices = np.moveaxis(normalization.normalize(grid_array, source_params), 2, 0)[..., None]  # (K, S, S, 1)
@@ -188,7 +137,7 @@ def write_nifti_atomic(volume: Any, path: str | Path) -> Path:
 
 
 def translate_file(
-    model: Model | str | Path,
+    model: TranslationModel | str | Path,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -203,7 +152,7 @@ def translate_file(
     from medgan_tf.data.io import VolumeReadError, read_volume
 
     output_path = check_nifti_path(output_path)
-    if not isinstance(model, (export_lib.ExportedModel, RunModel)):
+    if not isinstance(model, TranslationModel):
         model = load_model(model)
     try:
         volume = read_volume(input_path, modality_hint=model.config.data.source_modality)
@@ -223,66 +172,3 @@ def translate_file(
     translation = translate_volume(model, volume, batch_size=batch_size, progress=progress)
     write_nifti_atomic(translation.volume, output_path)
     return translation
-
-
-# --------------------------------------------------------------------------- converted datasets
-
-
-def evaluate_dataset(
-    model: Model,
-    data_dir: str | Path,
-    split: str = "val",
-    *,
-    batch_size: int = 8,
-    num_examples: int = 8,
-    max_slices: int | None = None,
-):
-    """Score `model` on every record of a converted dataset's `split` (medgan_tf.evaluation).
-
-    Returns an `evaluation.EvaluationResult`: the paper's metrics on the 0–255 scale for the
-    model output and the untouched input, per slice and per patient, and MAE in the target's
-    physical unit from each record's normalization parameters.
-    """
-    import itertools
-
-    from medgan_tf import evaluation
-    from medgan_tf.data import dataset, normalization
-
-    manifest = dataset.read_manifest(data_dir)
-    records = dataset.iterate_records(data_dir, split)
-    first = next(records, None)
-    if first is None:
-        raise UserError(f"{data_dir}: split {split!r} holds no records")
-    size = int(np.shape(first["source"])[0])
-    if size != model.image_size:
-        raise UserError(
-            f"{data_dir} holds {size}×{size} slices; the model was trained for "
-            f"{model.image_size}×{model.image_size} (convert the data with --image-size {model.image_size})"
-        )
-    manifest_task = _manifest_task(manifest)
-    if manifest_task is not None and manifest_task != model.config.task:
-        log.warning("dataset task is %s but the model's task is %s", manifest_task, model.config.task)
-    all_records = itertools.chain([first], records)
-    if max_slices is not None:
-        all_records = itertools.islice(all_records, max_slices)
-
-    def denormalize(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
-        return normalization.denormalize(image, record["target_params"])
-
-    return evaluation.evaluate_slices(
-        all_records,
-        model,
-        batch_size,
-        denormalize,
-        unit=str(first["target_params"]["unit"]),
-        # Input MAE is meaningful only when the source was normalized with the target's parameters.
-        source_in_target_units=bool(model.normalization["target"].get("share_source")),
-        num_examples=num_examples,
-    )
-
-
-def _manifest_task(manifest: Mapping[str, Any]) -> str | None:
-    task = manifest.get("task")
-    if task is None and isinstance(manifest.get("config"), Mapping):
-        task = manifest["config"].get("task")
-    return task if isinstance(task, str) else None

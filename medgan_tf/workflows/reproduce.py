@@ -2,7 +2,7 @@
 all of them on one validation split, and write Table I/II, Fig. 4/5 and Fig. 6 lookalikes.
 
 Protocol (paper §3.2): every variant sees the same data, seed, number of steps and batch size;
-only its recipe (`medgan_tf/variants.py`: generator depth and loss terms) differs. Each run lives
+only its recipe (`medgan_tf.presets`: networks, generator depth and loss terms) differs. Each run lives
 in OUT/runs/<name> as an ordinary run directory (`medgan-tf train` layout), so any of them can be
 inspected with TensorBoard, exported or continued by hand.
 
@@ -17,14 +17,8 @@ precision policy — process-global in Keras) is set up once and is the same for
 each variant builds fresh networks and its own tf.functions, and `keras.backend.clear_session()`
 between variants frees the previous graph state.
 
-Outputs in OUT:
-  table.md      — Table I (loss ablations) and Table II (state of the art) layout: SSIM, PSNR,
-                  MSE, VIF, UQI, LPIPS per method (mean over validation slices; LPIPS "n/a" when
-                  its weights are unavailable), the untouched input as a reference row;
-  figure.png    — Fig. 4/5 layout: rows input, each method, target; columns the same slices;
-  results.json  — one row per method (every metric's mean, sd, n), the settings, the sweep;
-  ublocks.png   — with an U-block sweep: Fig. 6, pix2pix metrics vs CasNet depth (and ublocks in
-                  table.md / results.json).
+The report (table.md, figure.png, results.json, ublocks.png) is written by
+`medgan_tf.workflows.comparison`.
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ import dataclasses
 import gc
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,32 +34,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from medgan_tf import config as config_lib
-
 from medgan_tf import presets
-from medgan_tf import registry
 from medgan_tf.errors import UserError
+from medgan_tf.metrics import minimum_slice_size
 
 log = logging.getLogger(__name__)
 
-# Paper order: Table I's loss ablations, then Table II's state of the art, MedGAN last.
-TABLE_I = ("cgan", "perceptual", "style_content", "medgan_1g", "medgan")
-TABLE_II = ("pix2pix", "pan", "id_cgan", "fila_sgan", "medgan")
-DEFAULT_MODELS = ("cgan", "perceptual", "style_content", "medgan_1g", "pix2pix", "pan", "id_cgan", "fila_sgan", "medgan")
-DISPLAY_NAMES = {
-    "cgan": "cGAN",
-    "perceptual": "Perceptual",
-    "style_content": "Style-content",
-    "medgan_1g": "MedGAN-1G",
-    "medgan": "MedGAN",
-    "pix2pix": "pix2pix",
-    "pan": "PAN",
-    "id_cgan": "ID-CGAN",
-    "fila_sgan": "Fila-sGAN",
-}
+# Every registered variant, in the paper's order (Table I's loss ablations, Table II, MedGAN last).
+DEFAULT_MODELS = tuple(presets.MODELS.names())
 # Fig. 6 trains pix2pix with CasNets of several depths (paper Appendix A).
 SWEEP_MODEL = "pix2pix"
-TABLE_METRICS = ("ssim", "psnr", "mse", "vif", "uqi", "lpips")
-MINIMUM_IMAGE_SIZE = 41  # metrics.vif: its four Gaussian-window scales need at least 41×41 slices
 
 SETTINGS_FILE = "reproduce.json"
 EVALUATION_DIR = "evaluation"
@@ -102,8 +79,8 @@ class Entry:
     @property
     def label(self) -> str:
         if self.num_ublocks is not None:
-            return f"{DISPLAY_NAMES.get(self.model, self.model)} (CasNet-{self.num_ublocks})"
-        return DISPLAY_NAMES.get(self.model, self.model)
+            return f"{presets.MODELS.get(self.model).display_name} (CasNet-{self.num_ublocks})"
+        return presets.MODELS.get(self.model).display_name
 
 
 def parse_list(text: str | None, what: str) -> list[str]:
@@ -229,19 +206,13 @@ def train_entry(entry: Entry, settings: Settings, run_dir: Path, data_dir: Path,
     """Train `entry` to the budget in `run_dir` (fresh, or continued from its checkpoint)."""
     import keras
 
-    from medgan_tf.training import checkpoints, driver
+    from medgan_tf.training import checkpoints, train_experiment
 
     experiment = experiment_config(entry, settings)
     resume = (run_dir / checkpoints.CONFIG_FILE).is_file()
-    if resume:
-        saved = checkpoints.read_config(run_dir)
-        differing = driver.incompatible_fields(saved, experiment)
-        if differing:
-            text = "; ".join(f"{k}: run has {a!r}, comparison needs {b!r}" for k, (a, b) in differing.items())
-            raise UserError(f"{run_dir} was trained with a different configuration ({text}); remove it or use another --out")
     try:
-        return driver.train(experiment, run_dir, data_dir=data_dir, runtime=runtime, resume=resume, quiet=True,
-                            log_every=max(1, settings.budget_steps // 10))
+        return train_experiment(experiment, data_dir, run_dir, runtime=runtime, resume=resume, quiet=True,
+                                log_every=max(1, settings.budget_steps // 10))
     finally:
         keras.backend.clear_session()
         gc.collect()
@@ -252,18 +223,20 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
     metrics.md, figure.png and the example slices) in run_dir/evaluation."""
     import keras
 
-    from medgan_tf import evaluation, inference
+    from medgan_tf.evaluation.datasets import evaluate_dataset
+    from medgan_tf.evaluation.reports import write_report
+    from medgan_tf.serving.loading import load_model
     from medgan_tf.training.checkpoints import write_json_atomic
 
-    model = inference.load_model(run_dir)
+    model = load_model(run_dir)
     try:
-        result = inference.evaluate_dataset(model, data_dir, settings.eval_split, num_examples=settings.figure_slices)
+        result = evaluate_dataset(model, data_dir, settings.eval_split, num_examples=settings.figure_slices)
     finally:
         del model
         keras.backend.clear_session()
         gc.collect()
     out = run_dir / EVALUATION_DIR
-    evaluation.write_report(result, out, title=title, figure_slices=settings.figure_slices)
+    write_report(result, out, title=title, figure_slices=settings.figure_slices)
     _save_examples(out / EXAMPLES_FILE, result.examples)
     write_json_atomic(out / EVALUATION_STATE, {
         "step": trained_steps(run_dir),
@@ -286,13 +259,13 @@ def _save_examples(path: Path, examples) -> None:
 
 def load_evaluation(run_dir: Path):
     """The cached EvaluationResult of a run, with its example slices."""
-    from medgan_tf import evaluation
+    from medgan_tf.evaluation.scoring import EvaluationResult, ExampleSlice
 
     directory = run_dir / EVALUATION_DIR
-    result = evaluation.EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
+    result = EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
     with np.load(directory / EXAMPLES_FILE) as arrays:
         result.examples = [
-            evaluation.ExampleSlice(str(key), int(index), source, output, target)
+            ExampleSlice(str(key), int(index), source, output, target)
             for key, index, source, output, target in zip(
                 arrays["patient_keys"], arrays["slice_indices"], arrays["sources"], arrays["outputs"], arrays["targets"]
             )
@@ -325,118 +298,6 @@ def run_entry(entry: Entry, settings: Settings, out_dir: Path, data_dir: Path, r
     return {"trained": trained, "train_seconds": time.perf_counter() - started if trained else None, "result": result}
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _metric_means(summary: dict[str, dict]) -> dict[str, float | None]:
-    out = {}
-    for name in TABLE_METRICS:
-        mean = summary.get(name, {}).get("mean")
-        out[name] = None if mean is None or not math.isfinite(mean) else float(mean)
-    return out
-
-
-def table_markdown(settings: Settings, labels: dict[str, str], summaries: dict[str, dict], input_summary: dict,
-                   lpips_reason: str | None, sweep: dict[int, dict] | None) -> str:
-    """table.md: Tables I and II (the groups present among the runs), then the U-block sweep."""
-    from medgan_tf import evaluation
-
-    def table(names: Sequence[str]) -> str:
-        rows = {labels[name]: summaries[name] for name in names}
-        rows["input (untouched)"] = input_summary
-        return evaluation.markdown_table(rows, show_sd=False, columns=TABLE_METRICS)
-
-    vgg_note = vgg_weights_note(settings.vgg_weights)
-    parts = [
-        f"# Comparison on {settings.task}\n",
-        f"Every method: {settings.budget_steps} training steps (batch {settings.batch_size}, N_G = 3 generator "
-        f"updates per step), seed {settings.seed}, {settings.image_size}² slices, base width {settings.base_filters}; "
-        f"scored on the `{settings.eval_split}` split. Means over slices; SSIM, PSNR (dB), MSE, VIF and UQI on the "
-        f"0–255 scale. {vgg_note} "
-        + (f"LPIPS: n/a — {lpips_reason}." if lpips_reason else "") + "\n",
-    ]
-    ordered = [name for name in DEFAULT_MODELS if name in summaries] + [name for name in summaries if name not in DEFAULT_MODELS]
-    group_one = [name for name in TABLE_I if name in summaries]
-    group_two = [name for name in TABLE_II if name in summaries]
-    if len(group_one) > 1 or (group_one and not group_two):
-        parts += ["## Table I — loss components (single U-block; MedGAN: CasNet-6)\n", table(group_one)]
-    if len(group_two) > 1 or (group_two and not group_one):
-        parts += ["## Table II — state-of-the-art methods\n", table(group_two)]
-    others = [name for name in ordered if name not in TABLE_I and name not in TABLE_II]
-    if others:
-        parts += ["## Other variants\n", table(others)]
-    parts += ["## All methods\n", table(ordered)]
-    if sweep:
-        rows = {f"CasNet-{depth}": summary for depth, summary in sorted(sweep.items())}
-        parts += [f"## Fig. 6 — {DISPLAY_NAMES[SWEEP_MODEL]} vs number of U-blocks\n",
-                  evaluation.markdown_table(rows, show_sd=False, columns=TABLE_METRICS)]
-    return "\n".join(parts)
-
-
-VGG_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
-
-def vgg_weights_note(vgg_weights: str) -> str:
-    """One sentence for the report on which VGG-19 weights the style/content terms used."""
-    import os
-
-    random_note = "RANDOM — the style/content terms (Style-content, MedGAN, ID-CGAN, Fila-sGAN) are not the paper's"
-    if vgg_weights == "none":
-        return f"VGG-19 weights: {random_note}."
-    if vgg_weights == "auto":
-        # `auto` used ImageNet exactly when Keras had (or could fetch) the file into its cache.
-        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG_NOTOP_FILE
-        if cache.is_file():
-            return "VGG-19 weights: ImageNet (Keras cache)."
-        return f"VGG-19 weights: {random_note} (`auto`: ImageNet weights were not obtainable on this machine)."
-    return f"VGG-19 weights: {vgg_weights}."
-
-
-def save_sweep_figure(path: Path, sweep: dict[int, dict], title: str = "") -> None:
-    """ublocks.png (Fig. 6): one panel per available metric, value vs number of U-blocks."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    depths = sorted(sweep)
-    names = [name for name in TABLE_METRICS if any(_metric_means(sweep[d])[name] is not None for d in depths)]
-    figure = Figure(figsize=(3.0 * len(names), 3.0), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
-    titles = {"ssim": "SSIM", "psnr": "PSNR (dB)", "mse": "MSE", "vif": "VIF", "uqi": "UQI", "lpips": "LPIPS"}
-    for axis, name in zip(axes, names):
-        values = [_metric_means(sweep[d])[name] for d in depths]
-        axis.plot(depths, [np.nan if v is None else v for v in values], marker="o")
-        axis.set_title(titles[name])
-        axis.set_xlabel("number of U-blocks")
-        axis.set_xticks(depths)
-        axis.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
-    figure.savefig(str(path), dpi=100)
-
-
-def save_figure(path: Path, labels: dict[str, str], results: dict[str, Any], title: str) -> None:
-    """figure.png (Fig. 4/5): rows input, each method, target; columns the same validation slices."""
-    from medgan_tf import evaluation
-
-    names = list(results)
-    first = results[names[0]].examples
-    keys = [(example.patient_key, example.slice_index) for example in first]
-    for name in names[1:]:
-        other = [(example.patient_key, example.slice_index) for example in results[name].examples]
-        if other != keys:
-            raise UserError(f"{name} was scored on other example slices ({other}) than {names[0]} ({keys}); "
-                            "re-run its evaluation by deleting its evaluation/ folder")
-    evaluation.save_comparison_figure(
-        path,
-        inputs=[example.source for example in first],
-        targets=[example.target for example in first],
-        outputs={labels[name]: [example.output for example in results[name].examples] for name in names},
-        column_titles=[f"{key[:8]} · slice {index}" for key, index in keys],
-        title=title,
-    )
-
-
 def reproduce(
     settings: Settings,
     out_dir: Path,
@@ -451,17 +312,13 @@ def reproduce(
     runtime: a `training.runtime.Runtime` (set up once by the caller; default: the CPU/GPU auto
     settings). Returns the content of results.json.
     """
-    from medgan_tf.training.checkpoints import write_json_atomic
+    from medgan_tf.workflows import comparison
 
     if settings.budget_steps < 1:
         raise UserError(f"--budget-steps must be ≥ 1; received {settings.budget_steps}")
-    size = settings.image_size
-    if size < 8 or size & (size - 1):
-        raise UserError(f"--image-size must be a power of two ≥ 8; received {size}")
-    if size < MINIMUM_IMAGE_SIZE:
-        # Checked before any training, which would otherwise be lost when scoring fails.
-        raise UserError(f"--image-size {size} is too small for the paper's metrics (VIF needs slices of at least "
-                        f"{MINIMUM_IMAGE_SIZE}×{MINIMUM_IMAGE_SIZE}); use --image-size 64 or larger")
+    # Checked before any training, which would otherwise be lost when scoring fails.
+    config_lib.check_image_size(settings.image_size, minimum=max(config_lib.MINIMUM_IMAGE_SIZE, minimum_slice_size()),
+                                why="the paper's metrics need it: VIF needs slices of at least 41×41 for its four scales")
     if not models and not ublocks_sweep:
         raise UserError("nothing to do: give --models and/or --ublocks-sweep")
     entries = plan(models, ublocks_sweep)
@@ -479,87 +336,40 @@ def reproduce(
     outcomes: dict[str, dict] = {}
     for index, entry in enumerate(entries, start=1):
         outcomes[entry.name] = run_entry(entry, settings, out_dir, data_dir, runtime, position=f"[{index}/{len(entries)}]")
+    sweep_runs = {depth: sweep_run_name(depth, entries) for depth in dict.fromkeys(ublocks_sweep)}
+    rows = {entry.name: _row(entry, settings, out_dir, outcomes[entry.name]) for entry in entries}
+    return comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
+                                       wall_seconds=time.perf_counter() - started)
 
-    labels = {entry.name: entry.label for entry in entries}
-    results = {name: outcome["result"] for name, outcome in outcomes.items()}
-    method_names = [entry.name for entry in entries if entry.num_ublocks is None]
-    summaries = {name: results[name].summary()["output"] for name in results}
-    reference = results[entries[0].name]
-    input_summary = reference.summary()["input"]
-    lpips_reason = None if reference.lpips_available else (reference.lpips_reason or "LPIPS weights unavailable")
 
-    sweep: dict[int, dict] = {}
-    for depth in dict.fromkeys(ublocks_sweep):
-        sweep[depth] = summaries[sweep_run_name(depth, entries)]
-
-    paths = {"results": out_dir / "results.json", "table": out_dir / "table.md"}
-    method_summaries = {name: summaries[name] for name in method_names}
-    (out_dir / "table.md").write_text(
-        table_markdown(settings, labels, method_summaries, input_summary, lpips_reason, sweep or None), encoding="utf-8")
-    if method_names:
-        paths["figure"] = out_dir / "figure.png"
-        save_figure(paths["figure"], labels, {name: results[name] for name in method_names},
-                    title=f"{settings.task}: {settings.budget_steps} steps per method")
-    if sweep:
-        paths["ublocks_figure"] = out_dir / "ublocks.png"
-        save_sweep_figure(paths["ublocks_figure"], sweep, title=f"{DISPLAY_NAMES[SWEEP_MODEL]} vs CasNet depth")
-
-    def row(name: str) -> dict:
-        entry = next(e for e in entries if e.name == name)
-        experiment = experiment_config(entry, settings)
-        return {
-            "method": labels[name],
-            "run": name,
-            "model": entry.model,
-            "num_ublocks": experiment.generator.num_ublocks,
-            "loss_terms": experiment.losses.active_terms(),
-            "discriminator_loss": experiment.losses.discriminator_loss,
-            "steps": trained_steps(out_dir / "runs" / name),
-            "trained_this_invocation": outcomes[name]["trained"],
-            "train_seconds": outcomes[name]["train_seconds"],
-            "num_slices": len(results[name].slices),
-            "metrics": summaries[name],
-        }
-
-    payload = {
-        "settings": dataclasses.asdict(settings),
-        "data_dir": str(data_dir),
-        "lpips": {"available": reference.lpips_available, "reason": reference.lpips_reason},
-        "rows": [row(name) for name in method_names],
-        "input": {"method": "input (untouched)", "metrics": input_summary},
-        "ublocks_sweep": [
-            {**row(sweep_run_name(depth, entries)), "num_ublocks": depth} for depth in sweep
-        ],
-        "files": {key: str(path) for key, path in paths.items()},
-        "wall_seconds": time.perf_counter() - started,
+def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict:
+    """One row of results.json: what was trained, how long, and every metric's summary."""
+    experiment = experiment_config(entry, settings)
+    return {
+        "method": entry.label,
+        "run": entry.name,
+        "model": entry.model,
+        "num_ublocks": experiment.generator.num_ublocks,
+        "loss_terms": experiment.losses.active_terms(),
+        "discriminator_loss": experiment.losses.discriminator_loss,
+        "steps": trained_steps(out_dir / "runs" / entry.name),
+        "trained_this_invocation": outcome["trained"],
+        "train_seconds": outcome["train_seconds"],
+        "num_slices": len(outcome["result"].slices),
+        "metrics": outcome["result"].summary()["output"],
     }
-    from medgan_tf.evaluation import json_safe
-
-    payload = json_safe(payload)
-    write_json_atomic(paths["results"], payload)
-    log.info("report: %s, %s%s", paths["table"], paths["results"], f", {paths['figure']}" if "figure" in paths else "")
-    return payload
 
 
 def _resolve_data(settings: Settings, data_dir: Path | None) -> Path:
-    from medgan_tf.data import dataset as dataset_lib
+    from medgan_tf.data.manifest import check_compatible
 
     if data_dir is None:
-        from medgan_tf.data.builtin import ensure_builtin_dataset
+        from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
         data_dir = ensure_builtin_dataset(settings.task, settings.image_size)
         log.info("no --data given: using the built-in synthetic %s dataset at %s", settings.task, data_dir)
     data_dir = Path(data_dir)
-    manifest = dataset_lib.read_manifest(data_dir)
-    size = manifest.get("image_size") or manifest.get("config", {}).get("image_size")
-    if size is not None and int(size) != settings.image_size:
-        raise UserError(f"{data_dir} holds {size}×{size} slices but --image-size is {settings.image_size}; "
-                        f"pass --image-size {size}")
-    task = manifest.get("task")
-    if task is not None and task != settings.task:
-        raise UserError(f"{data_dir} was converted for task {task!r}, not {settings.task!r}")
-    counts = {split: int(entry.get("slices", 0)) for split, entry in manifest.get("counts", {}).items()}
-    if counts.get(settings.eval_split, 0) == 0:
-        raise UserError(f"{data_dir}: the {settings.eval_split!r} split holds no slices; every method is scored "
-                        "on it (convert with a non-zero validation fraction)")
+    # Every method is scored on the evaluation split: it must hold slices before anything trains.
+    check_compatible(data_dir, task=settings.task, image_size=settings.image_size, split=settings.eval_split,
+                     who="--image-size")
     return data_dir

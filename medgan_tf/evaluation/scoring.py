@@ -1,16 +1,9 @@
-"""Scoring translated slices with the paper's metrics and writing the evaluation report.
+"""Scoring translated slices with every metric of the metric table (`medgan_tf.metrics.METRICS`).
 
 This module does not care where predictions come from: `evaluate_slices` takes an iterable of slice
 records and any `predict_fn` (a Keras model, a SavedModel signature, an oracle in tests), scores the
 model output *and* the untouched input against the target (the two rows of the report), and
-aggregates per patient and overall. `write_report` turns the result into
-
-  metrics.json  — every slice, every patient, the summary, and LPIPS availability;
-  metrics.md    — a table like the paper's Table II (rows model / input);
-  figure.png    — K slices as rows: input | output | target | |error|.
-
-`markdown_table` and `save_comparison_figure` are the multi-method versions for Table I/II style
-comparisons (one row per method).
+aggregates per patient and overall. `medgan_tf.evaluation.reports` turns the result into files.
 
 Non-finite numbers: the PSNR of a slice reproduced exactly is +inf. JSON has no infinity, so it is
 written as null (a per-slice `psnr` of null always means +inf; see `EvaluationResult.from_dict`).
@@ -21,9 +14,7 @@ slice is exact the mean is +inf (null in JSON, "∞" in Markdown).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,18 +25,12 @@ from medgan_tf.errors import UserError
 
 # Rows of every report: the model's output and the untouched input, each scored against the target.
 ROLES = ("output", "input")
-# Columns of every report: the paper's six metrics, then MAE in physical units.
-REPORT_COLUMNS = metrics.METRIC_NAMES + ("mae",)
-_COLUMN_TITLES = {
-    "ssim": "SSIM",
-    "psnr": "PSNR(dB)",
-    "mse": "MSE",
-    "vif": "VIF",
-    "uqi": "UQI",
-    "lpips": "LPIPS",
-    "mae": "MAE",
-}
-_COLUMN_FORMATS = {"ssim": ".4f", "psnr": ".2f", "mse": ".2f", "vif": ".4f", "uqi": ".4f", "lpips": ".4f", "mae": ".4g"}
+
+
+def report_columns() -> tuple[str, ...]:
+    """Columns of every report: every metric of the table, in table order (read at call time, so
+    a metric registered by a plug-in appears in the reports)."""
+    return tuple(metrics.METRICS.names())
 
 Summary = dict[str, Any]  # {"mean": float | None, "sd": float | None, "n": int, "n_infinite": int}
 PredictFn = Callable[[np.ndarray], Any]
@@ -56,7 +41,7 @@ DenormalizeFn = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
 class SliceScores:
     """Metric values of one slice: `output` = model output vs target, `input` = source vs target.
 
-    Each dict maps every name in REPORT_COLUMNS to a float, or None when the metric is unavailable
+    Each dict maps every name of `report_columns()` to a float, or None when the metric is unavailable
     (LPIPS; MAE without a de-normalization function)."""
 
     patient_key: str
@@ -105,7 +90,7 @@ class EvaluationResult:
             {
                 "unit": self.unit,
                 "data_range": metrics.DATA_RANGE,
-                "metric_names": list(REPORT_COLUMNS),
+                "metric_names": list(report_columns()),
                 "num_slices": len(self.slices),
                 "num_patients": len({scores.patient_key for scores in self.slices}),
                 "lpips": {"available": self.lpips_available, "reason": self.lpips_reason},
@@ -163,7 +148,7 @@ def summarize(values: Iterable[float | None]) -> Summary:
 
 def _summarize_slices(slices: Sequence[SliceScores]) -> dict[str, dict[str, Summary]]:
     return {
-        role: {name: summarize(getattr(scores, role).get(name) for scores in slices) for name in REPORT_COLUMNS}
+        role: {name: summarize(getattr(scores, role).get(name) for scores in slices) for name in report_columns()}
         for role in ROLES
     }
 
@@ -183,7 +168,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _as_slice(image: Any, what: str) -> np.ndarray:
+def as_slice(image: Any, what: str) -> np.ndarray:
     """(S, S) or (S, S, 1) array → float32 (S, S)."""
     array = np.asarray(image, dtype=np.float32)
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -199,14 +184,20 @@ def _score(
     record: Mapping[str, Any],
     denormalize_fn: DenormalizeFn | None,
 ) -> dict[str, float | None]:
-    """All report columns for one normalized (S, S) candidate against the normalized target."""
-    scores: dict[str, float | None] = dict(metrics.slice_metrics(metrics.to_255(candidate), metrics.to_255(target)))
-    scores["lpips"] = None
-    scores["mae"] = None
-    if denormalize_fn is not None:
-        scores["mae"] = metrics.mae_physical(
-            denormalize_fn(candidate[..., None], record), denormalize_fn(target[..., None], record)
-        )
+    """Every metric of the table for one normalized (S, S) candidate against the normalized
+    target: 0–255-scale metrics on `to_255` images, physical ones on de-normalized images (None
+    without `denormalize_fn`), None for metrics that cannot be computed here (LPIPS)."""
+    scores: dict[str, float | None] = {}
+    physical = None
+    for name, metric in metrics.METRICS.items():
+        if metric.function is None:
+            scores[name] = None
+        elif metric.scale == "physical":
+            if denormalize_fn is not None and physical is None:
+                physical = (denormalize_fn(candidate[..., None], record)[..., 0], denormalize_fn(target[..., None], record)[..., 0])
+            scores[name] = None if physical is None else float(metric.function(*physical))
+        else:
+            scores[name] = float(metric.function(metrics.to_255(candidate), metrics.to_255(target)))
     return scores
 
 
@@ -258,7 +249,7 @@ def evaluate_slices(
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1; received {batch_size}")
-    available, reason = metrics.lpips_availability()
+    available, reason = metrics.METRICS.get("lpips").available()
     random = np.random.default_rng(seed)
     slices: list[SliceScores] = []
     examples: list[ExampleSlice] = []
@@ -266,12 +257,12 @@ def evaluate_slices(
 
     def score_batch(batch: list[Mapping[str, Any]]) -> None:
         nonlocal seen
-        sources = [_as_slice(record["source"], "record['source']") for record in batch]
+        sources = [as_slice(record["source"], "record['source']") for record in batch]
         if len({source.shape for source in sources}) != 1:
             raise UserError(f"slices in one batch must share a size; received {[s.shape for s in sources]}")
         outputs = _predict_batch(predict_fn, np.stack(sources)[..., None])[..., 0]
         for record, source, output in zip(batch, sources, outputs):
-            target = _as_slice(record["target"], "record['target']")
+            target = as_slice(record["target"], "record['target']")
             if target.shape != source.shape:
                 raise UserError(f"target shape {target.shape} differs from source shape {source.shape}")
             input_denormalize = denormalize_fn if source_in_target_units else None
@@ -307,189 +298,3 @@ def evaluate_slices(
         raise UserError("no slices to evaluate: the record iterable was empty")
     examples.sort(key=lambda example: (example.patient_key, example.slice_index))
     return EvaluationResult(slices, examples, unit, available, reason)
-
-
-def _format_cell(summary: Summary | None, name: str, show_sd: bool) -> str:
-    if summary is None or summary.get("mean") is None:
-        return "n/a"
-    mean = summary["mean"]
-    if math.isinf(mean):
-        return "∞"
-    if math.isnan(mean):
-        return "nan"
-    spec = _COLUMN_FORMATS[name]
-    text = format(mean, spec)
-    if show_sd and summary.get("sd") is not None:
-        text += f" ± {format(summary['sd'], spec)}"
-    if summary.get("n_infinite"):
-        text += f" ({summary['n_infinite']}×∞)"
-    return text
-
-
-def markdown_table(
-    rows: Mapping[str, Mapping[str, Summary]],
-    *,
-    unit: str | None = None,
-    show_sd: bool = True,
-    columns: Sequence[str] = REPORT_COLUMNS,
-) -> str:
-    """A Markdown table like the paper's Tables I/II: one row per method, one column per metric.
-
-    rows: {method name: {metric name: Summary}} (e.g. `result.summary()["output"]` per method).
-    Cells read "mean ± sd"; "n/a" when the metric is unavailable, "∞" for an all-infinite PSNR.
-    The MAE header carries `unit`, e.g. "MAE (HU)".
-    """
-    unknown = [name for name in columns if name not in _COLUMN_TITLES]
-    if unknown:
-        raise ValueError(f"unknown columns {unknown}; valid ones are {list(_COLUMN_TITLES)}")
-    titles = [
-        f"MAE ({unit})" if name == "mae" and unit else _COLUMN_TITLES[name] for name in columns
-    ]
-    lines = [
-        "| Method | " + " | ".join(titles) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for method, summaries in rows.items():
-        cells = [_format_cell(summaries.get(name), name, show_sd) for name in columns]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _new_figure(num_rows: int, num_columns: int, cell_inches: float = 2.4):
-    # Figure + Agg canvas directly, without pyplot: no global backend switch or figure registry,
-    # so this is safe inside any process (CLI, tests, Beam workers).
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(cell_inches * num_columns, cell_inches * num_rows + 0.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(num_rows, num_columns, squeeze=False)
-    for axis in axes.flat:
-        axis.set_xticks([])
-        axis.set_yticks([])
-    return figure, axes
-
-
-def save_slice_figure(
-    examples: Sequence[ExampleSlice],
-    path: str | os.PathLike,
-    *,
-    title: str = "",
-    dpi: int = 100,
-) -> None:
-    """figure.png: one row per slice, columns input | output | target | |output − target|.
-
-    Images are shown on the 0–255 scale in gray; the error in 0–255 units with one shared color
-    scale (up to the 99.5th percentile of all shown errors) and a color bar.
-    """
-    if not examples:
-        raise ValueError("save_slice_figure needs at least one example slice")
-    errors = [np.abs(metrics.to_255(example.output) - metrics.to_255(example.target)) for example in examples]
-    error_limit = max(1.0, float(np.percentile(np.concatenate([error.ravel() for error in errors]), 99.5)))
-    figure, axes = _new_figure(len(examples), 4)
-    for row, (example, error) in enumerate(zip(examples, errors)):
-        images = (example.source, example.output, example.target)
-        for column, image in enumerate(images):
-            axes[row, column].imshow(metrics.to_255(image), cmap="gray", vmin=0, vmax=255)
-        error_image = axes[row, 3].imshow(error, cmap="inferno", vmin=0, vmax=error_limit)
-        axes[row, 0].set_ylabel(f"{example.patient_key}\nslice {example.slice_index}", fontsize=8)
-    for column, name in enumerate(("input", "output", "target", "|error| (0–255)")):
-        axes[0, column].set_title(name, fontsize=10)
-    figure.colorbar(error_image, ax=axes[:, 3].tolist(), shrink=0.8)
-    if title:
-        figure.suptitle(title)
-    figure.savefig(os.fspath(path), dpi=dpi)
-
-
-def save_comparison_figure(
-    path: str | os.PathLike,
-    *,
-    inputs: Sequence[np.ndarray],
-    targets: Sequence[np.ndarray],
-    outputs: Mapping[str, Sequence[np.ndarray]],
-    column_titles: Sequence[str] | None = None,
-    title: str = "",
-    dpi: int = 100,
-) -> None:
-    """Multi-method figure (paper Figs. 4/5): rows input, each method, target; columns = slices.
-
-    inputs, targets: K normalized slices ((S, S) or (S, S, 1) in [-1, 1]); outputs: {method name:
-    the same K slices as that method translated them}; column_titles: K labels (e.g. patient/slice).
-    """
-    num_slices = len(inputs)
-    if num_slices == 0 or len(targets) != num_slices:
-        raise ValueError(f"need the same K ≥ 1 inputs and targets; received {len(inputs)} and {len(targets)}")
-    for method, images in outputs.items():
-        if len(images) != num_slices:
-            raise ValueError(f"method {method!r} has {len(images)} slices; expected {num_slices}")
-    rows = [("input", inputs), *outputs.items(), ("target", targets)]
-    figure, axes = _new_figure(len(rows), num_slices)
-    for row, (name, images) in enumerate(rows):
-        for column, image in enumerate(images):
-            axes[row, column].imshow(metrics.to_255(_as_slice(image, name)), cmap="gray", vmin=0, vmax=255)
-        axes[row, 0].set_ylabel(name, fontsize=10)
-    if column_titles is not None:
-        for column, label in enumerate(column_titles):
-            axes[0, column].set_title(label, fontsize=9)
-    if title:
-        figure.suptitle(title)
-    figure.savefig(os.fspath(path), dpi=dpi)
-
-
-def report_markdown(result: EvaluationResult, *, title: str) -> str:
-    """metrics.md: the Table II-style summary (model vs untouched input) and a per-patient table."""
-    summary = result.summary()
-    per_patient = result.per_patient()
-    lpips_line = (
-        "LPIPS: available." if result.lpips_available else f"LPIPS: unavailable — {result.lpips_reason}."
-    )
-    mae_line = (
-        f"MAE in physical units ({result.unit})." if result.unit else "MAE in physical units."
-    ) + " n/a where no de-normalization applies (e.g. input and target in different modalities)."
-    parts = [
-        f"# {title}\n",
-        f"{len(result.slices)} slices from {len(per_patient)} patients. SSIM, PSNR, MSE, VIF (pixel) and "
-        "UQI on the 0–255 scale, mean ± sd over slices; PSNR averages the finite slices and \"(k×∞)\" "
-        "counts slices reproduced exactly. " + mae_line + " " + lpips_line + "\n",
-        markdown_table({"model": summary["output"], "input (untouched)": summary["input"]}, unit=result.unit),
-        "## Per patient (model output)\n",
-        markdown_table(
-            {f"{key} ({entry['num_slices']} slices)": entry["output"] for key, entry in per_patient.items()},
-            unit=result.unit,
-        ),
-        "## Per patient (untouched input)\n",
-        markdown_table(
-            {f"{key} ({entry['num_slices']} slices)": entry["input"] for key, entry in per_patient.items()},
-            unit=result.unit,
-        ),
-    ]
-    return "\n".join(parts)
-
-
-def write_report(
-    result: EvaluationResult,
-    out_dir: str | os.PathLike,
-    *,
-    title: str,
-    figure_slices: int = 4,
-) -> dict[str, str]:
-    """Write metrics.json, metrics.md and figure.png (first `figure_slices` examples) to out_dir.
-
-    Returns {"json": path, "markdown": path, "figure": path}; "figure" is absent when the result
-    holds no example slices (e.g. one rebuilt with `from_dict`).
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        "json": os.path.join(out_dir, "metrics.json"),
-        "markdown": os.path.join(out_dir, "metrics.md"),
-    }
-    with open(paths["json"], "w", encoding="utf-8") as handle:
-        json.dump({"title": title, **result.to_dict()}, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    with open(paths["markdown"], "w", encoding="utf-8") as handle:
-        handle.write(report_markdown(result, title=title))
-    shown = result.examples[: max(0, figure_slices)]
-    if shown:
-        paths["figure"] = os.path.join(out_dir, "figure.png")
-        save_slice_figure(shown, paths["figure"], title=title)
-    return paths

@@ -1,4 +1,4 @@
-"""The built-in synthetic dataset of each task, made once and cached (SPEC.md §3, §4 `train`).
+"""The built-in synthetic dataset of each task, made once and cached (the default of `train`).
 
 `ensure_builtin_dataset` synthesizes phantom pairs and converts them through the real Beam
 pipeline into `<cache>/datasets/<task>-s<image_size>-p<patients>-seed<seed>-v<version>/`, where
@@ -14,8 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from medgan_tf.config import TASKS
-from medgan_tf.presets import TASK_PRESETS
+from medgan_tf.presets import TASK_PRESETS, TASKS
 
 # Bump when the phantoms, the simulation or the record schema change: old caches are ignored.
 BUILTIN_VERSION = 2

@@ -1,7 +1,7 @@
-"""`medgan-tf bench`: the performance figures of SPEC.md §6, measured in one process and one run.
+"""`medgan-tf bench`: the project's performance figures, measured in one process and one run.
 
-Every figure is the median of `repeats` timed calls after `warmup` untimed ones (tracing, graph
-optimization, allocator growth and file caches happen in the warm-up). The machine's own fp32 GEMM
+Every figure is the median of timed repeats after untimed warm-ups (`medgan_tf.workflows.timing`).
+The machine's own fp32 GEMM
 rate is measured in the same run and is the reference the targets are ratios of, so the targets
 mean the same thing on a loaded or an idle machine only as far as the load is steady: check
 `uptime` before trusting a number.
@@ -9,18 +9,17 @@ mean the same thing on a loaded or an idle machine only as far as the load is st
 Figures (keys of `run_bench(...)["figures"]`):
   gemm_gflops                   tf.linalg.matmul N×N float32, 2·N³ FLOP per call
   inference_batch{1,8}          exported CasNet-6 SavedModel (`serving_default`), slices/s and GFLOP/s
-  translate_64                  `inference.translate_file` of a 64-slice NIfTI volume (read → write)
+  translate_64                  `serving.translation.translate_file` of a 64-slice NIfTI volume (read → write)
   train_iteration_256           one MedGAN iteration (N_G = 3 G updates + 1 D update, VGG losses)
   train_iteration_demo          the same at the demo preset (64², 1 U-block, base 16, batch 4)
   input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
 
-Targets (issue 7): inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
+Targets: inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
 batch-8 per-slice time; input pipeline ≥ 20 × the slices/s the demo training consumes; 2 Beam
 workers ≥ 1.6 × 1 worker.
 
-Timing helpers (`median`, `time_repeats`, `model_flops`) are TensorFlow-free at import so they are
-cheap to test; everything else imports TensorFlow inside the function.
+Everything here imports TensorFlow inside the function.
 """
 
 from __future__ import annotations
@@ -29,20 +28,20 @@ import dataclasses
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-from medgan_tf.demo import DEMO_PRESET as _DEMO
 from medgan_tf.presets import MODELS
+from medgan_tf.workflows.demo import DEMO_PRESET as _DEMO
+from medgan_tf.workflows.timing import gemm_gflops, model_flops, time_repeats
 
 log = logging.getLogger(__name__)
 
-# What a CasNet-6 forward pass at 256² costs (SPEC.md §6); the counted value must agree.
+# What a CasNet-6 forward pass at 256² costs (by hand from the layer shapes); the counted value must agree.
 CASNET6_GFLOP_PER_SLICE = 71.4
 DEMO_PRESET = {
     "task": "pet_denoise",
@@ -60,114 +59,10 @@ TARGETS = {
 }
 
 
-# --------------------------------------------------------------------------- timing helpers
-
-
-@dataclasses.dataclass
-class Timing:
-    """Wall times (seconds) of the timed repeats of one measurement; warm-up runs excluded."""
-
-    seconds: list[float]
-    warmup: int
-
-    @property
-    def median(self) -> float:
-        return median(self.seconds)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"median_s": self.median, "repeats_s": [round(s, 6) for s in self.seconds], "warmup": self.warmup}
-
-
-def median(values: Sequence[float]) -> float:
-    """Median of a non-empty sequence (the mean of the middle two for an even count)."""
-    if len(values) == 0:
-        raise ValueError("median of no values; expected at least one timed repeat")
-    return float(statistics.median(values))
-
-
-def time_repeats(
-    function: Callable[[], Any],
-    repeats: int,
-    warmup: int = 1,
-    clock: Callable[[], float] = time.perf_counter,
-) -> Timing:
-    """Call `function` `warmup` times untimed, then `repeats` times timed, each call on its own.
-
-    `function` must block until its work is done (return numpy, not a pending tensor).
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0; received repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        function()
-    seconds = []
-    for _ in range(repeats):
-        start = clock()
-        function()
-        seconds.append(clock() - start)
-    return Timing(seconds, warmup)
-
-
-# --------------------------------------------------------------------------- FLOP counting
-
-
-def _layer_flops(layer: Any) -> int:
-    """Multiply-adds × 2 of one layer for one example (convolutions and dense layers; the
-    normalizations and activations are O(activations), < 0.1 % of a U-block, and not counted)."""
-    import keras
-
-    if isinstance(layer, keras.layers.SpectralNormalization):
-        layer = layer.layer
-    if isinstance(layer, keras.layers.Conv2DTranspose):
-        # Every input pixel scatters a kh×kw×C_out patch from C_in channels.
-        _, height, width, channels_in = layer.input.shape
-        kernel_h, kernel_w = layer.kernel_size
-        return 2 * height * width * channels_in * kernel_h * kernel_w * layer.filters
-    if isinstance(layer, keras.layers.Conv2D):
-        _, height, width, channels_out = layer.output.shape
-        channels_in = layer.input.shape[-1]
-        kernel_h, kernel_w = layer.kernel_size
-        return 2 * height * width * channels_out * kernel_h * kernel_w * (channels_in // layer.groups)
-    if isinstance(layer, keras.layers.Dense):
-        positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
-        return 2 * positions * layer.input.shape[-1] * layer.units
-    return 0
-
-
-def model_flops(model: Any) -> int:
-    """FLOP of one forward pass of one example through a built functional `keras.Model`,
-    counted from its layers' shapes (nested models, e.g. CasNet's U-blocks, are entered).
-
-    Conv2D: 2·H_out·W_out·C_out·k_h·k_w·C_in; Conv2DTranspose: 2·H_in·W_in·C_in·k_h·k_w·C_out;
-    Dense: 2·C_in·C_out per position. CasNet-6 at 256² → ≈ 71.4 GFLOP (SPEC.md §6).
-    """
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += model_flops(layer)
-        else:
-            total += _layer_flops(layer)
-    return int(total)
-
-
 # --------------------------------------------------------------------------- the measurements
 
 
-def gemm_gflops(size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """fp32 GEMM rate of this machine: tf.linalg.matmul of two size×size matrices."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)[:1, :1]))  # tiny fetch, full GEMM
-    timing = time_repeats(lambda: matmul().numpy(), repeats, warmup)
-    return {"size": size, "gflops": 2.0 * size**3 / timing.median / 1e9, **timing.as_dict()}
-
-
 def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: int = 256, **generator: Any):
-    from medgan_tf import config as config_lib
     from medgan_tf import presets
 
     experiment = presets.task_preset(task, model)
@@ -204,7 +99,7 @@ def write_test_volume(path: Path, image_size: int, slices: int, spacing_mm: floa
 
 
 def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: int, repeats: int, warmup: int) -> dict[str, Any]:
-    from medgan_tf import inference
+    from medgan_tf.serving.translation import translate_file
 
     spacing = float(exported.config.data.spacing_mm[0])
     volume_path = write_test_volume(work_dir / "bench-volume.nii.gz", exported.image_size, slices, spacing)
@@ -212,7 +107,7 @@ def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: in
     grid_slices = {}
 
     def translate() -> None:
-        translation = inference.translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True)
+        translation = translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True)
         grid_slices["value"] = translation.grid_shape[2]
 
     timing = time_repeats(translate, repeats, warmup)
@@ -320,88 +215,40 @@ def _cpu_seconds() -> float:
 # --------------------------------------------------------------------------- the run
 
 
-def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every figure of SPEC.md §6 in one run, plus the target ratios. `quick` uses fewer repeats,
-    a smaller GEMM, a shorter translated volume and fewer conversion pairs (≈ 3.5 minutes on an
-    idle 2-core machine; a full run ≈ 12 minutes)."""
-    import keras
-    import tensorflow as tf
+class _Sections:
+    """Wall seconds per section of the run (warm-ups and set-up included), with progress lines."""
 
-    from medgan_tf import export as export_lib
-    from medgan_tf.models import build_casnet
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress, self.seconds = progress, {}
+        self.name, self.start = None, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        if self.name is not None:
+            self.seconds[self.name] = round(now - self.start, 2)
+        self.name, self.start = message, now
+        if self.progress is not None and message:
+            self.progress(message)
+
+
+def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every figure in one run, plus the target ratios. `quick` uses fewer repeats, a smaller
+    GEMM, a shorter translated volume and fewer conversion pairs (≈ 3.5 minutes on an idle 2-core
+    machine; a full run ≈ 12 minutes)."""
+    import tensorflow as tf
 
     repeats = 1 if quick else 3
     started = time.perf_counter()
     figures: dict[str, Any] = {}
-    sections: dict[str, float] = {}  # wall seconds per section, warm-ups and set-up included
-    current = {"name": None, "start": started}
-
-    def say(message: str) -> None:
-        now = time.perf_counter()
-        if current["name"] is not None:
-            sections[current["name"]] = round(now - current["start"], 2)
-        current.update(name=message, start=now)
-        if progress is not None and message:
-            progress(message)
+    say = _Sections(progress)
     load_before = os.getloadavg()
-
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as temporary:
         work_dir = Path(temporary)
-
         say("GEMM")
         figures["gemm"] = gemm_gflops(2048 if quick else 4096, repeats=3 if quick else 5, warmup=1)
-
-        say("CasNet-6 export")
-        experiment = casnet_experiment("pet_ct", "medgan", 256)
-        keras.utils.set_random_seed(0)
-        generator = build_casnet(experiment.generator, experiment.data.image_size)
-        flops = model_flops(generator)
-        export_start = time.perf_counter()
-        version_dir = export_lib.export_generator(generator, experiment, work_dir / "savedmodel", version=1)
-        export_seconds = time.perf_counter() - export_start
-        del generator
-        exported = export_lib.load_export(version_dir)
-        figures["casnet6"] = {
-            "gflop_per_slice": flops / 1e9,
-            "expected_gflop_per_slice": CASNET6_GFLOP_PER_SLICE,
-            "matches_expected": abs(flops / 1e9 - CASNET6_GFLOP_PER_SLICE) / CASNET6_GFLOP_PER_SLICE < 0.01,
-            "export_seconds": export_seconds,
-        }
-
-        say("inference batch 1")
-        figures["inference_batch1"] = inference_figures(exported, flops, 1, repeats=2 if quick else 5)
-        say("inference batch 8")
-        figures["inference_batch8"] = inference_figures(exported, flops, 8, repeats=repeats + (0 if quick else 2))
-
-        translate_slices = 16 if quick else 64
-        say(f"translate {translate_slices} slices")
-        # No separate warm-up: the batch-8 runs above already warmed the same loaded signature.
-        figures["translate"] = translate_figures(exported, work_dir, translate_slices, 8, repeats=1 if quick else 2, warmup=0)
-        del exported
-
-        say("MedGAN iteration at 256², CasNet-6")
-        figures["train_iteration_256"] = train_iteration_figures(experiment, batch_size=1, repeats=repeats)
-        say("MedGAN iteration at the demo preset")
-        demo = casnet_experiment(
-            DEMO_PRESET["task"], DEMO_PRESET["model"], DEMO_PRESET["image_size"],
-            num_ublocks=DEMO_PRESET["num_ublocks"], base_filters=DEMO_PRESET["base_filters"],
-        )
-        figures["train_iteration_demo"] = train_iteration_figures(demo, DEMO_PRESET["batch_size"], repeats=3 if quick else 5)
-
-        # Quick runs convert smaller volumes (128²): the same per-pair work split, a third of the time.
-        convert_size = 128 if quick else 256
-        for workers in (1, 2):
-            say(f"conversion, {workers} Beam worker(s)")
-            figures[f"convert_workers{workers}"] = convert_figures(
-                work_dir, "pet_ct", patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
-            )
-
-        say("input pipeline")
-        # Reads the records just converted (slices ≥ the demo's 64², so the figure is conservative).
-        figures["input_pipeline"] = input_pipeline_figures(
-            work_dir / "converted-2", DEMO_PRESET["batch_size"], batches=100 if quick else 300, repeats=repeats + 1
-        )
-
+        experiment = _inference_section(figures, work_dir, quick, repeats, say)
+        _training_section(figures, experiment, quick, repeats, say)
+        _conversion_section(figures, work_dir, quick, repeats, say)
         say("")  # closes the last section
     ratios = target_ratios(figures)
     if quick:
@@ -417,14 +264,76 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "cpus": os.cpu_count(),
         "tensorflow": tf.__version__,
-        "section_seconds": sections,
+        "section_seconds": say.seconds,
         "figures": figures,
         "targets": ratios,
     }
 
 
+def _inference_section(figures: dict, work_dir: Path, quick: bool, repeats: int, say: _Sections):
+    """CasNet-6 FLOP count, export, SavedModel inference at batch 1 and 8, translate; returns the
+    CasNet-6 experiment for the training section."""
+    import keras
+
+    from medgan_tf.models import build_casnet
+    from medgan_tf.serving.export import export_generator
+    from medgan_tf.serving.loading import load_export
+
+    say("CasNet-6 export")
+    experiment = casnet_experiment("pet_ct", "medgan", 256)
+    keras.utils.set_random_seed(0)
+    generator = build_casnet(experiment.generator, experiment.data.image_size)
+    flops = model_flops(generator)
+    export_start = time.perf_counter()
+    version_dir = export_generator(generator, experiment, work_dir / "savedmodel", version=1)
+    export_seconds = time.perf_counter() - export_start
+    del generator
+    exported = load_export(version_dir)
+    figures["casnet6"] = {
+        "gflop_per_slice": flops / 1e9,
+        "expected_gflop_per_slice": CASNET6_GFLOP_PER_SLICE,
+        "matches_expected": abs(flops / 1e9 - CASNET6_GFLOP_PER_SLICE) / CASNET6_GFLOP_PER_SLICE < 0.01,
+        "export_seconds": export_seconds,
+    }
+    say("inference batch 1")
+    figures["inference_batch1"] = inference_figures(exported, flops, 1, repeats=2 if quick else 5)
+    say("inference batch 8")
+    figures["inference_batch8"] = inference_figures(exported, flops, 8, repeats=repeats + (0 if quick else 2))
+    translate_slices = 16 if quick else 64
+    say(f"translate {translate_slices} slices")
+    # No separate warm-up: the batch-8 runs above already warmed the same loaded signature.
+    figures["translate"] = translate_figures(exported, work_dir, translate_slices, 8, repeats=1 if quick else 2, warmup=0)
+    return experiment
+
+
+def _training_section(figures: dict, experiment, quick: bool, repeats: int, say: _Sections) -> None:
+    say("MedGAN iteration at 256², CasNet-6")
+    figures["train_iteration_256"] = train_iteration_figures(experiment, batch_size=1, repeats=repeats)
+    say("MedGAN iteration at the demo preset")
+    demo = casnet_experiment(
+        DEMO_PRESET["task"], DEMO_PRESET["model"], DEMO_PRESET["image_size"],
+        num_ublocks=DEMO_PRESET["num_ublocks"], base_filters=DEMO_PRESET["base_filters"],
+    )
+    figures["train_iteration_demo"] = train_iteration_figures(demo, DEMO_PRESET["batch_size"], repeats=3 if quick else 5)
+
+
+def _conversion_section(figures: dict, work_dir: Path, quick: bool, repeats: int, say: _Sections) -> None:
+    # Quick runs convert smaller volumes (128²): the same per-pair work split, a third of the time.
+    convert_size = 128 if quick else 256
+    for workers in (1, 2):
+        say(f"conversion, {workers} Beam worker(s)")
+        figures[f"convert_workers{workers}"] = convert_figures(
+            work_dir, "pet_ct", patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
+        )
+    say("input pipeline")
+    # Reads the records just converted (slices ≥ the demo's 64², so the figure is conservative).
+    figures["input_pipeline"] = input_pipeline_figures(
+        work_dir / "converted-2", DEMO_PRESET["batch_size"], batches=100 if quick else 300, repeats=repeats + 1
+    )
+
+
 def target_ratios(figures: dict[str, Any]) -> dict[str, Any]:
-    """The four issue-7 targets as {name: {"ratio", "target", "met", "meaning"}}."""
+    """The four targets as {name: {"ratio", "target", "met", "meaning"}}."""
     batch8 = figures["inference_batch8"]
     translate = figures["translate"]
     demo = figures["train_iteration_demo"]

@@ -1,0 +1,147 @@
+"""Pair preparation: one row of a pairs CSV → normalized axial slice records on the model grid.
+
+Plain numpy, no Beam: the conversion pipeline (`pipelines/convert.py`) runs `convert_pair` for
+each row, and tests call it directly. Per pair: read both volumes (NIfTI or DICOM series) → put the
+target on the source grid by world coordinates → resample to the task spacing → centre crop/pad
+to `image_size` → normalize per task with the parameters stored in every record → axial slices.
+A pair that cannot be used raises `PairRejected` with a one-line reason.
+
+`assign_splits` assigns patients to train/val deterministically from their pseudonym.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from medgan_tf.config import DataConfig
+from medgan_tf.errors import UserError
+
+SPLITS = ("train", "val")
+SPLIT_RULE = ("converted patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) "
+              "(≥ 1, ≤ n − 1) go to val")
+
+
+def read_pairs_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of the pairs CSV with paths resolved against the CSV folder; UserError on a bad header."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,source,target")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"patient_id", "source", "target"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{path}: header {reader.fieldnames} lacks {sorted(missing)}; expected patient_id,source,target")
+        rows = []
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            resolved = {}
+            for side in ("source", "target"):
+                value = (row.get(side) or "").strip()
+                resolved[side] = str((path.parent / value).resolve()) if value else ""
+            rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved})
+    if not rows:
+        raise UserError(f"{path} has no pairs; expected at least one row after the header")
+    return rows
+
+
+def assign_splits(patient_keys: Iterable[str], val_fraction: float) -> dict[str, str]:
+    """Patient key → "train" | "val", deterministic: patients ranked by SHA-256 of their key,
+    the first round(val_fraction·n) (at least 1 when n ≥ 2, at most n − 1) go to val. Ranking by
+    hash (rather than thresholding it) keeps both splits non-empty even for 2–4 patients."""
+    keys = sorted(set(patient_keys), key=lambda key: hashlib.sha256(key.encode()).hexdigest())
+    if len(keys) < 2:
+        return {key: "train" for key in keys}
+    num_val = min(len(keys) - 1, max(1, int(round(val_fraction * len(keys)))))
+    return {key: ("val" if rank < num_val else "train") for rank, key in enumerate(keys)}
+
+
+class PairRejected(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail or reason
+        super().__init__(reason)
+
+
+def convert_pair(
+    source_path: str,
+    target_path: str,
+    patient_key: str,
+    data_config: DataConfig,
+) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
+    """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
+
+    Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
+    """
+    from medgan_tf.data import geometry, normalization, schema
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    volumes = {}
+    for side, path, modality in (
+        ("source", source_path, data_config.source_modality),
+        ("target", target_path, data_config.target_modality),
+    ):
+        if not path:
+            raise PairRejected(f"{side}: empty path")
+        try:
+            volume = read_volume(path, modality_hint=modality)
+        except VolumeReadError as error:
+            raise PairRejected(f"{side}: {error.reason}", f"{side} {error}") from None
+        if volume.modality not in ("OT", modality):
+            raise PairRejected(f"{side}: modality {volume.modality}; task expects {modality}")
+        volumes[side] = volume
+    source, target = volumes["source"], volumes["target"]
+    size, spacing = data_config.image_size, tuple(data_config.spacing_mm)
+    try:
+        source_array, target_array, grid_affine = geometry.pair_to_model_grid(source, target, spacing, size)
+    except geometry.GeometryError as error:
+        raise PairRejected(error.reason) from None
+    # Keep slices that both volumes cover (a PET longer than its CT gives no pair beyond the CT).
+    source_mask = geometry.coverage(source, source_array.shape, grid_affine)
+    target_mask = geometry.coverage(target, source_array.shape, grid_affine)
+    source_cover, target_cover = source_mask.mean(axis=(0, 1)), target_mask.mean(axis=(0, 1))
+    keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
+    if keep.size == 0:
+        raise PairRejected("no axial slice is covered by both volumes")
+
+    # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
+    source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
+    if data_config.target_normalization.share_source:
+        target_params = dict(source_params, unit=target.unit)
+    else:
+        target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
+    source_norm = normalization.normalize(source_array, source_params)
+    target_norm = normalization.normalize(target_array, target_params)
+    records = [
+        (
+            int(k),
+            schema.encode_example(
+                source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params
+            ),
+        )
+        for k in keep
+    ]
+    summary = {
+        "patient_key": patient_key,
+        "slices": len(records),
+        "grid_affine": np.round(grid_affine, 6).tolist(),
+        "grid_shape": list(source_array.shape),
+        "source": _volume_summary(source, source_params),
+        "target": _volume_summary(target, target_params),
+    }
+    return records, summary
+
+
+def _volume_summary(volume: Any, params: dict[str, Any]) -> dict[str, Any]:
+    facts = {k: v for k, v in volume.metadata.items() if k in ("format", "num_files", "suv_factor", "suv_unavailable")}
+    return {
+        "modality": volume.modality,
+        "unit": volume.unit,
+        "shape": list(volume.shape),
+        "spacing_mm": [round(v, 6) for v in volume.spacing],
+        "normalization": params,
+        **facts,
+    }

@@ -1,0 +1,67 @@
+"""Scoring a model on a converted dataset split (the records `medgan-tf convert` wrote)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from medgan_tf.data import normalization
+from medgan_tf.data.dataset import iterate_records
+from medgan_tf.data.manifest import manifest_task, read_manifest
+from medgan_tf.errors import UserError
+from medgan_tf.evaluation.scoring import EvaluationResult, evaluate_slices
+from medgan_tf.serving.loading import TranslationModel
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_dataset(
+    model: TranslationModel,
+    data_dir: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = 8,
+    num_examples: int = 8,
+    max_slices: int | None = None,
+) -> EvaluationResult:
+    """Score `model` on every record of a converted dataset's `split` (medgan_tf.evaluation).
+
+    Returns an `EvaluationResult`: the metric table's metrics on the 0–255 scale for the
+    model output and the untouched input, per slice and per patient, and MAE in the target's
+    physical unit from each record's normalization parameters.
+    """
+    manifest = read_manifest(data_dir)
+    records = iterate_records(data_dir, split)
+    first = next(records, None)
+    if first is None:
+        raise UserError(f"{data_dir}: split {split!r} holds no records")
+    size = int(np.shape(first["source"])[0])
+    if size != model.image_size:
+        raise UserError(
+            f"{data_dir} holds {size}×{size} slices; the model was trained for "
+            f"{model.image_size}×{model.image_size} (convert the data with --image-size {model.image_size})"
+        )
+    converted_for = manifest_task(manifest)
+    if converted_for is not None and converted_for != model.config.task:
+        log.warning("dataset task is %s but the model's task is %s", converted_for, model.config.task)
+    all_records = itertools.chain([first], records)
+    if max_slices is not None:
+        all_records = itertools.islice(all_records, max_slices)
+
+    def denormalize(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+        return normalization.denormalize(image, record["target_params"])
+
+    return evaluate_slices(
+        all_records,
+        model,
+        batch_size,
+        denormalize,
+        unit=str(first["target_params"]["unit"]),
+        # Input MAE is meaningful only when the source was normalized with the target's parameters.
+        source_in_target_units=bool(model.normalization["target"].get("share_source")),
+        num_examples=num_examples,
+    )

@@ -1,0 +1,142 @@
+"""Evaluation reports: Markdown tables like the paper's Tables I/II, and the report folder.
+
+`write_report` writes, atomically (a reader never sees half a file):
+
+  metrics.json  — every slice, every patient, the summary, and LPIPS availability;
+  metrics.md    — a table like the paper's Table II (rows model / input);
+  figure.png    — K slices as rows: input | output | target | |error|.
+
+Titles and number formats come from the metric table (`medgan_tf.metrics.METRICS`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+
+from medgan_tf import metrics
+from medgan_tf.evaluation.figures import save_slice_figure
+from medgan_tf.evaluation.scoring import EvaluationResult, Summary, report_columns
+
+
+def _format_cell(summary: Summary | None, name: str, show_sd: bool) -> str:
+    if summary is None or summary.get("mean") is None:
+        return "n/a"
+    mean = summary["mean"]
+    if math.isinf(mean):
+        return "∞"
+    if math.isnan(mean):
+        return "nan"
+    spec = metrics.METRICS.get(name).format
+    text = format(mean, spec)
+    if show_sd and summary.get("sd") is not None:
+        text += f" ± {format(summary['sd'], spec)}"
+    if summary.get("n_infinite"):
+        text += f" ({summary['n_infinite']}×∞)"
+    return text
+
+
+def _title(name: str, unit: str | None) -> str:
+    metric = metrics.METRICS.get(name)
+    return f"{metric.title} ({unit})" if metric.scale == "physical" and unit else metric.title
+
+
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Summary]],
+    *,
+    unit: str | None = None,
+    show_sd: bool = True,
+    columns: Sequence[str] | None = None,
+) -> str:
+    """A Markdown table like the paper's Tables I/II: one row per method, one column per metric.
+
+    rows: {method name: {metric name: Summary}} (e.g. `result.summary()["output"]` per method).
+    Cells read "mean ± sd"; "n/a" when the metric is unavailable, "∞" for an all-infinite PSNR.
+    The MAE header carries `unit`, e.g. "MAE (HU)".
+    """
+    columns = tuple(columns) if columns is not None else report_columns()
+    unknown = [name for name in columns if name not in metrics.METRICS]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; valid ones are {metrics.METRICS.names()}")
+    titles = [_title(name, unit) for name in columns]
+    lines = [
+        "| Method | " + " | ".join(titles) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for method, summaries in rows.items():
+        cells = [_format_cell(summaries.get(name), name, show_sd) for name in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: EvaluationResult, *, title: str) -> str:
+    """metrics.md: the Table II-style summary (model vs untouched input) and a per-patient table."""
+    summary = result.summary()
+    per_patient = result.per_patient()
+    lpips_line = (
+        "LPIPS: available." if result.lpips_available else f"LPIPS: unavailable — {result.lpips_reason}."
+    )
+    mae_line = (
+        f"MAE in physical units ({result.unit})." if result.unit else "MAE in physical units."
+    ) + " n/a where no de-normalization applies (e.g. input and target in different modalities)."
+    parts = [
+        f"# {title}\n",
+        f"{len(result.slices)} slices from {len(per_patient)} patients. SSIM, PSNR, MSE, VIF (pixel) and "
+        "UQI on the 0–255 scale, mean ± sd over slices; PSNR averages the finite slices and \"(k×∞)\" "
+        "counts slices reproduced exactly. " + mae_line + " " + lpips_line + "\n",
+        markdown_table({"model": summary["output"], "input (untouched)": summary["input"]}, unit=result.unit),
+        "## Per patient (model output)\n",
+        markdown_table(
+            {f"{key} ({entry['num_slices']} slices)": entry["output"] for key, entry in per_patient.items()},
+            unit=result.unit,
+        ),
+        "## Per patient (untouched input)\n",
+        markdown_table(
+            {f"{key} ({entry['num_slices']} slices)": entry["input"] for key, entry in per_patient.items()},
+            unit=result.unit,
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def write_report(
+    result: EvaluationResult,
+    out_dir: str | os.PathLike,
+    *,
+    title: str,
+    figure_slices: int = 4,
+) -> dict[str, str]:
+    """Write metrics.json, metrics.md and figure.png (first `figure_slices` examples) to out_dir.
+
+    Returns {"json": path, "markdown": path, "figure": path}; "figure" is absent when the result
+    holds no example slices (e.g. one rebuilt with `from_dict`).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {
+        "json": os.path.join(out_dir, "metrics.json"),
+        "markdown": os.path.join(out_dir, "metrics.md"),
+    }
+    _write_atomic(paths["json"], json.dumps({"title": title, **result.to_dict()}, indent=2, allow_nan=False) + "\n")
+    _write_atomic(paths["markdown"], report_markdown(result, title=title))
+    shown = result.examples[: max(0, figure_slices)]
+    if shown:
+        paths["figure"] = os.path.join(out_dir, "figure.png")
+        save_slice_figure(shown, paths["figure"], title=title)
+    return paths
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write `text` through a temporary file and a rename: an earlier report stays valid until
+    the new one is complete (e.g. on a full disk)."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,8 @@
+"""Serving: the export's signatures, writing an export, loading a model (export or run
+directory, one `TranslationModel` interface) and translating whole volumes.
+
+    signatures   — the serving graph and its normalization description
+    export       — `export_generator`, `export_run`: TF Serving layout, atomic
+    loading      — `load_model`, `TranslationModel`, `ExportedModel`, `RunModel`
+    translation  — `translate_volume`, `translate_file`
+"""
