@@ -1,5 +1,5 @@
 """`medgan-tf bench` helpers: median and warm-up logic, FLOP counting against hand counts, the
-target ratios and the table. No timing is asserted anywhere (SPEC.md §6)."""
+target ratios and the table. No timing is asserted anywhere."""
 
 import math
 

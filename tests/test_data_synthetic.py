@@ -1,4 +1,4 @@
-"""Simulation sanity of the built-in synthetic datasets (SPEC.md §3) and their determinism."""
+"""Simulation sanity of the built-in synthetic datasets and their determinism."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 
 from medgan_tf.cli import main
 
-from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
+from helpers import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
 # patient key → (low, high) of its PET "scale" window (SUV); shared by source and target.
 PATIENTS = {"a1b2c3d4e5f60718": (0.0, 5.0), "0f1e2d3c4b5a6978": (0.0, 12.0)}
 SLICES_PER_PATIENT = 3
@@ -137,3 +137,26 @@ def test_clear_errors(setup, tmp_path, capsys):
     for arguments, message in cases:
         assert main(["evaluate", *arguments, "--out", str(tmp_path / "r")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_registered_metric_appears_in_the_evaluate_report(setup, tmp_path, capsys):
+    """Adding a metric is one table entry plus its function: the report, the JSON summary and the
+    Markdown table pick it up with no other change."""
+    from medgan_tf import metrics
+
+    def brightest_error(output, target):  # a toy metric on the 0–255 scale
+        return float(np.max(np.abs(np.asarray(output) - np.asarray(target))))
+
+    root, _, version_dir, records = setup
+    toy = metrics.Metric("brightest_error", "MaxErr", ".1f", False, brightest_error)
+    with metrics.METRICS.temporarily("brightest_error", toy):
+        assert main(["evaluate", "--model", str(version_dir), "--data", str(root / "data"), "--json",
+                     "--out", str(tmp_path), "--figure-slices", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    expected = [np.max(np.abs(np.clip((r["source"] + 1.0) * 127.5, 0, 255) - np.clip((r["target"] + 1.0) * 127.5, 0, 255)))
+                for r in records]
+    assert summary["input"]["brightest_error"]["mean"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert summary["output"]["brightest_error"]["n"] == 6
+    assert "| MaxErr |" in (tmp_path / "metrics.md").read_text()
+    assert "brightest_error" in json.loads((tmp_path / "metrics.json").read_text())["metric_names"]
+    assert "brightest_error" not in metrics.METRICS

@@ -19,7 +19,7 @@ from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.cli import main
 
-from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
+from helpers import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
 VENV_BIN = Path(sys.executable).parent
 
 

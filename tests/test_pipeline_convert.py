@@ -1,4 +1,4 @@
-"""The Beam conversion pipeline end to end (issue 3 acceptance): synth → convert per task, the
+"""The Beam conversion pipeline end to end: synth → convert per task, the
 standalone module and multi-process runs, DICOM = NIfTI, bad inputs, no identifying data, the
 tf.data reader and de-normalization, atomic outputs and the built-in dataset cache."""
 
@@ -22,7 +22,7 @@ from medgan_tf.data.synthetic import write_synthetic_dataset
 from medgan_tf.errors import UserError
 from medgan_tf.data import pairs, pseudonyms
 from pipelines import convert
-from test_data_io import oblique_affine, smooth_volume, write_dicom_series
+from helpers import oblique_affine, smooth_volume, write_dicom_series  # noqa: E402  (tests/ is on sys.path)
 
 SIZE = 48
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ tests use a real export of a tiny untrained CasNet and check shape, affine, unit
 """
 
 import dataclasses
-import random
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +20,7 @@ from medgan_tf.serving import translation as translation_lib
 from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, read_volume, write_nifti
 
-from tiny_runs import SIZE, make_run  # noqa: E402  (tests/ is on sys.path)
+from helpers import SIZE, make_run, write_dicom_series  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="module")
@@ -36,41 +35,6 @@ def identity_model(task: str = "pet_denoise") -> loading.RunModel:
     return loading.RunModel(
         Path("identity"), experiment, signatures.normalization_description(experiment), lambda images, training: images
     )
-
-
-def write_dicom_series(folder: Path, pixels: np.ndarray, pixel_spacing, slice_positions, origin_xy, slope=0.5):
-    """An axial PET series, one file per slice, written in shuffled order.
-
-    pixels: uint16 (rows, columns, K) as DICOM stores them (row index runs along y).
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
-
-    folder.mkdir(parents=True)
-    series_uid, study_uid = generate_uid(), generate_uid()
-    order = list(range(pixels.shape[2]))
-    random.Random(0).shuffle(order)
-    for number, k in enumerate(order):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.Modality, ds.Units = "PT", "BQML"
-        ds.Rows, ds.Columns = pixels.shape[0], pixels.shape[1]
-        ds.PixelSpacing = [float(v) for v in pixel_spacing]
-        ds.SliceThickness = float(abs(slice_positions[1] - slice_positions[0]))
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.ImagePositionPatient = [float(origin_xy[0]), float(origin_xy[1]), float(slice_positions[k])]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
-        ds.PixelData = np.ascontiguousarray(pixels[:, :, k], dtype="<u2").tobytes()
-        ds.save_as(folder / f"IM{number:04d}", enforce_file_format=True)
 
 
 @pytest.mark.parametrize(
@@ -152,12 +116,6 @@ def test_translate_dicom_series_gives_nifti_with_series_geometry(savedmodel, tmp
     rows, columns, num_slices = 40, 48, 10
     pixels = np.random.default_rng(2).integers(0, 4000, (rows, columns, num_slices)).astype(np.uint16)
     row_spacing, column_spacing, slice_spacing = 3.0, 2.5, 3.27
-    z = -50.0 + slice_spacing * np.arange(num_slices)
-    write_dicom_series(tmp_path / "series", pixels, (row_spacing, column_spacing), z, (-60.0, -45.0))
-    out = tmp_path / "pet.nii"
-    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "series"),
-                 "--output", str(out), "--quiet"]) == 0
-    image = nib.load(str(out))
     # DICOM LPS → NIfTI RAS: x and y flip; i runs along a row (column spacing), j down the rows.
     expected = np.array([
         [-column_spacing, 0, 0, 60.0],
@@ -165,6 +123,12 @@ def test_translate_dicom_series_gives_nifti_with_series_geometry(savedmodel, tmp
         [0, 0, slice_spacing, -50.0],
         [0, 0, 0, 1],
     ])
+    write_dicom_series(tmp_path / "series", 0.5 * pixels.transpose(1, 0, 2), expected, modality="PT", slope=0.5,
+                       intercept=0.0, extra={"Units": "BQML"})
+    out = tmp_path / "pet.nii"
+    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "series"),
+                 "--output", str(out), "--quiet"]) == 0
+    image = nib.load(str(out))
     assert image.shape == (columns, rows, num_slices)
     np.testing.assert_allclose(image.affine, expected, atol=1e-4)
     assert read_volume(out).unit == "Bq/ml"  # no SUV information in the header: Bq/ml in, Bq/ml out

@@ -1,4 +1,4 @@
-"""Measure the performance figures of SPEC.md §6 in one run and compare them with the targets.
+"""Measure the project's performance figures in one run and compare them with the targets.
 
 Reports the machine's fp32 GEMM GFLOP/s (the same-run reference), CasNet-6 SavedModel inference
 at batch 1 and 8 (slices/s, GFLOP/s), `translate` of a 64-slice volume, one MedGAN iteration

@@ -1,4 +1,4 @@
-"""World-coordinate geometry: put volumes on the model grid and back (SPEC.md §3, paper §3.1).
+"""World-coordinate geometry: put volumes on the model grid and back (paper §3.1).
 
 The *model grid* of a pair is defined by its source volume: the source's axes reordered/flipped
 to the closest RAS+ orientation (so k runs inferior→superior and k-slices are axial), voxel size

@@ -1,4 +1,4 @@
-"""Per-task intensity normalization to [-1, 1] and its inverse (SPEC.md §3).
+"""Per-task intensity normalization to [-1, 1] and its inverse.
 
 Every kind of `NormalizationConfig` reduces to one linear window [low, high] → [-1, 1]
 (values outside the window are clipped):

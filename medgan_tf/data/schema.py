@@ -37,7 +37,7 @@ def encode_example(
 
     The protobuf wire format is written directly (see `_example_bytes`) rather than through
     TensorFlow's generated classes: the converter's Beam workers then never import TensorFlow,
-    which cost each worker process ~3 s of CPU at start-up (issue 7). The bytes parse to the same
+    which cost each worker process ~3 s of CPU at start-up . The bytes parse to the same
     message as `tf.train.Example(...)` built with TensorFlow (tests/test_bench.py checks it).
     """
     source = np.asarray(source_slice, dtype="<f4")

@@ -3,7 +3,7 @@
 One analytic head phantom per patient (scalp, subcutaneous fat, skull, CSF, folded grey matter,
 white matter, ventricles and 0–2 lesions), evaluated in world millimetres after a per-patient
 random pose, scale and smooth deformation, gives a tissue-label map on any grid. From it
-(SPEC.md §3, paper §3.1):
+(paper §3.1):
 
 - pet_ct:      one label map → CT in HU (air −1000, fat ≈ −100, soft tissue ≈ 40, brain ≈ 30,
                bone 700–1500) on a 0.85-like fine grid, and FDG uptake in Bq/ml on a coarser PET

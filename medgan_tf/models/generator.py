@@ -1,7 +1,7 @@
 """CasNet generator (MedGAN paper §2.4.1–2.4.2): pix2pix `unet_256` U-blocks chained end to end.
 
 At 256² with the default `GeneratorConfig` one U-block has exactly 54,407,809 trainable
-parameters and CasNet-6 has 326,446,854 (SPEC.md §2).
+parameters and CasNet-6 has 326,446,854 (pinned in tests/test_models.py).
 """
 
 from __future__ import annotations

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 __all__ = ["MedGAN", "build_model", "train_experiment"]
 
-_HOMES = {"MedGAN": "medgan_model", "build_model": "experiment", "train_experiment": "experiment"}
-
 
 def __getattr__(name: str):
-    if name in _HOMES:
-        import importlib
+    if name == "MedGAN":
+        from medgan_tf.training.medgan_model import MedGAN
 
-        return getattr(importlib.import_module(f"medgan_tf.training.{_HOMES[name]}"), name)
+        return MedGAN
+    if name == "build_model":
+        from medgan_tf.training.build import build_model
+
+        return build_model
+    if name == "train_experiment":
+        from medgan_tf.training.experiment import train_experiment
+
+        return train_experiment
     raise AttributeError(f"module 'medgan_tf.training' has no attribute {name!r}")

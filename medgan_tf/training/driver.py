@@ -233,7 +233,7 @@ def train(
 
 def _build(experiment: config_lib.ExperimentConfig, run_dir: Path, runtime: Runtime, resume: bool):
     """The compiled model and its checkpoint store (restored when resuming), under the strategy."""
-    from medgan_tf.training.experiment import build_model
+    from medgan_tf.training.build import build_model
 
     train_cfg = experiment.train
     with runtime.strategy.scope():

@@ -120,7 +120,7 @@ def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warm
     import tensorflow as tf
 
     from medgan_tf.training.driver import make_train_step
-    from medgan_tf.training.experiment import build_model
+    from medgan_tf.training.build import build_model
 
     size = experiment.data.image_size
     model = build_model(experiment, vgg_weights="none", jit_compile=False)

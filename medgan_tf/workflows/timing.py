@@ -89,7 +89,7 @@ def model_flops(model: Any) -> int:
     counted from its layers' shapes (nested models, e.g. CasNet's U-blocks, are entered).
 
     Conv2D: 2·H_out·W_out·C_out·k_h·k_w·C_in; Conv2DTranspose: 2·H_in·W_in·C_in·k_h·k_w·C_out;
-    Dense: 2·C_in·C_out per position. CasNet-6 at 256² → ≈ 71.4 GFLOP (SPEC.md §6).
+    Dense: 2·C_in·C_out per position. CasNet-6 at 256² → ≈ 71.4 GFLOP.
     """
     import keras
 

@@ -1,0 +1,147 @@
+"""The shared test base: tiny configs and run directories, a DICOM series writer, and reusable
+checks (save/reload, mixed precision). Test modules import it as `helpers` (tests/ is on
+sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medgan_tf import config as config_lib
+from medgan_tf import presets
+
+SIZE = 64
+
+
+def tiny_config(task: str = "pet_denoise", model: str = "medgan_1g", size: int = 32, ublocks: int = 1,
+                base_filters: int = 8, **losses) -> config_lib.ExperimentConfig:
+    """The task preset trained as `model`, shrunk for tests: `size`² slices, `ublocks` U-blocks of
+    width `base_filters`, random VGG weights; `losses` replace LossConfig fields."""
+    config = config_lib.override(presets.task_preset(task, model), {
+        "data.image_size": size,
+        "generator.num_ublocks": ublocks,
+        "generator.base_filters": base_filters,
+        "train.vgg_weights": "none",
+    })
+    return dataclasses.replace(config, losses=dataclasses.replace(config.losses, **losses)) if losses else config
+
+
+def make_run(run_dir: Path, task: str, image_size: int = SIZE):
+    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
+    import tensorflow as tf
+
+    from medgan_tf.models.generator import build_casnet
+    from medgan_tf.training import checkpoints
+
+    experiment = tiny_config(task, "medgan", size=image_size)
+    checkpoints.write_config(run_dir, experiment)
+    generator = build_casnet(experiment.generator, image_size)
+    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
+    return generator, experiment
+
+
+def assert_save_reload_identical(model, inputs, tmp_path: Path) -> None:
+    """Saving `model` as .keras and loading it back gives bit-identical outputs on `inputs`."""
+    import keras
+
+    path = Path(tmp_path) / f"{model.name}.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(reloaded(inputs)), np.asarray(model(inputs)))
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Run the block under Keras' global dtype policy `name` ("mixed_float16", ...), restoring
+    float32 afterwards even when the block fails."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def oblique_affine(spacing=(0.9, 1.3, 2.5), angles_degrees=(20.0, -12.0), origin=(-40.0, -35.0, -20.0)) -> np.ndarray:
+    """RAS affine: rotation about z then about x, anisotropic voxels; right-handed in LPS too."""
+    a, b = (math.radians(v) for v in angles_degrees)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rx @ rz @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def smooth_volume(shape, rng, low=0.0, high=1000.0) -> np.ndarray:
+    """Asymmetric smooth blobs (so a transposed or flipped read cannot match)."""
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij"), axis=-1)
+    volume = np.zeros(shape)
+    for _ in range(6):
+        centre, width = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.3)
+        volume += rng.uniform(0.3, 1.0) * np.exp(-np.sum((grid - centre) ** 2, axis=-1) / (2 * width**2))
+    volume += 0.3 * grid[..., 0] + 0.1 * grid[..., 1]
+    return low + (high - low) * volume / volume.max()
+
+
+def write_dicom_series(
+    folder: Path,
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    modality: str = "CT",
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    extra: dict | None = None,
+    shuffle_seed: int | None = 0,
+) -> Path:
+    """Write `array` (I, J, K) on RAS `affine` as one DICOM file per k-slice (int16 stored values
+    with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = LPS @ affine
+    row_cosine = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    column_cosine = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    assert np.allclose(np.cross(row_cosine, column_cosine), lps[:3, 2] / np.linalg.norm(lps[:3, 2]), atol=1e-6)
+    sop_class = CTImageStorage if modality == "CT" else PositronEmissionTomographyImageStorage
+    series_uid, study_uid = generate_uid(), generate_uid()
+    stored = np.round((np.asarray(array, dtype=np.float64) - intercept) / slope)
+    assert stored.min() >= -32768 and stored.max() <= 32767
+    order = np.random.default_rng(shuffle_seed).permutation(array.shape[2]) if shuffle_seed is not None else range(array.shape[2])
+    for file_number, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality = modality
+        ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+        ds.PixelSpacing = [f"{np.linalg.norm(lps[:3, 1]):.10g}", f"{np.linalg.norm(lps[:3, 0]):.10g}"]
+        ds.SliceThickness = f"{np.linalg.norm(lps[:3, 2]):.10g}"
+        ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row_cosine, *column_cosine)]
+        ds.ImagePositionPatient = [f"{v:.10g}" for v in lps[:3, 3] + k * lps[:3, 2]]
+        ds.InstanceNumber = int(k) + 1
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        for keyword, value in (extra or {}).items():
+            setattr(ds, keyword, value)
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T.astype("<i2")).tobytes()  # [row, column]
+        ds.save_as(folder / f"IM{file_number:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
