@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from medgan_tf.config import TASKS, DataConfig, ExperimentConfig, LossConfig, NormalizationConfig, validate
+from medgan_tf.config import LOSS_TERMS, TASKS, DataConfig, ExperimentConfig, LossConfig, NormalizationConfig, validate
 from medgan_tf.registry import Registry
 
 # --------------------------------------------------------------------------- task presets (paper §3.1)
@@ -167,7 +167,10 @@ PAN_MARGIN = 1.0
 
 def only(**weights: float) -> LossConfig:
     """A LossConfig with every generator term off except `weights` (cGAN is always 1)."""
-    off = dict(perceptual=0.0, style=0.0, content=0.0, l1=0.0, l2=0.0, total_variation=0.0, feature_matching=0.0)
+    unknown = sorted(set(weights) - set(LOSS_TERMS))
+    if unknown:
+        raise ValueError(f"unknown loss terms {unknown}; expected some of {', '.join(LOSS_TERMS)}")
+    off = {name: 0.0 for name in LOSS_TERMS}
     return LossConfig(**{**off, "cgan": 1.0, **weights})
 
 

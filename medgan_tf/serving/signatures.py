@@ -144,62 +144,103 @@ def _percentile(values, q: float):
     return flat[below] + fraction * (flat[above] - flat[below])
 
 
-def build_module(generator, description: Mapping[str, Any]):
-    """A tf.Module holding `generator` and the tf.functions of the three signatures."""
+def _image_spec(name: str, size: int):
+    """The TensorSpec of an image input: float32 (None, size, size, 1) named `name`."""
     import tensorflow as tf
 
-    size = int(description["image_size"])
+    return tf.TensorSpec([None, size, size, 1], tf.float32, name=name)
+
+
+def _parameter_spec(name: str):
+    """The TensorSpec of a per-slice normalization parameter: float32 (None,) named `name`."""
+    import tensorflow as tf
+
+    return tf.TensorSpec([None], tf.float32, name=name)
+
+
+def _check_images(images, name: str, size: int):
+    """`images` as (B, size, size, 1), after assertions that it is.
+
+    The input_signature fixes dtype and rank for Python callers that pass numpy arrays, but a
+    loaded signature given a tf.Tensor, or TF Serving feeding the graph, skips that check; a
+    wrong rank would then abort the whole process inside a convolution kernel. The network
+    therefore runs only after this check passes. It cannot use tf.rank: the signature makes the
+    rank statically 4, so Grappler folds it to a constant; the rank is counted from the
+    runtime shape instead.
+    """
+    import tensorflow as tf
+
     expected = f"float32 (batch, {size}, {size}, 1)"
-    image_spec = lambda name: tf.TensorSpec([None, size, size, 1], tf.float32, name=name)  # noqa: E731
-    parameter_spec = lambda name: tf.TensorSpec([None], tf.float32, name=name)  # noqa: E731
-    source, target = description["source"], description["target"]
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]  # rank < 4 → zeros
+    runtime_rank = tf.reduce_sum(tf.sign(shape + 1))  # data-dependent, so never constant-folded
+    valid = tf.logical_and(
+        tf.equal(runtime_rank, 4), tf.reduce_all(tf.equal(padded[1:], tf.constant([size, size, 1])))
+    )
+    check = tf.debugging.Assert(valid, [f"{name}: expected {expected}; received shape", shape], summarize=8)
+    with tf.control_dependencies([check]):
+        # Identity carries the dependency (Grappler may drop a reshape it deems a no-op).
+        return tf.identity(images)
 
-    def check_images(images, name: str):
-        """`images` as (B, S, S, 1), after assertions that it is.
 
-        The input_signature fixes dtype and rank for Python callers that pass numpy arrays, but a
-        loaded signature given a tf.Tensor, or TF Serving feeding the graph, skips that check; a
-        wrong rank would then abort the whole process inside a convolution kernel. The network
-        therefore runs only after this check passes. It cannot use tf.rank: the signature makes the
-        rank statically 4, so Grappler folds it to a constant; the rank is counted from the
-        runtime shape instead.
-        """
-        shape = tf.shape(images)
-        padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]  # rank < 4 → zeros
-        runtime_rank = tf.reduce_sum(tf.sign(shape + 1))  # data-dependent, so never constant-folded
-        valid = tf.logical_and(
-            tf.equal(runtime_rank, 4), tf.reduce_all(tf.equal(padded[1:], tf.constant([size, size, 1])))
-        )
-        check = tf.debugging.Assert(valid, [f"{name}: expected {expected}; received shape", shape], summarize=8)
-        with tf.control_dependencies([check]):
-            # Identity carries the dependency (Grappler may drop a reshape it deems a no-op).
-            return tf.identity(images)
+def _check_parameters(images, values, what: str):
+    """`values` as (B,) after asserting one value per slice of `images` (see _check_images)."""
+    import tensorflow as tf
 
-    def check_parameters(images, values, what: str):
-        """`values` as (B,) after asserting one value per slice of `images` (see check_images)."""
-        check = tf.debugging.Assert(
-            tf.equal(tf.size(values), tf.shape(images)[0]),
-            [f"{what}: expected float32 (batch,), one value per slice; received shape", tf.shape(values)],
-            summarize=8,
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(values)
+    check = tf.debugging.Assert(
+        tf.equal(tf.size(values), tf.shape(images)[0]),
+        [f"{what}: expected float32 (batch,), one value per slice; received shape", tf.shape(values)],
+        summarize=8,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(values)
 
-    def check_window(low, high, name: str):
-        check = tf.debugging.Assert(
-            tf.reduce_all(high > low), [f"{name}_high must be greater than {name}_low; received", low, high]
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(low), tf.identity(high)
 
-    def per_slice(values):
-        return tf.reshape(values, [-1, 1, 1, 1])
+def _check_window(low, high, name: str):
+    """(`low`, `high`), each (B,), after asserting high > low for every slice."""
+    import tensorflow as tf
 
-    def to_normalized(images, low, high):
-        return 2.0 * (tf.clip_by_value(images, low, high) - low) / (high - low) - 1.0
+    check = tf.debugging.Assert(
+        tf.reduce_all(high > low), [f"{name}_high must be greater than {name}_low; received", low, high]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(low), tf.identity(high)
 
-    def to_physical(images, low, high):
-        return (images + 1.0) * (0.5 * (high - low)) + low
+
+def _checked_window(images, low, high, name: str):
+    """The per-volume window (`low`, `high`) of side `name`, checked and shaped (B, 1, 1, 1) for broadcasting."""
+    import tensorflow as tf
+
+    low, high = _check_window(
+        _check_parameters(images, low, f"{name}_low"),
+        _check_parameters(images, high, f"{name}_high"),
+        name,
+    )
+    return tf.reshape(low, [-1, 1, 1, 1]), tf.reshape(high, [-1, 1, 1, 1])
+
+
+def _fixed_window(side: Mapping[str, Any]):
+    """The fixed window of a normalization description as float32 scalar constants (low, high)."""
+    import tensorflow as tf
+
+    return tf.constant(side["low"], tf.float32), tf.constant(side["high"], tf.float32)
+
+
+def _to_normalized(images, low, high):
+    """Physical `images` clipped to [low, high] and mapped to [-1, 1] (same shape)."""
+    import tensorflow as tf
+
+    return 2.0 * (tf.clip_by_value(images, low, high) - low) / (high - low) - 1.0
+
+
+def _to_physical(images, low, high):
+    """Normalized `images` in [-1, 1] mapped back to [low, high] physical units (same shape)."""
+    return (images + 1.0) * (0.5 * (high - low)) + low
+
+
+def _serving_module(generator, size: int):
+    """A tf.Module named "medgan" tracking `generator`, with the `serve` (serving_default) tf.function."""
+    import tensorflow as tf
 
     class ServingModule(tf.Module):
         def __init__(self) -> None:
@@ -210,62 +251,76 @@ def build_module(generator, description: Mapping[str, Any]):
             output = self.generator(normalized, training=False)
             return tf.cast(output, tf.float32)
 
-        @tf.function(input_signature=[image_spec(INPUT_NAME)])
+        @tf.function(input_signature=[_image_spec(INPUT_NAME, size)])
         def serve(self, source_images):
             """Normalized (B, S, S, 1) source in [-1, 1] → normalized output in [-1, 1]."""
-            return {OUTPUT_NAME: self.forward(check_images(source_images, INPUT_NAME))}
+            return {OUTPUT_NAME: self.forward(_check_images(source_images, INPUT_NAME, size))}
 
-    module = ServingModule()
+    return ServingModule()
+
+
+def _physical_function(module, description: Mapping[str, Any]):
+    """The `physical` tf.function: (B, S, S, 1) source [source unit] (+ (B,) windows) → {"output": target unit}."""
+    import tensorflow as tf
+
+    size = int(description["image_size"])
+    source, target = description["source"], description["target"]
 
     def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None):
-        source_images = check_images(source_images, INPUT_NAME)
+        source_images = _check_images(source_images, INPUT_NAME, size)
         if source["per_volume"]:
-            source_low, source_high = check_window(
-                check_parameters(source_images, source_low, "source_low"),
-                check_parameters(source_images, source_high, "source_high"),
-                "source",
-            )
-            low_in, high_in = per_slice(source_low), per_slice(source_high)
+            low_in, high_in = _checked_window(source_images, source_low, source_high, "source")
         else:
-            low_in, high_in = tf.constant(source["low"], tf.float32), tf.constant(source["high"], tf.float32)
-        output = module.forward(to_normalized(source_images, low_in, high_in))
+            low_in, high_in = _fixed_window(source)
+        output = module.forward(_to_normalized(source_images, low_in, high_in))
         if not target["per_volume"]:
-            low_out, high_out = tf.constant(target["low"], tf.float32), tf.constant(target["high"], tf.float32)
+            low_out, high_out = _fixed_window(target)
         elif target.get("share_source"):
             low_out, high_out = low_in, high_in
         else:
-            target_low, target_high = check_window(
-                check_parameters(source_images, target_low, "target_low"),
-                check_parameters(source_images, target_high, "target_high"),
-                "target",
-            )
-            low_out, high_out = per_slice(target_low), per_slice(target_high)
-        return {OUTPUT_NAME: to_physical(output, low_out, high_out)}
+            low_out, high_out = _checked_window(source_images, target_low, target_high, "target")
+        return {OUTPUT_NAME: _to_physical(output, low_out, high_out)}
 
     names = physical_input_names(source, target)
-    specs = [image_spec(INPUT_NAME)] + [parameter_spec(name) for name in names[1:]]
+    specs = [_image_spec(INPUT_NAME, size)] + [_parameter_spec(name) for name in names[1:]]
     # The signature's input keys are the TensorSpec names, so `*inputs` keeps exactly `names`.
-    module.physical = tf.function(
+    return tf.function(
         lambda *inputs: physical(**dict(zip(["source_images"] + names[1:], inputs))), input_signature=specs
     )
 
+
+def _fit_function(source: Mapping[str, Any]):
+    """The `fit_source_normalization` tf.function: one source volume (any shape) → scalar source_low/high."""
+    import tensorflow as tf
+
+    percentile_low = float(source["percentile_low"])
+    percentile_high = float(source["percentile"])
+    kind = source["kind"]
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="volume")])
+    def fit_source_normalization(volume):
+        check = tf.debugging.Assert(tf.size(volume) > 0, ["volume: expected at least one voxel"])
+        with tf.control_dependencies([check]):
+            volume = tf.identity(volume)
+        high = _percentile(volume, percentile_high)
+        low = tf.constant(0.0) if kind == "scale" else _percentile(volume, percentile_low)
+        # A constant volume keeps the map invertible (as normalization.fit does).
+        high = tf.where(high > low, high, low + 1.0)
+        return {"source_low": low, "source_high": high}
+
+    return fit_source_normalization
+
+
+def build_module(generator, description: Mapping[str, Any]):
+    """A tf.Module holding `generator` and the tf.functions of the three signatures.
+
+    Returns (module, signatures): signatures maps each signature name to its tf.function, which is
+    also an attribute of the module so that tf.saved_model.save tracks it.
+    """
+    module = _serving_module(generator, int(description["image_size"]))
+    module.physical = _physical_function(module, description)
     signatures = {SERVING_SIGNATURE: module.serve, PHYSICAL_SIGNATURE: module.physical}
-    if source["per_volume"]:
-        percentile_low = float(source["percentile_low"])
-        percentile_high = float(source["percentile"])
-        kind = source["kind"]
-
-        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="volume")])
-        def fit_source_normalization(volume):
-            check = tf.debugging.Assert(tf.size(volume) > 0, ["volume: expected at least one voxel"])
-            with tf.control_dependencies([check]):
-                volume = tf.identity(volume)
-            high = _percentile(volume, percentile_high)
-            low = tf.constant(0.0) if kind == "scale" else _percentile(volume, percentile_low)
-            # A constant volume keeps the map invertible (as normalization.fit does).
-            high = tf.where(high > low, high, low + 1.0)
-            return {"source_low": low, "source_high": high}
-
-        module.fit_source_normalization = fit_source_normalization
-        signatures[FIT_SIGNATURE] = fit_source_normalization
+    if description["source"]["per_volume"]:
+        module.fit_source_normalization = _fit_function(description["source"])
+        signatures[FIT_SIGNATURE] = module.fit_source_normalization
     return module, signatures

@@ -39,6 +39,36 @@ class DicomSeriesFormat:
 
 
 def _read_dicom_series(folder: Path) -> Volume:
+    """The one image series in `folder` as a float32 (columns, rows, slices) Volume with a RAS+ affine in mm."""
+    images = _series_images(folder)
+    row_cosine, column_cosine, normal = _orientation(folder, images)
+    images, positions, distances = _sort_along_normal(images, normal)
+    pixel_spacing, rows, columns = _matrix_geometry(folder, images)
+    slice_spacing = _slice_spacing(folder, images, positions, distances, normal, pixel_spacing)
+    array = _pixel_volume(folder, images, rows, columns)
+
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_cosine * pixel_spacing[1]
+    affine_lps[:3, 1] = column_cosine * pixel_spacing[0]
+    affine_lps[:3, 2] = normal * slice_spacing
+    affine_lps[:3, 3] = positions[0]
+    affine = _LPS_TO_RAS @ affine_lps
+
+    first = images[0][1]
+    modality = str(first.get("Modality", "OT")).strip() or "OT"
+    metadata: dict[str, Any] = {"format": "dicom", "num_files": len(images)}
+    array, unit = _physical_units(first, modality, array, metadata)
+    return Volume(
+        array=np.ascontiguousarray(array, dtype=np.float32),
+        affine=affine,
+        modality=modality,
+        unit=unit,
+        metadata=metadata,
+    )
+
+
+def _series_images(folder: Path) -> list[tuple[Path, Any]]:
+    """(file, dataset) of every DICOM image in `folder`, checked to be one placeable series (file order)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -67,7 +97,11 @@ def _read_dicom_series(folder: Path) -> Volume:
         for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if keyword not in ds:
                 raise VolumeReadError(folder, f"DICOM image without {keyword}; cannot place it in world space")
+    return images
 
+
+def _orientation(folder: Path, images: list[tuple[Path, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row cosine, column cosine and slice normal (unit 3-vectors, LPS) shared by all `images`."""
     orientation = np.array([float(v) for v in images[0][1].ImageOrientationPatient], dtype=np.float64)
     for _, ds in images:
         if not np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation, atol=1e-4):
@@ -76,13 +110,22 @@ def _read_dicom_series(folder: Path) -> Volume:
     normal = np.cross(row_cosine, column_cosine)
     if not math.isclose(float(np.linalg.norm(normal)), 1.0, abs_tol=1e-3):
         raise VolumeReadError(folder, f"ImageOrientationPatient {orientation.tolist()} is not orthonormal")
+    return row_cosine, column_cosine, normal
 
+
+def _sort_along_normal(
+    images: list[tuple[Path, Any]], normal: np.ndarray
+) -> tuple[list[tuple[Path, Any]], np.ndarray, np.ndarray]:
+    """`images` sorted along `normal`, with their positions (N, 3) [mm, LPS] and distances (N,) [mm] on it."""
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in images])
     distances = positions @ normal
+    # Stable: slices at one distance keep file order, so checks report the same file every run.
     order = np.argsort(distances, kind="stable")
-    images = [images[i] for i in order]
-    positions, distances = positions[order], distances[order]
+    return [images[i] for i in order], positions[order], distances[order]
 
+
+def _matrix_geometry(folder: Path, images: list[tuple[Path, Any]]) -> tuple[list[float], int, int]:
+    """PixelSpacing [mm] (between rows, between columns), Rows and Columns shared by all `images`."""
     pixel_spacing = [float(v) for v in images[0][1].PixelSpacing]  # (between rows, between columns)
     rows, columns = int(images[0][1].Rows), int(images[0][1].Columns)
     for _, ds in images:
@@ -90,23 +133,38 @@ def _read_dicom_series(folder: Path) -> Volume:
             raise VolumeReadError(folder, "slices have different Rows/Columns; expected one matrix size")
         if not np.allclose([float(v) for v in ds.PixelSpacing], pixel_spacing, rtol=1e-4):
             raise VolumeReadError(folder, "slices have different PixelSpacing; expected one")
+    return pixel_spacing, rows, columns
 
-    if len(images) > 1:
-        gaps = np.diff(distances)
-        if np.any(gaps < 1e-3):
-            raise VolumeReadError(folder, "two slices share one position along the slice normal (duplicates?)")
-        slice_spacing = float(np.median(gaps))
-        if np.max(np.abs(gaps - slice_spacing)) > 0.01 * slice_spacing + 1e-3:
-            raise VolumeReadError(
-                folder, f"uneven slice spacing {gaps.min():.3f}–{gaps.max():.3f} mm; expected one spacing"
-            )
-        # Positions must lie on the normal through the first slice (no shear / gantry tilt).
-        offsets = positions - positions[0] - np.outer(distances - distances[0], normal)
-        if np.max(np.abs(offsets)) > 0.01 * max(pixel_spacing) + 1e-3:
-            raise VolumeReadError(folder, "slice positions are sheared (gantry tilt?); expected a stack along the normal")
-    else:
-        slice_spacing = float(images[0][1].get("SliceThickness", 1.0) or 1.0)
 
+def _slice_spacing(
+    folder: Path,
+    images: list[tuple[Path, Any]],
+    positions: np.ndarray,
+    distances: np.ndarray,
+    normal: np.ndarray,
+    pixel_spacing: list[float],
+) -> float:
+    """Distance [mm] between neighbouring sorted slices, checked to be even and along `normal`."""
+    if len(images) == 1:
+        # One slice has no neighbour to measure against: its nominal thickness stands in.
+        return float(images[0][1].get("SliceThickness", 1.0) or 1.0)
+    gaps = np.diff(distances)
+    if np.any(gaps < 1e-3):
+        raise VolumeReadError(folder, "two slices share one position along the slice normal (duplicates?)")
+    slice_spacing = float(np.median(gaps))
+    if np.max(np.abs(gaps - slice_spacing)) > 0.01 * slice_spacing + 1e-3:
+        raise VolumeReadError(
+            folder, f"uneven slice spacing {gaps.min():.3f}–{gaps.max():.3f} mm; expected one spacing"
+        )
+    # Positions must lie on the normal through the first slice (no shear / gantry tilt).
+    offsets = positions - positions[0] - np.outer(distances - distances[0], normal)
+    if np.max(np.abs(offsets)) > 0.01 * max(pixel_spacing) + 1e-3:
+        raise VolumeReadError(folder, "slice positions are sheared (gantry tilt?); expected a stack along the normal")
+    return slice_spacing
+
+
+def _pixel_volume(folder: Path, images: list[tuple[Path, Any]], rows: int, columns: int) -> np.ndarray:
+    """Rescaled pixel values as float64 (columns, rows, slices), in the modality's stored unit."""
     slices = []
     for file, ds in images:
         try:
@@ -120,41 +178,26 @@ def _read_dicom_series(folder: Path) -> Volume:
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         slices.append(pixels.astype(np.float64) * slope + intercept)
     # pixel_array is [row, column]; our (i, j, k) is (column, row, slice).
-    array = np.stack(slices, axis=-1).transpose(1, 0, 2)
+    return np.stack(slices, axis=-1).transpose(1, 0, 2)
 
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = row_cosine * pixel_spacing[1]
-    affine_lps[:3, 1] = column_cosine * pixel_spacing[0]
-    affine_lps[:3, 2] = normal * slice_spacing
-    affine_lps[:3, 3] = positions[0]
-    affine = _LPS_TO_RAS @ affine_lps
 
-    first = images[0][1]
-    modality = str(first.get("Modality", "OT")).strip() or "OT"
-    metadata: dict[str, Any] = {"format": "dicom", "num_files": len(images)}
-    unit = "a.u."
+def _physical_units(first: Any, modality: str, array: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """`array` in its physical unit (PET Bq/ml → SUV when possible) and that unit; notes SUV details in `metadata`."""
     if modality == "CT":
-        unit = "HU"
-    elif modality == "PT":
-        units_tag = str(first.get("Units", "")).strip().upper()
-        if units_tag == "BQML":
-            unit = "Bq/ml"
-            factor, why = _suv_factor(first)
-            if factor is not None:
-                array = array * factor
-                unit = "SUV"
-                metadata["suv_factor"] = factor
-            else:
-                metadata["suv_unavailable"] = why
-        elif units_tag in ("GML", "SUV"):
-            unit = "SUV"
-    return Volume(
-        array=np.ascontiguousarray(array, dtype=np.float32),
-        affine=affine,
-        modality=modality,
-        unit=unit,
-        metadata=metadata,
-    )
+        return array, "HU"
+    if modality != "PT":
+        return array, "a.u."
+    units_tag = str(first.get("Units", "")).strip().upper()
+    if units_tag in ("GML", "SUV"):
+        return array, "SUV"
+    if units_tag != "BQML":
+        return array, "a.u."
+    factor, why = _suv_factor(first)
+    if factor is None:
+        metadata["suv_unavailable"] = why
+        return array, "Bq/ml"
+    metadata["suv_factor"] = factor
+    return array * factor, "SUV"
 
 
 def _pixel_error_reason(ds: Any, file: Path, error: Exception) -> str:
