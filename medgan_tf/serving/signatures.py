@@ -22,9 +22,15 @@ Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1)
 Normalization (medgan_tf.data.normalization): y = 2·(clip(x, low, high) − low)/(high − low) − 1 and
 back x = low + (y + 1)/2·(high − low).
 
-Wrong dtype or rank is refused by the signature's input spec (the message names the expected
-TensorSpec (None, S, S, 1)); inside the graph, assertions name the expected shape too, so clients
-that bypass the Python binding (TF Serving's REST/gRPC) get the same explanation.
+Guards. Inside the graph (so TF Serving's REST/gRPC clients get them too), assertions refuse a
+wrong rank or size (naming the expected (batch, S, S, 1)), NaN/inf values ("source: expected
+finite values; received N NaN/inf values in slices [...]"; one NaN voxel would otherwise turn
+its whole output slice into NaN through instance normalization), parameters that are not finite
+with high > low, and an empty volume to fit. A batch of 0 slices returns an empty (0, S, S, 1)
+output. The dtype cannot be checked in the graph, whose placeholders are float32: TensorFlow
+refuses a tf.Tensor (or a gRPC TensorProto) of another dtype itself, without the shape, and its
+Python binding silently casts numpy arrays; `medgan_tf.serving.loading` (ExportedModel, its
+`signatures`, RunModel) therefore refuses non-float32 inputs before calling the graph.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ SERVING_SIGNATURE = "serving_default"
 PHYSICAL_SIGNATURE = "physical"
 FIT_SIGNATURE = "fit_source_normalization"
 INPUT_NAME = "source"
+FIT_INPUT_NAME = "volume"
 OUTPUT_NAME = "output"
 PER_VOLUME_KINDS = ("scale", "percentile")
 NORMALIZATION_FORMAT = 1
@@ -161,8 +168,9 @@ def _parameter_spec(name: str):
 def _check_images(images, name: str, size: int):
     """`images` as (B, size, size, 1), after assertions that it is.
 
-    The input_signature fixes dtype and rank for Python callers that pass numpy arrays, but a
-    loaded signature given a tf.Tensor, or TF Serving feeding the graph, skips that check; a
+    The input_signature fixes the rank for Python callers that pass numpy arrays (and casts
+    their dtype silently, hence the dtype checks in loading.py), but a loaded signature given a
+    tf.Tensor, or TF Serving feeding the graph, skips that check; a
     wrong rank would then abort the whole process inside a convolution kernel. The network
     therefore runs only after this check passes. It cannot use tf.rank: the signature makes the
     rank statically 4, so Grappler folds it to a constant; the rank is counted from the
@@ -183,6 +191,11 @@ def _check_images(images, name: str, size: int):
         return tf.identity(images)
 
 
+def _check_source(images, size: int):
+    """The `source` input (B, size, size, 1) after the shape assertion, then the finiteness one."""
+    return _check_finite(_check_images(images, INPUT_NAME, size), INPUT_NAME)
+
+
 def _check_parameters(images, values, what: str):
     """`values` as (B,) after asserting one value per slice of `images` (see _check_images)."""
     import tensorflow as tf
@@ -196,12 +209,28 @@ def _check_parameters(images, values, what: str):
         return tf.identity(values)
 
 
-def _check_window(low, high, name: str):
-    """(`low`, `high`), each (B,), after asserting high > low for every slice."""
+def _check_finite(values, name: str, per_slice: bool = True):
+    """`values` after asserting that every element is finite; the message counts the NaN/inf
+    values and, if `per_slice` (values batch-first, (B, ...)), lists the slices holding them."""
     import tensorflow as tf
 
+    finite = tf.math.is_finite(values)
+    message = [f"{name}: expected finite values; received", tf.reduce_sum(tf.cast(~finite, tf.int32)), "NaN/inf values"]
+    if per_slice:
+        finite_slices = tf.reduce_all(tf.reshape(finite, [tf.shape(values)[0], -1]), axis=1)
+        message += ["in slices", tf.reshape(tf.where(~finite_slices), [-1])]
+    check = tf.debugging.Assert(tf.reduce_all(finite), message, summarize=16)
+    with tf.control_dependencies([check]):
+        return tf.identity(values)
+
+
+def _check_window(low, high, name: str):
+    """(`low`, `high`), each (B,), after asserting both are finite and high > low for every slice."""
+    import tensorflow as tf
+
+    valid = tf.reduce_all(tf.math.is_finite(low) & tf.math.is_finite(high) & (high > low))
     check = tf.debugging.Assert(
-        tf.reduce_all(high > low), [f"{name}_high must be greater than {name}_low; received", low, high]
+        valid, [f"{name}_high must be greater than {name}_low and both finite; received", low, high]
     )
     with tf.control_dependencies([check]):
         return tf.identity(low), tf.identity(high)
@@ -248,13 +277,18 @@ def _serving_module(generator, size: int):
             self.generator = generator
 
         def forward(self, normalized):
-            output = self.generator(normalized, training=False)
-            return tf.cast(output, tf.float32)
+            """(B, S, S, 1) → (B, S, S, 1) float32; B = 0 gives an empty batch (the network
+            itself fails on one, with a message about filter depths)."""
+
+            def run():
+                return tf.cast(self.generator(normalized, training=False), tf.float32)
+
+            return tf.cond(tf.shape(normalized)[0] > 0, run, lambda: tf.zeros([0, size, size, 1], tf.float32))
 
         @tf.function(input_signature=[_image_spec(INPUT_NAME, size)])
         def serve(self, source_images):
             """Normalized (B, S, S, 1) source in [-1, 1] → normalized output in [-1, 1]."""
-            return {OUTPUT_NAME: self.forward(_check_images(source_images, INPUT_NAME, size))}
+            return {OUTPUT_NAME: self.forward(_check_source(source_images, size))}
 
     return ServingModule()
 
@@ -267,7 +301,7 @@ def _physical_function(module, description: Mapping[str, Any]):
     source, target = description["source"], description["target"]
 
     def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None):
-        source_images = _check_images(source_images, INPUT_NAME, size)
+        source_images = _check_source(source_images, size)
         if source["per_volume"]:
             low_in, high_in = _checked_window(source_images, source_low, source_high, "source")
         else:
@@ -297,11 +331,15 @@ def _fit_function(source: Mapping[str, Any]):
     percentile_high = float(source["percentile"])
     kind = source["kind"]
 
-    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="volume")])
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name=FIT_INPUT_NAME)])
     def fit_source_normalization(volume):
-        check = tf.debugging.Assert(tf.size(volume) > 0, ["volume: expected at least one voxel"])
+        check = tf.debugging.Assert(
+            tf.size(volume) > 0, [f"{FIT_INPUT_NAME}: expected at least one voxel; received shape", tf.shape(volume)]
+        )
         with tf.control_dependencies([check]):
             volume = tf.identity(volume)
+        # Percentiles of a volume with NaN/inf are meaningless (NaN sorts anywhere): refuse it.
+        volume = _check_finite(volume, FIT_INPUT_NAME, per_slice=False)
         high = _percentile(volume, percentile_high)
         low = tf.constant(0.0) if kind == "scale" else _percentile(volume, percentile_low)
         # A constant volume keeps the map invertible (as normalization.fit does).
