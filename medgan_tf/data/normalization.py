@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from medgan_tf.config import NormalizationConfig
+from medgan_tf.errors import UserError
 
 KINDS = ("window", "scale", "percentile")
 
@@ -28,18 +29,28 @@ def fit(array: np.ndarray, config: NormalizationConfig, unit: str | None = None)
     """Parameters mapping `array` (physical units) to [-1, 1] under `config`.
 
     `unit` is the unit the volume actually carries (e.g. "Bq/ml" for a PET without SUV
-    information); it defaults to `config.unit`.
+    information); it defaults to `config.unit`. An empty `array`, or one holding NaN/inf, is a
+    UserError (whatever the kind: a fixed window would pass NaN on to the model).
     """
     if config.kind not in KINDS:
         raise ValueError(f"unknown normalization kind {config.kind!r}; expected one of {', '.join(KINDS)}")
     values = np.asarray(array, dtype=np.float64)
+    # Percentiles of NaN are NaN and an inf shifts them: the parameters would be silently wrong.
+    if values.size == 0:
+        raise UserError(f"cannot fit the {config.kind!r} normalization: expected at least one voxel; received shape {values.shape}")
+    non_finite = int(np.count_nonzero(~np.isfinite(values)))
+    if non_finite:
+        raise UserError(
+            f"cannot fit the {config.kind!r} normalization: expected finite values; received {non_finite} NaN/inf "
+            f"of {values.size} voxels; replace or mask them first (volumes read from files are checked on reading)"
+        )
     if config.kind == "window":
         low, high = float(config.low), float(config.high)
     elif config.kind == "scale":
         low, high = 0.0, float(np.percentile(values, config.percentile))
     else:
         low, high = (float(v) for v in np.percentile(values, [config.percentile_low, config.percentile]))
-    if not high > low:  # constant (e.g. empty) volume: keep the map invertible
+    if not high > low:  # constant volume: keep the map invertible
         high = low + 1.0
     return {"kind": config.kind, "unit": unit or config.unit, "low": low, "high": high}
 

@@ -4,6 +4,11 @@
 folder) or a run directory (the generator restored from a checkpoint). Both give a
 `TranslationModel`: callable on normalized slices, with the run's config and the normalization
 description, so translation and evaluation do not care which one they got.
+
+Every input is checked here before the graph runs, with a UserError naming the expected spec:
+dtype (float32 only: TensorFlow's own binding casts a numpy float64/int32/float16 array silently
+and refuses a tf.Tensor of another dtype without naming the shape), shape, and NaN/inf values.
+A batch of 0 slices gives an empty (0, S, S, 1) output.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from medgan_tf import config as config_lib
 from medgan_tf.errors import UserError
 from medgan_tf.serving.signatures import (
     CONFIG_ASSET,
+    FIT_INPUT_NAME,
     INPUT_NAME,
     NORMALIZATION_ASSET,
     OUTPUT_NAME,
@@ -75,12 +81,96 @@ def is_export(path: str | Path) -> bool:
     return True
 
 
-def check_slices(images: Any, size: int, name: str = INPUT_NAME) -> np.ndarray:
-    """`images` as float32 (B, S, S, 1) with B ≥ 1, or a UserError naming the expected shape."""
-    array = np.asarray(images, dtype=np.float32)
-    if array.ndim != 4 or array.shape[1:] != (size, size, 1) or array.shape[0] < 1:
-        raise UserError(f"{name}: expected float32 (batch, {size}, {size}, 1); received shape {array.shape}")
+def _shape_of(value: Any) -> tuple:
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(value)
+
+
+def _as_float32(value: Any, name: str, expected: str) -> np.ndarray:
+    """`value` as a float32 numpy array, refusing values that carry another dtype.
+
+    A numpy array or tf.Tensor must already be float32 (casting would hide a wrong input:
+    integer codes, half precision); Python numbers and lists, which carry no dtype, are converted.
+    """
+    dtype = getattr(value, "dtype", None)
+    dtype_name = None if dtype is None else getattr(dtype, "name", str(dtype))
+    if dtype_name is not None and dtype_name != "float32":
+        raise UserError(
+            f"{name}: expected {expected}; received {dtype_name} of shape {_shape_of(value)}; "
+            "cast it to float32 first if its values are already in the expected units"
+        )
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{name}: expected {expected}; received a {type(value).__name__} that is not numeric ({error})") from None
+
+
+def check_finite(array: np.ndarray, name: str, per_slice: bool = True) -> np.ndarray:
+    """`array` unchanged, or a UserError counting its NaN/inf values (and, if `per_slice`,
+    naming the batch indices holding them): one NaN voxel would turn its whole output slice
+    into NaN through instance normalization."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = ""
+        if per_slice and array.ndim >= 1:
+            where = f" in slice(s) {np.flatnonzero(bad.reshape(len(array), -1).any(axis=1)).tolist()}"
+        raise UserError(
+            f"{name}: expected finite values; received {int(bad.sum())} NaN/inf value(s){where}; "
+            "replace or mask them before translating"
+        )
     return array
+
+
+def check_slices(images: Any, size: int, name: str = INPUT_NAME) -> np.ndarray:
+    """`images` as float32 (B, S, S, 1) (B ≥ 0) with finite values, or a UserError naming the expected spec."""
+    expected = f"float32 (batch, {size}, {size}, 1)"
+    array = _as_float32(images, name, expected)
+    if array.ndim != 4 or array.shape[1:] != (size, size, 1):
+        raise UserError(f"{name}: expected {expected}; received shape {array.shape}")
+    return check_finite(array, name)
+
+
+def _spec_text(spec: Any) -> str:
+    """'float32 (batch, 64, 64, 1)' for a TensorSpec (None = batch), 'float32 (any shape)' if unknown."""
+    if spec.shape.rank is None:
+        return f"{spec.dtype.name} (any shape)"
+    dims = ["batch" if dim is None else str(dim) for dim in spec.shape.as_list()]
+    return f"{spec.dtype.name} ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+
+
+def check_feeds(specs: dict[str, Any], feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """`feeds` checked against a signature's input `specs` (name → TensorSpec): names, dtype,
+    shape, one batch size, finite values, a non-empty volume. Float32 numpy arrays, or a UserError."""
+    missing, extra = sorted(set(specs) - set(feeds)), sorted(set(feeds) - set(specs))
+    if missing or extra:
+        raise UserError(f"the signature takes {sorted(specs)}; missing {missing}, unexpected {extra}")
+    arrays = {}
+    for name, spec in specs.items():
+        array = _as_float32(feeds[name], name, _spec_text(spec))
+        if not spec.shape.is_compatible_with(array.shape):
+            raise UserError(f"{name}: expected {_spec_text(spec)}; received shape {array.shape}")
+        if name == FIT_INPUT_NAME and array.size == 0:
+            raise UserError(f"{name}: expected at least one voxel; received shape {array.shape}")
+        arrays[name] = check_finite(array, name, per_slice=spec.shape.rank is not None)
+    batches = {name: len(array) for name, array in arrays.items() if specs[name].shape.rank}
+    if len(set(batches.values())) > 1:
+        raise UserError(f"every input needs one value per slice; received batch sizes {batches}")
+    return arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedSignature:
+    """A loaded signature that checks its keyword feeds first (`check_feeds`) and raises a
+    UserError naming the expected spec; then calls it (→ dict of tf.Tensors, as TF does)."""
+
+    function: Any
+
+    @property
+    def structured_input_signature(self) -> Any:
+        return self.function.structured_input_signature
+
+    def __call__(self, **feeds: Any) -> dict[str, Any]:
+        return self.function(**check_feeds(self.structured_input_signature[1], feeds))
 
 
 @dataclasses.dataclass
@@ -103,8 +193,9 @@ class ExportedModel:
         return int(self.normalization["image_size"])
 
     @property
-    def signatures(self) -> dict[str, Any]:
-        return dict(self.loaded.signatures)
+    def signatures(self) -> dict[str, CheckedSignature]:
+        """The export's signatures, each checking its feeds first (`CheckedSignature`)."""
+        return {name: CheckedSignature(function) for name, function in self.loaded.signatures.items()}
 
     def _check(self, images: Any, name: str = INPUT_NAME) -> np.ndarray:
         return check_slices(images, self.image_size, name)
@@ -117,6 +208,8 @@ class ExportedModel:
     def predict(self, source: Any, batch_size: int = 8) -> np.ndarray:
         """`__call__` over a stack of any length, `batch_size` slices at a time."""
         array = self._check(source)
+        if len(array) == 0:
+            return self(array)
         return np.concatenate([self(array[i : i + batch_size]) for i in range(0, len(array), batch_size)])
 
     def physical(self, source: Any, **parameters: Any) -> np.ndarray:
@@ -131,7 +224,16 @@ class ExportedModel:
             raise UserError(f"physical signature takes {names} besides {INPUT_NAME!r}; missing {missing}, unexpected {extra}")
         feeds = {INPUT_NAME: array}
         for name in names:
-            feeds[name] = np.broadcast_to(np.asarray(parameters[name], dtype=np.float32), (len(array),)).copy()
+            value = _as_float32(parameters[name], name, "float32 (batch,) or a scalar")
+            if value.ndim > 1 or value.size not in (1, len(array)):
+                raise UserError(f"{name}: expected float32 (batch,) with batch = {len(array)}, or a scalar; received shape {value.shape}")
+            feeds[name] = check_finite(np.broadcast_to(value.reshape(-1), (len(array),)).copy(), name)
+        for side in ("source", "target"):
+            if f"{side}_low" in feeds and not np.all(feeds[f"{side}_high"] > feeds[f"{side}_low"]):
+                raise UserError(
+                    f"{side}_high must be greater than {side}_low; received low {feeds[f'{side}_low'].tolist()}, "
+                    f"high {feeds[f'{side}_high'].tolist()}"
+                )
         return self.loaded.signatures[PHYSICAL_SIGNATURE](**feeds)[OUTPUT_NAME].numpy()
 
 
@@ -168,6 +270,8 @@ class RunModel:
     def __call__(self, source: Any) -> np.ndarray:
         """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
         array = check_slices(source, self.image_size)
+        if len(array) == 0:  # the network fails on an empty batch; the answer is known
+            return np.zeros_like(array)
         return np.asarray(self.generator(array, training=False), dtype=np.float32)
 
 

@@ -36,15 +36,29 @@ def predict_slices(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(K, S, S, 1) normalized slices → (K, S, S, 1) outputs, `batch_size` at a time;
-    `progress(done)` is called after every batch."""
+    `progress(done)` is called after every batch.
+
+    Raises a UserError naming the slice indices (0 … K−1) if the model returns NaN/inf for any
+    of them: the inputs are finite (the model wrappers refuse others), so such an output means a
+    broken model, and it must not end up in a written volume.
+    """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1; received {batch_size}")
-    outputs = []
+    outputs = [np.zeros((0, *np.shape(slices)[1:]), np.float32)]  # K = 0 → an empty stack
     for start in range(0, len(slices), batch_size):
         outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
         if progress is not None:
             progress(min(start + batch_size, len(slices)))
-    return np.concatenate(outputs, axis=0)
+    stacked = np.concatenate(outputs, axis=0)
+    finite = np.isfinite(stacked).reshape(len(stacked), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite).tolist()
+        raise UserError(
+            f"the model returned NaN/inf values for {len(bad)} of {len(stacked)} slices (indices {bad}) although its "
+            "input was finite; the model itself is broken (e.g. a diverged checkpoint): use another export "
+            "or checkpoint; nothing was written"
+        )
+    return stacked
 
 
 # --------------------------------------------------------------------------- whole volumes
@@ -84,6 +98,9 @@ def translate_volume(
         raise UserError(
             f"input modality is {volume.modality}; this {model.config.task} model expects {expected_modality}"
         )
+    non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
+    if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
+        raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
     size, spacing = int(data.image_size), tuple(float(v) for v in data.spacing_mm)
     grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size)
     # Fitted as the converter fits training data: on the model grid, over the voxels the volume
