@@ -154,7 +154,7 @@ def check_feeds(specs: dict[str, Any], feeds: dict[str, Any]) -> dict[str, np.nd
         arrays[name] = check_finite(array, name, per_slice=spec.shape.rank is not None)
     batches = {name: len(array) for name, array in arrays.items() if specs[name].shape.rank}
     if len(set(batches.values())) > 1:
-        raise UserError(f"every input needs one value per slice; received batch sizes {batches}")
+        raise UserError(f"every input needs one value per slice; received batch sizes {dict(sorted(batches.items()))}")
     return arrays
 
 

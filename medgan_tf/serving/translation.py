@@ -50,7 +50,7 @@ def predict_slices(
         if progress is not None:
             progress(min(start + batch_size, len(slices)))
     stacked = np.concatenate(outputs, axis=0)
-    finite = np.isfinite(stacked).reshape(len(stacked), -1).all(axis=1)
+    finite = np.isfinite(stacked).all(axis=tuple(range(1, stacked.ndim)))
     if not finite.all():
         bad = np.flatnonzero(~finite).tolist()
         raise UserError(
