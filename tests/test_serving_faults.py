@@ -242,3 +242,15 @@ def test_translate_refuses_a_non_finite_volume(exported, tmp_path):
     with pytest.raises(UserError, match=r"cannot read input .*nan\.nii\.gz: volume holds 1 NaN/inf voxels"):
         translation_lib.translate_file(model, tmp_path / "nan.nii.gz", tmp_path / "out.nii.gz", quiet=True)
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_guards_leave_valid_outputs_bit_identical(exported):
+    """The assertions and the batch-0 branch change nothing for valid input: the export's output
+    equals the same generator traced without them, bit for bit."""
+    import tensorflow as tf
+
+    model, run_model = exported
+    plain = tf.function(lambda images: run_model.generator(images, training=False))
+    source = _slices(3, seed=9)
+    np.testing.assert_array_equal(model(source), plain(tf.constant(source)).numpy())
+    np.testing.assert_array_equal(model.signatures["serving_default"](source=source)["output"].numpy(), model(source))
