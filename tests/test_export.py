@@ -154,7 +154,7 @@ def test_fit_signature_matches_numpy_percentile(exported):
     fitted = model.loaded.signatures["fit_source_normalization"](volume=volume)
     assert float(fitted["source_low"]) == 0.0
     assert float(fitted["source_high"]) == pytest.approx(np.percentile(volume, 99.5), rel=1e-5)
-    # An empty (all-zero) volume keeps the map invertible: high = low + 1, as normalization.fit does.
+    # A constant (all-zero) volume keeps the map invertible: high = low + 1, as normalization.fit does.
     empty = model.loaded.signatures["fit_source_normalization"](volume=np.zeros((4, 4), np.float32))
     assert (float(empty["source_low"]), float(empty["source_high"])) == (0.0, 1.0)
     import tensorflow as tf

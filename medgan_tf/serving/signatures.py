@@ -1,6 +1,6 @@
 """The serving graph of an export: its signatures and the normalization description they follow.
 
-Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 1):
+Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 0):
 
 - `serving_default`: input `source` = normalized source slices in [-1, 1] → output `output` =
   the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode).
