@@ -64,10 +64,12 @@ def test_generator_steps_follow_the_config():
 def test_spectral_norm_kernels_have_unit_largest_singular_value_after_training():
     model = build_model(tiny_config(style=0.0, content=0.0))
     model.fit(*batch(), batch_size=1, epochs=3, verbose=0)
+    # Six steps at the paper's learning rate move an unnormalized kernel ~1e-3 off 1; with
+    # Algorithm 1 line 12 (one power iteration per step from a converged u) it stays within 1e-4.
     for layer in spectral_normalization_layers(model.discriminator):
         kernel = layer.kernel.numpy()
         largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
-        assert largest == pytest.approx(1.0, rel=0.05), layer.name
+        assert largest == pytest.approx(1.0, abs=1e-3), layer.name
 
 
 def test_weights_are_applied_once_and_unweighted_terms_report_zero():
