@@ -33,9 +33,10 @@ def build_discriminator(
     SN-Conv(k4, s2) → norm → LeakyReLU blocks before the last hidden conv, as pix2pix's n_layers.
 
     The patch: each output pixel sees a 16×16 window of the input pair (receptive field
-    4 + 3·1 + 3·1·2 = 16; `receptive_field` computes it from the built layers). Padding is
-    "same", so the patches overlap with stride 2 and the map is (S/2)×(S/2); border patches
-    see part of the zero padding.
+    k₁ + (k₂ − 1)·s₁ + (k₃ − 1)·s₁·s₂ = 4 + 3·2 + 3·2·1 = 16; `receptive_field` computes it from
+    the built layers). Padding is "same", so output pixel (i, j) sees input rows 2i − 5 … 2i + 10
+    and the same columns: overlapping patches at stride 2, a (S/2)×(S/2) map, border patches
+    partly on the zero padding. ("same" rather than pix2pix's padding 1 keeps the map S/2 wide.)
 
     Output: a dict
       - "probability": (B, S/2, S/2, 1) float32 patch probabilities D(·, y) in (0, 1);
@@ -44,7 +45,7 @@ def build_discriminator(
         hidden 2 (B, S/2, S/2, 128)] — the D_i of eq. 6, hidden layers after their activation.
 
     Convs followed by a normalization carry no bias (the norm's beta replaces it); the first
-    conv has none (pix2pix: no norm on the layer that sees the images). The kernels start
+    conv, like pix2pix's, has no normalization and so keeps its bias. The kernels start
     spectrally normalized (`initialize_spectral_normalization`); afterwards only
     `renormalize_spectral_kernels` (Algorithm 1 line 12) rescales them, never a forward pass.
     """
