@@ -1,9 +1,14 @@
-"""MedGAN's loss terms and the baselines' (SPEC.md §2), as plain functions of tensors.
+"""MedGAN's loss terms and the baselines' (paper §2.1–2.3 and §3.2), as plain functions of tensors.
 
 Every function returns a float32 scalar: the batch mean of a per-sample loss. Inputs may be
 float16 (mixed precision); they are cast to float32 first. Loss *weights* (λ1, λ2, λ3, …) are not
 applied here but once, in `medgan_tf.training.medgan_model.MedGAN`; the per-layer weights λ_pi,
 λ_sj, λ_cj inside eq. 7, 10 and 11 are arguments because they belong to those equations.
+
+The adversarial losses take the discriminator's pre-sigmoid *logits* l (D = σ(l)) and use
+log σ(l) = −softplus(−l) and log(1 − σ(l)) = −softplus(l): exact for any l, so there is no
+clipping, and a confident discriminator (σ(l) ≈ 0 on fakes) still gives the generator the
+gradient −(1 − σ(l)) ≈ −1 per patch.
 
 Feature tensors are channels-last, (B, h, w, d).
 """
@@ -14,17 +19,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
-# Probabilities are clipped to [EPSILON, 1 − EPSILON] before the log, as
-# `keras.losses.binary_crossentropy` does, so log(0) never produces inf.
-EPSILON = 1e-7
-
 
 def _float32(x) -> tf.Tensor:
     return tf.cast(x, tf.float32)
-
-
-def _safe_log(probability) -> tf.Tensor:
-    return tf.math.log(tf.clip_by_value(_float32(probability), EPSILON, 1.0 - EPSILON))
 
 
 def _layer_weights(layer_weights: Sequence[float] | None, count: int, equation: str) -> list[float]:
@@ -43,19 +40,19 @@ def _check_pairs(fake_features: Sequence, real_features: Sequence, equation: str
 # --------------------------------------------------------------------------- adversarial
 
 
-def cgan_generator_loss(d_fake) -> tf.Tensor:
-    """Generator's cGAN loss, Algorithm 1 line 4: −log D(G(y), y), averaged over patches and batch.
+def cgan_generator_loss(fake_logits) -> tf.Tensor:
+    """Generator's cGAN loss, Algorithm 1 line 4: −log D(G(y), y) = softplus(−l_fake), averaged
+    over patches and batch (the non-saturating form of eq. 3, paper §2.1.1).
 
-    d_fake: (B, P, P, 1) patch probabilities of the generated image (the non-saturating form
-    of eq. 3, paper §2.1.1)."""
-    return -tf.reduce_mean(_safe_log(d_fake))
+    fake_logits: (B, P, P, 1) pre-sigmoid patch scores of the generated image."""
+    return tf.reduce_mean(tf.nn.softplus(-_float32(fake_logits)))
 
 
-def cgan_discriminator_loss(d_real, d_fake) -> tf.Tensor:
+def cgan_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
     """Discriminator's cGAN loss, eq. 3 / Algorithm 1 line 10, as a quantity to minimise:
-    −[log D(x, y) + log(1 − D(G(y), y))], each term averaged over patches and batch."""
-    return -tf.reduce_mean(_safe_log(d_real)) - tf.reduce_mean(tf.math.log(
-        tf.clip_by_value(1.0 - _float32(d_fake), EPSILON, 1.0 - EPSILON)))
+    −[log D(x, y) + log(1 − D(G(y), y))] = softplus(−l_real) + softplus(l_fake), each term
+    averaged over patches and batch. real_logits, fake_logits: (B, P, P, 1) pre-sigmoid scores."""
+    return tf.reduce_mean(tf.nn.softplus(-_float32(real_logits))) + tf.reduce_mean(tf.nn.softplus(_float32(fake_logits)))
 
 
 # --------------------------------------------------------------------------- discriminator features
@@ -93,8 +90,8 @@ def feature_matching_loss(fake_features: Sequence, real_features: Sequence, laye
 
 
 def pan_margin_discriminator_loss(
-    d_real,
-    d_fake,
+    real_logits,
+    fake_logits,
     fake_features: Sequence,
     real_features: Sequence,
     margin: float,
@@ -105,9 +102,11 @@ def pan_margin_discriminator_loss(
 
     The hinge keeps the hidden-layer discrepancy between real and generated images at least the
     positive margin m, so D keeps "discovering" differences the generator must then close.
-    Features and weights are as in `feature_matching_loss` (hidden layers only)."""
+    The cGAN part is `cgan_discriminator_loss` on the logits. Features and weights λ_j are those
+    of `feature_matching_loss` (hidden layers only): pass the generator term's weights so the
+    hinge and the generator measure the same discrepancy."""
     discrepancy = feature_matching_loss(fake_features, real_features, layer_weights)
-    return cgan_discriminator_loss(d_real, d_fake) + tf.nn.relu(float(margin) - discrepancy)
+    return cgan_discriminator_loss(real_logits, fake_logits) + tf.nn.relu(float(margin) - discrepancy)
 
 
 # --------------------------------------------------------------------------- VGG style and content

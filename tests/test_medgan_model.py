@@ -1,5 +1,6 @@
 """MedGAN.train_step is Algorithm 1: N_G generator updates, one discriminator update, spectral
-normalization; plus test_step metrics, mixed precision and XLA on a tiny model."""
+normalization; plus test_step metrics, mixed precision and XLA on a tiny model (the finer checks
+of Algorithm 1 are in tests/test_algorithm1.py)."""
 
 import dataclasses
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from medgan_tf import metrics
 from medgan_tf.config import DataConfig, ExperimentConfig, GeneratorConfig, LossConfig, TrainConfig
 from medgan_tf.models import spectral_normalization_layers
 from medgan_tf.config import LOSS_TERMS
@@ -62,10 +64,12 @@ def test_generator_steps_follow_the_config():
 def test_spectral_norm_kernels_have_unit_largest_singular_value_after_training():
     model = build_model(tiny_config(style=0.0, content=0.0))
     model.fit(*batch(), batch_size=1, epochs=3, verbose=0)
+    # Six steps at the paper's learning rate move an unnormalized kernel ~1e-3 off 1; with
+    # Algorithm 1 line 12 (one power iteration per step from a converged u) it stays within 1e-4.
     for layer in spectral_normalization_layers(model.discriminator):
         kernel = layer.kernel.numpy()
         largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
-        assert largest == pytest.approx(1.0, rel=0.05), layer.name
+        assert largest == pytest.approx(1.0, abs=1e-3), layer.name
 
 
 def test_weights_are_applied_once_and_unweighted_terms_report_zero():
@@ -80,13 +84,25 @@ def test_weights_are_applied_once_and_unweighted_terms_report_zero():
     assert logs["generator_total"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_test_step_ssim_and_psnr_match_tf_image_on_the_generator_output():
+def test_test_step_scores_the_generator_output_with_the_projects_metrics():
     model = build_model(tiny_config(size=16, style=0.0, content=0.0))
     source, target = batch(size=16)
     logs = model.evaluate(source, target, batch_size=2, verbose=0, return_dict=True)
     fake = model.predict(source, verbose=0)
-    assert logs["psnr"] == pytest.approx(float(tf.reduce_mean(tf.image.psnr(fake, target, 2.0))), rel=1e-4)
-    assert logs["ssim"] == pytest.approx(float(tf.reduce_mean(tf.image.ssim(fake, target, 2.0))), rel=1e-4, abs=1e-5)
+    expected = metrics.validation_means(fake, target)
+    assert metrics.metric_names(validation=True) == ("ssim", "psnr", "mse")
+    for index, name in enumerate(metrics.metric_names(validation=True)):
+        assert logs[name] == pytest.approx(float(expected[index]), rel=1e-5), name
+    # The paper's 0–255 scale: MSE in (0–255 units)², far above the [-1, 1] value.
+    paper_mse = np.mean((metrics.to_255(fake) - metrics.to_255(target)) ** 2)
+    assert logs["mse"] == pytest.approx(paper_mse, rel=1e-4) and paper_mse > 100 * np.mean((fake - target) ** 2)
+
+
+def test_evaluation_runs_without_xla_when_training_is_compiled():
+    # The numpy metrics cannot be XLA-compiled; the evaluation step opts out.
+    model = build_model(tiny_config(size=16, style=0.0, content=0.0), jit_compile=True)
+    logs = model.evaluate(*batch(size=16), batch_size=2, verbose=0, return_dict=True)
+    assert np.isfinite(logs["ssim"]) and model.jit_compile
 
 
 def test_style_reference_source_compares_with_the_source_image():

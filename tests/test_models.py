@@ -7,6 +7,7 @@ import logging
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from medgan_tf.config import DiscriminatorConfig, ExperimentConfig, DataConfig, GeneratorConfig, TrainConfig
 from medgan_tf.errors import UserError
@@ -22,6 +23,7 @@ from medgan_tf.models import (
     spectral_normalization_layers,
     ublock_trainable_params,
 )
+from medgan_tf.models.discriminator import LOGITS, receptive_field, renormalize_spectral_kernels
 from medgan_tf.models.feature_extractor import VGG_BGR_MEANS, GrayscaleToVGGInput
 
 TINY = GeneratorConfig(num_ublocks=2, base_filters=8)
@@ -107,21 +109,79 @@ def test_discriminator_outputs_and_spectral_normalization():
     source = -candidate
     outputs = discriminator([candidate, source], training=True)
     probability = outputs[PROBABILITY].numpy()
-    assert probability.shape == (2, 8, 8, 1) and np.all((probability > 0) & (probability < 1))
-    assert [tuple(f.shape) for f in outputs[FEATURES]] == [(2, 32, 32, 2), (2, 16, 16, 64), (2, 8, 8, 128)]
+    assert probability.shape == (2, 16, 16, 1) and np.all((probability > 0) & (probability < 1))
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-outputs[LOGITS].numpy())), rtol=1e-5)
+    assert outputs[LOGITS].dtype == "float32"
+    assert [tuple(f.shape) for f in outputs[FEATURES]] == [(2, 32, 32, 2), (2, 16, 16, 64), (2, 16, 16, 128)]
     # feature i=0 is the raw pair, candidate first
     np.testing.assert_array_equal(outputs[FEATURES][0].numpy(), np.concatenate([candidate, source], -1))
     wrappers = spectral_normalization_layers(discriminator)
     assert [w.layer.filters for w in wrappers] == [64, 128, 1]
+    # pix2pix n_layers = 1: strides 2, 1, 1; a norm on the second conv only, so only it is bias-free
+    assert [w.layer.strides for w in wrappers] == [(2, 2), (1, 1), (1, 1)]
+    assert [w.layer.use_bias for w in wrappers] == [True, False, True]
+    norms = [l.name for l in discriminator.layers if isinstance(l, keras.layers.GroupNormalization)]
+    assert norms == ["hidden2_norm"]
     plain_convs = [l for l in discriminator.layers if isinstance(l, keras.layers.Conv2D)]
     assert plain_convs == []  # every conv sits inside a SpectralNormalization wrapper
-    # 2·64·16 + 128 + 64·128·16 + 256 + 128·16 + 1 (gamma/beta of the two instance norms)
-    assert trainable(discriminator) == 2048 + 128 + 131072 + 256 + 2049
+    # 2·64·16 + 64 + 64·128·16 + 256 (gamma/beta of the instance norm) + 128·16 + 1
+    assert trainable(discriminator) == 2048 + 64 + 131072 + 256 + 2049
+
+
+def test_discriminator_starts_spectrally_normalized():
+    discriminator = build_discriminator(DiscriminatorConfig(), 16)
+    for layer in spectral_normalization_layers(discriminator):
+        kernel = layer.kernel.numpy()
+        largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+        assert largest == pytest.approx(1.0, abs=1e-3), layer.name
+
+
+def test_spectral_normalization_does_not_run_in_the_forward_pass():
+    # Keras' wrapper rescales the kernel on every training=True call; here only Algorithm 1
+    # line 12 (`renormalize_spectral_kernels`) may change the discriminator's variables.
+    discriminator = build_discriminator(DiscriminatorConfig(), 16)
+    for layer in spectral_normalization_layers(discriminator):
+        layer.kernel.assign(3.0 * layer.kernel)
+    before = [variable.numpy().copy() for variable in discriminator.weights]
+    pair = [np.ones((1, 16, 16, 1), "float32")] * 2
+    discriminator(pair, training=True)
+    discriminator(pair, training=False)
+    assert all(np.array_equal(old, v.numpy()) for old, v in zip(before, discriminator.weights))
+    renormalize_spectral_kernels(discriminator)
+    kernel = spectral_normalization_layers(discriminator)[0].kernel.numpy()
+    assert np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_discriminator_without_normalization_uses_biases():
     discriminator = build_discriminator(DiscriminatorConfig(normalization="none"), 16)
     assert all(w.layer.use_bias for w in spectral_normalization_layers(discriminator))
+
+
+def test_discriminator_receptive_field_is_16_from_its_layers():
+    assert receptive_field(build_discriminator(DiscriminatorConfig(), 32)) == 16
+    # pix2pix n_layers = 2 (one more stride-2 conv): 34
+    assert receptive_field(build_discriminator(DiscriminatorConfig(filters=(8, 16, 32)), 32)) == 34
+
+
+@pytest.mark.parametrize("normalization", ["batch", "none"])
+def test_one_patch_sees_exactly_a_16x16_window_of_the_input_pair(normalization):
+    # Paper §2.4.3: a 16×16 patch. The gradient of one interior output pixel w.r.t. both input
+    # images is non-zero on exactly a 16×16 window (the old stride-2/2 design saw 22×22). Instance
+    # normalization couples every pixel through its per-image statistics, so the convolutional
+    # window is measured without it (batch norm in inference mode is a per-channel affine map).
+    size = 32
+    discriminator = build_discriminator(DiscriminatorConfig(normalization=normalization), size)
+    rng = np.random.default_rng(4)
+    candidate = tf.Variable(rng.uniform(-1, 1, (1, size, size, 1)).astype("float32"))
+    source = tf.Variable(rng.uniform(-1, 1, (1, size, size, 1)).astype("float32"))
+    row = column = 8  # interior: its window does not reach the zero padding
+    with tf.GradientTape() as tape:
+        logit = discriminator([candidate, source], training=False)[LOGITS][0, row, column, 0]
+    gradients = tape.gradient(logit, [candidate, source])
+    support = np.any([np.abs(g.numpy()[0, :, :, 0]) > 0 for g in gradients], axis=0)
+    rows, columns = np.nonzero(support)
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (2 * row - 5, 2 * row + 10, 2 * column - 5, 2 * column + 10)
+    assert support.sum() == 16 * 16  # every pixel of the window matters, none outside it
 
 
 def test_vgg_input_convention():

@@ -1,7 +1,6 @@
 """Show a model variant's networks and losses: trainable parameters, output shapes, loss weights.
 
-Only the generator and the discriminator are built (VGG-19 is listed by layer name, not built),
-so even CasNet-6 at 256² takes seconds.
+The facts come from `medgan_tf.training.summary.describe`; this module only parses and prints.
 
 Examples:
   medgan-tf summary --model medgan                 # CasNet-6: 326,446,854 generator parameters
@@ -47,44 +46,14 @@ def resolve_config(args: argparse.Namespace):
 
 
 def summarize(config) -> dict[str, Any]:
-    """JSON-ready facts about `config`'s networks; builds generator and discriminator only."""
-    import numpy as np
-
+    """`medgan_tf.training.summary.describe`, with the builders' complaints as one-line errors."""
     from medgan_tf.errors import UserError
-    from medgan_tf.models import (
-        FEATURES,
-        PROBABILITY,
-        build_casnet,
-        build_discriminator,
-        feature_extractor_layers,
-    )
+    from medgan_tf.training.summary import describe
 
-    def trainable(model) -> int:
-        return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
-
-    image_size = config.data.image_size
     try:
-        generator = build_casnet(config.generator, image_size)
-        discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels)
+        return describe(config)
     except ValueError as error:
         raise UserError(str(error)) from error
-    outputs = discriminator.output
-    return {
-        "model": config.model,
-        "task": config.task,
-        "image_size": image_size,
-        "num_ublocks": config.generator.num_ublocks,
-        "base_filters": config.generator.base_filters,
-        "generator_trainable_params": trainable(generator),
-        "discriminator_trainable_params": trainable(discriminator),
-        "generator_output_shape": list(generator.output.shape),
-        "discriminator_output_shape": list(outputs[PROBABILITY].shape),
-        "discriminator_feature_shapes": [list(feature.shape) for feature in outputs[FEATURES]],
-        "loss_terms": config.losses.active_terms(),
-        "discriminator_loss": config.losses.discriminator_loss,
-        "generator_steps": config.train.generator_steps,
-        "vgg_layers": list(feature_extractor_layers(config.losses)),
-    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['generator_trainable_params']:>13,} trainable params  → {shape(summary['generator_output_shape'])}")
     print(f"  discriminator  spectral-normalized PatchGAN        "
           f"{summary['discriminator_trainable_params']:>13,} trainable params  → {shape(summary['discriminator_output_shape'])}")
+    print(f"                 {summary['discriminator_receptive_field']}×{summary['discriminator_receptive_field']} "
+          f"patches, a {'×'.join(map(str, summary['discriminator_patch_shape']))} probability map")
     print("                 features: " + ", ".join(shape(s) for s in summary["discriminator_feature_shapes"]))
     print(f"  losses (generator, {summary['generator_steps']} updates per batch): "
           + ", ".join(f"{name} × {weight:g}" for name, weight in summary["loss_terms"].items()))

@@ -107,6 +107,23 @@ def apply_output_block(x, channels: int, name: str):
     return keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
 
 
+@keras.saving.register_keras_serializable(package="medgan_tf")
+class ExplicitSpectralNormalization(keras.layers.SpectralNormalization):
+    """`keras.layers.SpectralNormalization` whose forward pass never renormalizes the kernel.
+
+    Keras' wrapper, called with `training=True`, runs a power iteration and divides the stored
+    kernel by its spectral-norm estimate *before* every forward pass (and does not differentiate
+    through that estimate). MedGAN normalizes once per iteration, after the discriminator update
+    (Algorithm 1 line 12, `models.renormalize_spectral_kernels`), so here `training` reaches only
+    the normalization layers: the discriminator update may run them on batch statistics
+    (`normalization="batch"`) without a second and third power iteration, and calls during the
+    generator updates leave every discriminator variable unchanged.
+    """
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=False)
+
+
 def apply_spectral_conv(
     x,
     filters: int,
@@ -115,9 +132,9 @@ def apply_spectral_conv(
     use_bias: bool,
     power_iterations: int = 1,
 ):
-    """Conv2D(k4, same) wrapped in `keras.layers.SpectralNormalization` (Miyato et al. 2018;
-    MedGAN eq. 8). The wrapper divides the kernel by its power-iteration spectral norm estimate
-    each time it is called with `training=True` (and stores the result in the kernel)."""
+    """Conv2D(k4, same) wrapped in `ExplicitSpectralNormalization` (Miyato et al. 2018; MedGAN
+    eq. 8). (B, H, W, C) → (B, H/strides, W/strides, filters). The kernel is used as stored; it
+    is rescaled to unit spectral norm only by `models.renormalize_spectral_kernels`."""
     conv = keras.layers.Conv2D(
         filters,
         kernel_size=4,
@@ -127,4 +144,4 @@ def apply_spectral_conv(
         kernel_initializer=conv_initializer(),
         name=f"{name}_conv",
     )
-    return keras.layers.SpectralNormalization(conv, power_iterations=power_iterations, name=f"{name}_spectral")(x)
+    return ExplicitSpectralNormalization(conv, power_iterations=power_iterations, name=f"{name}_spectral")(x)

@@ -1,6 +1,6 @@
 """The adversarial model: `MedGAN.train_step` is Algorithm 1 of the paper (one batch).
 
-Side-effect free by design : no images, checkpoints or logging here — the
+Side-effect free by design: no images, checkpoints or logging here — the
 training driver's callbacks do that with the logs `train_step` returns.
 
 Distribution: construct and compile the model inside `strategy.scope()`. Each replica computes
@@ -8,6 +8,16 @@ per-replica batch means; the loss used for gradients is divided by `num_replicas
 Keras' optimizer sums the replicas' gradients, so the update equals that of the global batch
 mean. Logged values are `keras.metrics.Mean` trackers (synchronized across replicas, reset by
 `fit`/`evaluate` at each epoch), i.e. running means over the epoch so far.
+
+Training mode of the discriminator: D is called with `training=True` only inside its own update
+(Algorithm 1 lines 10–11) and with `training=False` everywhere else. Spectral normalization does
+not depend on the flag (`models.blocks.ExplicitSpectralNormalization`): its power iteration and
+kernel rescale run once per iteration, at line 12. The flag reaches D's normalization layers only.
+Instance normalization (the paper's) has no state, so the flag changes nothing there; with
+`discriminator.normalization="batch"`, D's update normalizes each batch by its own statistics and
+updates the moving averages, while the generator updates and `test_step` use those averages, so
+D — like G during D's update — is a fixed function while the other network trains (§2.1.1), and
+no D variable changes during the N_G generator updates.
 """
 
 from __future__ import annotations
@@ -18,18 +28,17 @@ import keras
 import tensorflow as tf
 
 from medgan_tf import losses as loss_functions
+from medgan_tf import metrics
 from medgan_tf.config import LOSS_TERMS, LossConfig
-from medgan_tf.models import FEATURES, PROBABILITY, renormalize_spectral_kernels
+from medgan_tf.models import renormalize_spectral_kernels
+from medgan_tf.models.discriminator import FEATURES, LOGITS, PROBABILITY
 
 # Generator loss terms are always reported under the keys of LOSS_TERMS (0 when the recipe does
 # not weight them).
 TRAIN_LOGS = LOSS_TERMS + ("generator_total", "discriminator_loss", "d_real", "d_fake")
-TEST_LOGS = TRAIN_LOGS + ("ssim", "psnr")
-
-# Images live in [-1, 1], so the dynamic range passed to tf.image.ssim/psnr is 2. SSIM and PSNR
-# are invariant to rescaling both images and max_val together, so the values equal those on
-# [0, 1] with max_val 1 (or on the paper's 0–255 scale with max_val 255).
-IMAGE_DYNAMIC_RANGE = 2.0
+# Validation adds the paper's image metrics (ssim, psnr, mse on the 0–255 scale, §3.3).
+VALIDATION_METRICS = metrics.metric_names(validation=True)
+TEST_LOGS = TRAIN_LOGS + VALIDATION_METRICS
 
 
 class MedGAN(keras.Model):
@@ -37,8 +46,8 @@ class MedGAN(keras.Model):
 
     Args:
         generator: (B, S, S, C) → (B, S, S, C) in [-1, 1], e.g. `models.build_casnet`.
-        discriminator: [candidate, source] → {"probability": (B, P, P, 1), "features": [...]},
-            as built by `models.build_discriminator`.
+        discriminator: [candidate, source] → {"probability": (B, P, P, 1), "logits": (B, P, P, 1),
+            "features": [...]}, as built by `models.build_discriminator`.
         feature_extractor: frozen image → {VGG layer name: features}, or None when the recipe
             weights neither style nor content.
         losses: the recipe's `LossConfig` — which terms, their weights, layers and references.
@@ -132,12 +141,13 @@ class MedGAN(keras.Model):
     def train_step(self, data):
         # Plan (Algorithm 1, one pair batch (x_l, y_l) = (target, source)):
         # 1. VGG features of the fixed references (target x; source y for Fila-sGAN style), once.
-        # 2. N_G times (lines 3–9): recompute G(y), D(G(y), y), D(x, y) and every weighted
-        #    generator loss; step the generator optimizer on their weighted sum (eq. 12).
-        # 3. Line 10: G(y) with the updated generator; D on real and fake pairs; the cGAN (or
-        #    PAN margin) discriminator loss.
+        # 2. N_G times (lines 3–9): recompute G(y), D(G(y), y), D(x, y) (D in inference mode: no D
+        #    variable changes) and every weighted generator loss; step the generator optimizer on
+        #    their weighted sum (eq. 12).
+        # 3. Line 10: G(y) with the updated generator; D (training mode) on real and fake pairs;
+        #    the cGAN (or PAN margin) discriminator loss.
         # 4. Line 11: step the discriminator optimizer.
-        # 5. Line 12: spectral normalization of D's kernels.
+        # 5. Line 12: spectral normalization of D's kernels — the one power iteration of the step.
         # 6. Update the trackers and return every term by name.
         source, target = self._unpack(data)
 
@@ -179,23 +189,36 @@ class MedGAN(keras.Model):
         return generator_total, terms
 
     def test_step(self, data):
-        """Every loss term (no updates, networks in inference mode) plus SSIM and PSNR of G(y)
-        against x, computed on [-1, 1] with max_val = 2 (equal to [0, 1] with max_val = 1)."""
+        """Every loss term (no updates, networks in inference mode) plus the validation metrics of
+        G(y) against x — SSIM, PSNR and MSE on the paper's 0–255 scale (§3.3), batch means of the
+        per-slice values of `metrics.validation_means`, the project's one metric implementation."""
         source, target = self._unpack(data)
         references = self._vgg_references(source, target)
         generator_total, terms, fake = self._generator_losses(source, target, references, training=False)
         discriminator_loss, d_real, d_fake = self._discriminator_loss(source, target, fake, training=False)
-        fake = tf.cast(fake, tf.float32)
+        means = tf.numpy_function(
+            metrics.validation_means, [tf.cast(fake, tf.float32), target], tf.float32, stateful=False,
+            name="validation_metrics")
+        means = tf.ensure_shape(means, (len(VALIDATION_METRICS),))
         return self._update_trackers(
             terms,
             generator_total=generator_total,
             discriminator_loss=discriminator_loss,
             d_real=d_real,
             d_fake=d_fake,
-            ssim=tf.reduce_mean(tf.image.ssim(fake, target, max_val=IMAGE_DYNAMIC_RANGE)),
-            psnr=tf.reduce_mean(tf.image.psnr(fake, target, max_val=IMAGE_DYNAMIC_RANGE)),
+            **{name: means[index] for index, name in enumerate(VALIDATION_METRICS)},
             batch_size=tf.shape(source)[0],
         )
+
+    def make_test_function(self, force=False):
+        # The validation metrics run in numpy (tf.numpy_function), which XLA cannot compile: the
+        # evaluation step is a plain tf.function even when `compile(jit_compile=True)`.
+        jit_compile = self._jit_compile
+        self._jit_compile = False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self._jit_compile = jit_compile
 
     # ------------------------------------------------------------------ pieces
 
@@ -231,18 +254,21 @@ class MedGAN(keras.Model):
         return references
 
     def _generator_losses(self, source, target, references, training: bool):
-        """Algorithm 1 lines 4–7 (and the baselines' terms): (weighted total, {term: value}, G(y))."""
+        """Algorithm 1 lines 4–7 (and the baselines' terms): (weighted total, {term: value}, G(y)).
+
+        `training` is the generator's mode; the discriminator always runs in inference mode."""
         config = self.loss_config
         zero = tf.zeros((), tf.float32)
         terms = {name: zero for name in LOSS_TERMS}
 
         fake = self.generator(source, training=training)
-        fake_output = self.discriminator([fake, source], training=training)
+        # D is fixed while G trains: inference mode, so no D variable changes (module docstring).
+        fake_output = self.discriminator([fake, source], training=False)
         if config.cgan:
-            terms["cgan"] = loss_functions.cgan_generator_loss(fake_output[PROBABILITY])
+            terms["cgan"] = loss_functions.cgan_generator_loss(fake_output[LOGITS])
         if config.perceptual or config.feature_matching:
             # D(x, y) is a fixed reference for the generator: no gradient flows into D here.
-            real_features = [tf.stop_gradient(f) for f in self.discriminator([target, source], training=training)[FEATURES]]
+            real_features = [tf.stop_gradient(f) for f in self.discriminator([target, source], training=False)[FEATURES]]
             if config.perceptual:
                 terms["perceptual"] = loss_functions.perceptual_loss(
                     fake_output[FEATURES], real_features, config.perceptual_layer_weights)
@@ -269,18 +295,21 @@ class MedGAN(keras.Model):
         return total, terms, fake
 
     def _discriminator_loss(self, source, target, fake, training: bool):
-        """Algorithm 1 line 10: (loss, mean D(x, y), mean D(G(y), y))."""
+        """Algorithm 1 line 10: (loss, mean D(x, y), mean D(G(y), y)), the loss from D's logits.
+
+        `training` is D's mode: True only inside its update (module docstring). PAN's hinge uses
+        `perceptual_layer_weights`, the weights of the generator's feature-matching term."""
         config = self.loss_config
         real_output = self.discriminator([target, source], training=training)
         fake_output = self.discriminator([fake, source], training=training)
-        d_real, d_fake = real_output[PROBABILITY], fake_output[PROBABILITY]
         if config.discriminator_loss == "pan_margin":
             loss = loss_functions.pan_margin_discriminator_loss(
-                d_real, d_fake, fake_output[FEATURES], real_output[FEATURES],
+                real_output[LOGITS], fake_output[LOGITS], fake_output[FEATURES], real_output[FEATURES],
                 margin=config.pan_margin, layer_weights=config.perceptual_layer_weights)
         else:
-            loss = loss_functions.cgan_discriminator_loss(d_real, d_fake)
-        return loss, tf.reduce_mean(tf.cast(d_real, tf.float32)), tf.reduce_mean(tf.cast(d_fake, tf.float32))
+            loss = loss_functions.cgan_discriminator_loss(real_output[LOGITS], fake_output[LOGITS])
+        d_real, d_fake = (tf.reduce_mean(tf.cast(output[PROBABILITY], tf.float32)) for output in (real_output, fake_output))
+        return loss, d_real, d_fake
 
     def _update_trackers(self, terms, batch_size, **values) -> dict[str, tf.Tensor]:
         values = {**terms, **values}
