@@ -13,8 +13,10 @@ import keras
 from medgan_tf.config import ExperimentConfig, LossConfig
 from medgan_tf.models.discriminator import (
     FEATURES,
+    LOGITS,
     PROBABILITY,
     build_discriminator,
+    receptive_field,
     renormalize_spectral_kernels,
     spectral_normalization_layers,
 )
@@ -23,6 +25,7 @@ from medgan_tf.models.generator import build_casnet, build_ublock, encoder_width
 
 __all__ = [
     "FEATURES",
+    "LOGITS",
     "PROBABILITY",
     "Networks",
     "build_casnet",
@@ -32,6 +35,7 @@ __all__ = [
     "build_ublock",
     "encoder_widths",
     "feature_extractor_layers",
+    "receptive_field",
     "renormalize_spectral_kernels",
     "spectral_normalization_layers",
     "ublock_trainable_params",

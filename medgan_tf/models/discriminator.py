@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from medgan_tf.config import DiscriminatorConfig
-from medgan_tf.models.blocks import ExplicitSpectralNormalization, apply_normalization, apply_spectral_conv, check_normalization
+from medgan_tf.models.blocks import apply_normalization, apply_spectral_conv, check_normalization
 
 # Output structure of `build_discriminator`, spelled once so callers index by name.
 PROBABILITY = "probability"
