@@ -8,15 +8,24 @@ from medgan_tf import cli
 
 
 @pytest.mark.slow
-def test_demo_writes_every_artifact(tmp_path, capsys):
+def test_demo_writes_every_artifact_and_its_verdict_decides_the_exit_status(tmp_path, capsys):
     import keras
 
     out = tmp_path / "demo"
     try:
-        assert cli.main(["demo", "--task", "pet_denoise", "--steps", "2", "--quiet", "--out", str(out)]) == 0
+        status = cli.main(["demo", "--task", "pet_denoise", "--steps", "2", "--quiet", "--out", str(out)])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     verdict = json.loads((out / "demo.json").read_text())
+    # The verdict is the report's own numbers: model vs untouched input on SSIM, validation split.
+    summary = json.loads((out / "report" / "metrics.json").read_text())["summary"]
+    model_ssim, input_ssim = summary["output"]["ssim"]["mean"], summary["input"]["ssim"]["mean"]
+    assert verdict["model_metrics"]["ssim"] == model_ssim and verdict["input_metrics"]["ssim"] == input_ssim
+    assert verdict["passed"] == (model_ssim > input_ssim)
+    # Two iterations of Algorithm 1 cannot denoise: the demo must say so and fail.
+    assert not verdict["passed"] and status == 1
+    captured = capsys.readouterr()
+    assert "did not beat the untouched input on SSIM" in captured.err
     assert (out / "volumes" / "pairs.csv").is_file()
     assert (out / "dataset" / "manifest.json").is_file()
     assert json.loads((out / "run" / "summary.json").read_text())["generator_updates"] == 6
@@ -27,4 +36,4 @@ def test_demo_writes_every_artifact(tmp_path, capsys):
     readme = (out / "README.md").read_text()
     assert "| model |" in readme and "| input (untouched) |" in readme
     assert set(verdict["model_metrics"]) == {"ssim", "psnr", "mse", "vif", "uqi"}
-    assert "model beats the untouched input" in capsys.readouterr().out
+    assert "model beats the untouched input: SSIM NO" in captured.out
