@@ -17,6 +17,7 @@ written and ends in one UserError; the leftovers of a killed save are removed wh
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -64,6 +65,21 @@ def write_failure_reason(error: BaseException) -> str:
         return error.strerror
     message = getattr(error, "message", None) or str(error)
     return message.split(" [Op:", 1)[0].strip() or type(error).__name__
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a write failed for want of space (or a read-only file system) rather than a bug."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    message = str(error)
+    return any(text in message for text in ("No space left on device", "Disk quota exceeded", "Read-only file system"))
+
+
+def disk_full_error(run_dir: Path, error: BaseException) -> UserError:
+    """The UserError for a write into `run_dir` that failed for want of space (e.g. TensorBoard events)."""
+    kept = latest_checkpoint(run_dir) or "none written yet"
+    return UserError(f"could not write to {run_dir}: {write_failure_reason(error)}. The last complete checkpoint is "
+                     f"intact ({kept}); free space on that disk, then continue with --resume {run_dir}")
 
 
 def write_config(run_dir: Path, experiment: config_lib.ExperimentConfig) -> None:
