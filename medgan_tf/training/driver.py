@@ -177,7 +177,7 @@ class _Loop:
     interval_steps: int = 0
 
     def save(self, reason: str) -> None:
-        if self.last_saved == self.step:
+        if self.last_saved == self.step or self.step == 0:  # nothing trained since the last one
             return
         path = self.store.save()
         self.last_saved = self.step
