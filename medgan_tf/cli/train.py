@@ -9,6 +9,7 @@ Examples:
   medgan-tf train --task pet_denoise --epochs 1 --steps-per-epoch 2 --image-size 64 \\
       --ublocks 1 --base-filters 8 --logdir runs/smoke
   medgan-tf train --resume runs/pd --epochs 300        # continue, with a longer schedule
+  medgan-tf train --resume runs/pd --data data/pd-v2 --data-changed   # continue on other data, on purpose
   tensorboard --logdir runs/
 """
 
@@ -73,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "synthetic data, or with --resume the run's own dataset")
     what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
     what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last complete checkpoint")
+    what.add_argument("--data-changed", action="store_true",
+                      help="with --resume: continue on purpose on a --data other than the run's own, or on its "
+                      "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
 
     size = parser.add_argument_group("model size (small values for smoke runs)")
     size.add_argument("--image-size", type=int, help="slice size S (S×S), a power of two; default 256")
@@ -148,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
 
     experiment, saved = resolve_config(args)
     validate(experiment)
+    if args.data_changed and saved is None:
+        from medgan_tf.errors import UserError
+
+        raise UserError("--data-changed only applies with --resume RUN (continuing a run on changed data)")
     if saved is not None:
         run_dir = Path(args.resume)
     else:
@@ -165,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         summary = train_experiment(experiment, data_dir, run_dir, runtime=rt, resume=saved is not None,
-                                   quiet=args.quiet, log_every=args.log_every)
+                                   data_changed=args.data_changed, quiet=args.quiet, log_every=args.log_every)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",

@@ -9,28 +9,108 @@ On-disk layout written by `pipelines.convert`:
 `make_dataset` yields (source, target) float32 batches (B, S, S, 1) in [-1, 1];
 `iterate_records` yields every record of a split with its patient key and normalization
 parameters (evaluation groups by patient and maps back to physical units).
+
+Damaged data is named, never skipped: the shards a split reads are the ones its manifest lists
+(`counts[split]["shards"]`), each checked to exist and start like a GZIP file before reading; a
+shard that fails later (truncated, garbled: TensorFlow's DataLossError, which names no file) is
+found by `read_error`, which re-reads the split file by file only after such a failure, so an
+intact dataset costs nothing extra.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from medgan_tf.data.manifest import MANIFEST, read_manifest
 from medgan_tf.data.pairs import SPLITS
 from medgan_tf.errors import UserError
 
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+RECONVERT = "convert the dataset again (medgan-tf convert … --overwrite) or restore the file from a copy"
+
 
 def shard_files(data_dir: str | Path, split: str) -> list[str]:
-    """Sorted shard paths of `split`; raises UserError when there are none."""
+    """Sorted shard paths of `split`: the ones the manifest lists (each checked to exist and to
+    start with the GZIP header), or every DIR/split/*.tfrecord.gz for a manifest that lists none.
+    UserError naming the file for a missing or empty listed shard, or when there are no shards."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     import tensorflow as tf
 
     pattern = str(Path(data_dir) / split / "*.tfrecord.gz")
-    files = sorted(tf.io.gfile.glob(pattern))
+    found = sorted(tf.io.gfile.glob(pattern))
+    listed = listed_shards(data_dir, split)
+    if listed is None:
+        if not found:
+            raise UserError(f"no TFRecord shards match {pattern}")
+        return found
+    files = [str(Path(data_dir) / split / name) for name in listed]
+    missing = [path for path in files if not tf.io.gfile.exists(path)]
+    if missing:
+        raise UserError(f"{Path(data_dir) / MANIFEST} lists {len(files)} {split!r} shard(s) but "
+                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; the dataset is "
+                        f"incomplete: {RECONVERT}")
+    for path in files:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            head = handle.read(len(GZIP_MAGIC))
+        if head != GZIP_MAGIC:
+            raise UserError(f"{path} is damaged ({'empty' if not head else 'not a GZIP file'}); {RECONVERT}")
+    unlisted = sorted(set(found) - set(files))
+    if unlisted:
+        log.warning("ignoring %s: not listed in %s (left from another conversion?)", ", ".join(unlisted),
+                    Path(data_dir) / MANIFEST)
     if not files:
-        raise UserError(f"no TFRecord shards match {pattern}")
+        raise UserError(f"{Path(data_dir) / MANIFEST} lists no {split!r} shards")
     return files
+
+
+def listed_shards(data_dir: str | Path, split: str) -> list[str] | None:
+    """Shard file names the manifest lists for `split`; None when there is no such list (a
+    dataset written by hand or before the converter recorded its shards)."""
+    if not (Path(data_dir) / MANIFEST).is_file():
+        return None
+    counts = read_manifest(data_dir).get("counts")
+    shards = counts.get(split, {}).get("shards") if isinstance(counts, dict) else None
+    return sorted(shards) if isinstance(shards, list) else None
+
+
+def damaged_shards(data_dir: str | Path, split: str) -> list[tuple[str, str]]:
+    """(path, TensorFlow's reason) for every shard of `split` that cannot be read to its end.
+    Reads the whole split: meant for after a failure, not before every read."""
+    import tensorflow as tf
+
+    damaged = []
+    for path in shard_files(data_dir, split):
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+                pass
+        except tf.errors.DataLossError as error:
+            damaged.append((path, _reason(error)))
+    return damaged
+
+
+def read_error(data_dir: str | Path, split: str, error: Exception) -> UserError:
+    """The UserError for a DataLossError met while reading `split` through tf.data: it names
+    the damaged shard(s), found by reading the split's shards one by one."""
+    damaged = damaged_shards(data_dir, split)
+    if not damaged:
+        return UserError(f"reading the {split!r} split of {data_dir} failed ({_reason(error)}), yet every shard "
+                         f"reads to its end on a second try; check the disk or file system and run again")
+    listing = "; ".join(f"{path} ({reason})" for path, reason in damaged)
+    return UserError(f"damaged TFRecord shard{'s' if len(damaged) > 1 else ''} in the {split!r} split: {listing}; "
+                     f"{RECONVERT}")
+
+
+def _reason(error: Exception) -> str:
+    """TensorFlow's message without the op and function decoration around it."""
+    message = getattr(error, "message", None) or str(error)
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    return message.split(" [Op:", 1)[0].strip()
 
 
 def _augment(source: Any, target: Any, seed: Any, max_shift_pixels: int) -> tuple[Any, Any]:
@@ -118,13 +198,38 @@ def iterate_records(data_dir: str | Path, split: str) -> Iterator[dict[str, Any]
     """Every record of `split` in file order as numpy: {"source", "target" (S, S, 1) float32 in
     [-1, 1], "patient_key", "slice_index", "spacing", "source_params", "target_params"} where
     *_params are the `normalization.denormalize` parameters of that slice's volume."""
-    import tensorflow as tf
-
     from medgan_tf.data.schema import parse_example_numpy
 
-    for path in shard_files(data_dir, split):
-        for serialized in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
-            yield parse_example_numpy(serialized)
+    for serialized in _serialized_records(data_dir, split):
+        yield parse_example_numpy(serialized)
+
+
+def _serialized_records(data_dir: str | Path, split: str, check_count: bool = True) -> Iterator[bytes]:
+    """Every serialized record of `split`, file by file; a damaged shard is a UserError naming
+    it, and so (with `check_count`) is a split holding fewer or more records than its manifest counts."""
+    import tensorflow as tf
+
+    files = shard_files(data_dir, split)
+    total = 0
+    for path in files:
+        try:
+            for serialized in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
+                total += 1
+                yield serialized
+        except tf.errors.DataLossError as error:
+            raise UserError(f"{path} is damaged ({_reason(error)}); {RECONVERT}") from error
+    expected = _manifest_slices(data_dir, split) if check_count else None
+    if expected is not None and total != expected:
+        raise UserError(f"the {split!r} split of {data_dir} holds {total} records but {MANIFEST} counts {expected}; "
+                        f"a shard was truncated or replaced ({', '.join(files)}): {RECONVERT}")
+
+
+def _manifest_slices(data_dir: str | Path, split: str) -> int | None:
+    """The manifest's slice count of `split`, for converter manifests (the ones listing shards)."""
+    if listed_shards(data_dir, split) is None:
+        return None
+    slices = read_manifest(data_dir)["counts"][split].get("slices")
+    return int(slices) if isinstance(slices, int) else None
 
 
 def records_by_patient(data_dir: str | Path, split: str) -> dict[str, list[dict[str, Any]]]:
@@ -138,11 +243,5 @@ def records_by_patient(data_dir: str | Path, split: str) -> dict[str, list[dict[
 
 
 def count_records(data_dir: str | Path, split: str) -> int:
-    """Number of records in `split` (reads the shards)."""
-    import tensorflow as tf
-
-    total = 0
-    for path in shard_files(data_dir, split):
-        for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"):
-            total += 1
-    return total
+    """Number of records in `split` (reads the shards; UserError naming a damaged one)."""
+    return sum(1 for _ in _serialized_records(data_dir, split, check_count=False))

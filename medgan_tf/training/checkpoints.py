@@ -8,13 +8,16 @@ A run directory holds:
     RUN/summary.json         final step, optimizer update counts, last losses (written at the end)
 
 A checkpoint holds generator, discriminator (incl. the spectral-norm power-iteration vectors),
-both optimizers, the global step and the epoch. TensorFlow writes the data files first and
-replaces the `checkpoint` state file atomically afterwards, so a process killed while saving
-leaves the state pointing at the last complete checkpoint, which `--resume` then uses.
+both optimizers, the global step and the epoch. TensorFlow writes the data files first (into a
+`ckpt-<step>_temp/` folder, merged into place afterwards) and replaces the `checkpoint` state file
+atomically last, so a process killed while saving leaves the state pointing at the last complete
+checkpoint, which `--resume` then uses. A save that fails (a full disk) removes what it had
+written and ends in one UserError; the leftovers of a killed save are removed when a run starts.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -36,13 +39,47 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    """Write JSON through a temporary file and a rename, so readers never see half a file.
+
+    A failed write (a full disk, no permission) leaves the previous file as it was, removes the
+    temporary one and raises a UserError naming `path`."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {path}: {write_failure_reason(error)}; the previous version (if any) "
+                        f"is unchanged. Free space there (or fix its permissions) and run the command again") from error
+
+
+def write_failure_reason(error: BaseException) -> str:
+    """The operating system's words for a failed write, without TensorFlow's op decoration."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    message = getattr(error, "message", None) or str(error)
+    return message.split(" [Op:", 1)[0].strip() or type(error).__name__
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a write failed for want of space (or a read-only file system) rather than a bug."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    message = str(error)
+    return any(text in message for text in ("No space left on device", "Disk quota exceeded", "Read-only file system"))
+
+
+def disk_full_error(run_dir: Path, error: BaseException) -> UserError:
+    """The UserError for a write into `run_dir` that failed for want of space (e.g. TensorBoard events)."""
+    kept = latest_checkpoint(run_dir) or "none written yet"
+    return UserError(f"could not write to {run_dir}: {write_failure_reason(error)}. The last complete checkpoint is "
+                     f"intact ({kept}); free space on that disk, then continue with --resume {run_dir}")
 
 
 def write_config(run_dir: Path, experiment: config_lib.ExperimentConfig) -> None:
@@ -93,6 +130,8 @@ class CheckpointStore:
         self._is_chief = is_chief
         write_dir = self.directory if is_chief else Path(run_dir) / f".worker-{worker_index}-checkpoints"
         self._write_dir = write_dir
+        if is_chief:  # a save killed mid-way (SIGKILL, power loss) leaves its staging folder behind
+            remove_leftovers(self.directory)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(write_dir), max_to_keep=keep, step_counter=self.step
         )
@@ -107,10 +146,58 @@ class CheckpointStore:
         return path
 
     def save(self) -> str:
-        path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+        """Write checkpoint ckpt-<step>; a failed write (OSError or a TensorFlow write error, e.g.
+        a full disk) removes that checkpoint's files and raises a UserError naming the folder,
+        leaving the earlier checkpoints and the `checkpoint` state file as they were."""
+        number = int(self.step.numpy())
+        try:
+            path = self.manager.save(checkpoint_number=number)
+        except (OSError, tf.errors.OpError) as error:
+            remove_unrecorded(self._write_dir, number)
+            kept = tf.train.latest_checkpoint(str(self.directory)) or "none written yet"
+            raise UserError(
+                f"could not write checkpoint ckpt-{number} in {self._write_dir}: {write_failure_reason(error)}. "
+                f"Its partial files were removed; the earlier checkpoints are intact (last: {kept}). Free space "
+                f"on that disk, then continue with --resume {self.directory.parent}"
+            ) from error
         if not self._is_chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Remove what killed or failed saves left in a checkpoint folder: `ckpt-<n>_temp*` folders
+    (TensorFlow's staging area) and `checkpoint.tmp*` state files. Returns what was removed."""
+    directory = Path(directory)
+    removed = sorted([*directory.glob("*_temp*"), *directory.glob("checkpoint.tmp*")])
+    _remove(removed)
+    if removed:
+        log.warning("removed %d leftover(s) of an unfinished checkpoint save in %s: %s", len(removed), directory,
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
+def remove_unrecorded(directory: Path, number: int) -> None:
+    """After a failed save of ckpt-<number>: remove its staging folder and, unless the state file
+    already records it, its merged files (a checkpoint the state never names is never resumed)."""
+    directory = Path(directory)
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except (OSError, tf.errors.OpError, ValueError):
+        state = None
+    recorded = {Path(p).name for p in (state.all_model_checkpoint_paths if state else [])}
+    doomed = [*directory.glob(f"ckpt-{number}_temp*"), *directory.glob("checkpoint.tmp*")]
+    if f"ckpt-{number}" not in recorded:
+        doomed += [*directory.glob(f"ckpt-{number}.index"), *directory.glob(f"ckpt-{number}.data-*")]
+    _remove(doomed)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def load_generator(run_dir: Path, checkpoint: str | None = None):

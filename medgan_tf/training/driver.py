@@ -9,6 +9,9 @@ Data position: epoch `e` reads the training split shuffled with seed `seed + e`,
 global step `s` is a pure function of `s`. Resuming at step `s` rebuilds epoch `s // steps_per_epoch`
 and skips the batches already consumed, which makes `--resume` continue exactly where the run
 stopped (bit-exact in `--deterministic` mode).
+
+Failures end in one UserError that loses no finished step: an epoch's checkpoint precedes its
+validation; a damaged shard is named; a full disk keeps the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from medgan_tf import config as config_lib
-from medgan_tf.errors import TrainingDiverged
+from medgan_tf.errors import TrainingDiverged, UserError
 from medgan_tf.training import checkpoints
 from medgan_tf.training.runtime import Runtime
 
@@ -35,13 +38,14 @@ DatasetFn = Callable[[int], tf.data.Dataset]  # epoch → batches of (source, ta
 
 @dataclasses.dataclass
 class TrainingData:
-    """Where the batches come from: one dataset per epoch, a preview batch for image grids,
-    a validation dataset factory, and how many slices the training split holds."""
+    """Where the batches come from: one dataset per epoch, a preview batch for image grids, a validation
+    dataset factory, the training split's slice count, and (split, DataLossError) → UserError naming the file."""
 
     epoch_batches: DatasetFn
     preview_batch: tuple[tf.Tensor, tf.Tensor]
     validation_batches: Callable[[], Iterable] | None
     train_slices: int
+    read_error: Callable[[str, Exception], Exception] | None = None
 
 
 def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, global_batch: int) -> TrainingData:
@@ -68,7 +72,10 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
         )
 
     preview_split = "val" if counts.get("val", 0) > 0 else "train"
-    preview = next(iter(dataset_lib.make_dataset(data_dir, preview_split, 4, shuffle=False, deterministic=True)))
+    try:
+        preview = next(iter(dataset_lib.make_dataset(data_dir, preview_split, 4, shuffle=False, deterministic=True)))
+    except tf.errors.DataLossError as error:
+        raise dataset_lib.read_error(data_dir, preview_split, error) from error
 
     def validation_batches():
         if counts.get("val", 0) == 0:
@@ -76,7 +83,8 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
         ds = dataset_lib.make_dataset(data_dir, "val", global_batch, shuffle=False, deterministic=True)
         return ds.take(train.validation_steps) if train.validation_steps else ds
 
-    return TrainingData(epoch_batches, preview, validation_batches, train_slices)
+    return TrainingData(epoch_batches, preview, validation_batches, train_slices,
+                        lambda split, error: dataset_lib.read_error(data_dir, split, error))
 
 
 def make_train_step(model, strategy: tf.distribute.Strategy, jit_compile: bool):
@@ -169,7 +177,7 @@ class _Loop:
     interval_steps: int = 0
 
     def save(self, reason: str) -> None:
-        if self.last_saved == self.step:
+        if self.last_saved == self.step or self.step == 0:  # nothing trained since the last one
             return
         path = self.store.save()
         self.last_saved = self.step
@@ -222,9 +230,12 @@ def train(
         log.warning("interrupted at step %d: saving a checkpoint before exiting", loop.step)
         loop.save("interrupted")
         raise
+    except (OSError, tf.errors.OpError) as error:
+        if not checkpoints.is_disk_full(error):
+            raise
+        raise checkpoints.disk_full_error(run_dir, error) from error
     finally:
-        loop.train_writer.flush()
-        loop.validation_writer.flush()
+        _flush(loop)
     summary = _summary(loop, step, time.perf_counter() - started)
     if runtime.is_chief:
         checkpoints.write_json_atomic(run_dir / checkpoints.SUMMARY_FILE, summary)
@@ -273,19 +284,44 @@ def _run_epochs(loop: _Loop, experiment: config_lib.ExperimentConfig, runtime: R
         loop.model.reset_metrics()  # logged losses are running means over the (rest of the) epoch
         batches = loop.data.epoch_batches(epoch).take(loop.steps_per_epoch).skip(offset)
         iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(options)))
-        for _ in range(loop.steps_per_epoch - offset):
-            values = _checked({name: float(value) for name, value in step_fn(iterator).items()}, loop)
-            loop.step += 1
-            loop.store.step.assign(loop.step)
-            loop.last_losses = values
-            loop.interval_steps += 1
-            _write_step_summaries(loop, values, experiment.train.image_summary_every_steps, log_every)
-            progress.update(loop.step, values)
-            if loop.step % experiment.train.checkpoint_every_steps == 0:
-                loop.save("interval")
+        try:
+            for _ in range(loop.steps_per_epoch - offset):
+                values = _checked({name: float(value) for name, value in step_fn(iterator).items()}, loop)
+                loop.step += 1
+                loop.store.step.assign(loop.step)
+                loop.last_losses = values
+                loop.interval_steps += 1
+                _write_step_summaries(loop, values, experiment.train.image_summary_every_steps, log_every)
+                progress.update(loop.step, values)
+                if loop.step % experiment.train.checkpoint_every_steps == 0:
+                    loop.save("interval")
+        except tf.errors.DataLossError as error:
+            loop.save("damaged training data")  # the steps before the damaged record are sound
+            raise _data_error(loop, "train", error) from error
         loop.store.epoch.assign(epoch + 1)
-        _validate(loop, test_fn, strategy, options, epoch + 1)
-        loop.save("end of epoch")
+        loop.save("end of epoch")  # before validation, so a failing validation cannot cost the epoch
+        try:
+            _validate(loop, test_fn, strategy, options, epoch + 1)
+        except tf.errors.DataLossError as error:
+            raise _data_error(loop, "val", error) from error
+
+
+def _data_error(loop: _Loop, split: str, error: Exception) -> Exception:
+    """A damaged `split` named by the data's `read_error`, plus where training stopped and how to go on."""
+    named = loop.data.read_error(split, error) if loop.data.read_error else error
+    kept = checkpoints.latest_checkpoint(loop.run_dir) or "none written yet"
+    return UserError(f"{named}. Training stopped at step {loop.step}; every finished step is in the checkpoint "
+                     f"{kept}. Once the data is fixed, continue with --resume {loop.run_dir} (add --data-changed "
+                     f"if the dataset was converted again)")
+
+
+def _flush(loop: _Loop) -> None:
+    """Flush the TensorBoard writers; a failure (a full disk) is only logged, not to hide the error on its way."""
+    for writer in (loop.train_writer, loop.validation_writer):
+        try:
+            writer.flush()
+        except (OSError, tf.errors.OpError) as error:
+            log.warning("could not flush TensorBoard events in %s: %s", loop.run_dir, error)
 
 
 def _checked(values: dict[str, float], loop: _Loop) -> dict[str, float]:

@@ -4,12 +4,20 @@ The command line, the demo and the paper-comparison workflow all train through t
 function; it resolves the data (a converted dataset, or the task's built-in synthetic one),
 checks a resumed run's configuration and dataset, and hands over to the training loop in
 `medgan_tf.training.driver`.
+
+RUN/data.json records the dataset's identity: its path and the SHA-256 of its manifest.json (the
+converter rewrites the manifest on every conversion, so a reconverted dataset has a new one).
+Resuming on another path or a changed manifest is refused unless the user says so with
+`data_changed=True` (`medgan-tf train --data-changed`); the change is then logged and appended to
+the file's "history".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 from medgan_tf import config as config_lib
@@ -40,12 +48,27 @@ def incompatible_fields(saved: config_lib.ExperimentConfig, requested: config_li
 
 def run_dataset(run_dir: str | Path) -> Path | None:
     """The dataset directory a run was trained on (None for runs that did not record one)."""
-    path = Path(run_dir) / DATA_FILE
-    if not path.is_file():
-        return None
+    record = _read_record(run_dir)
+    return Path(record["data_dir"]) if record else None
+
+
+def manifest_fingerprint(data_dir: str | Path) -> str | None:
+    """SHA-256 (hex) of DIR/manifest.json; None when there is none to read."""
+    from medgan_tf.data.manifest import MANIFEST
+
     try:
-        return Path(json.loads(path.read_text())["data_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return hashlib.sha256((Path(data_dir) / MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_record(run_dir: str | Path) -> dict | None:
+    """RUN/data.json as a dict holding at least "data_dir"; None for runs that did not record one."""
+    path = Path(run_dir) / DATA_FILE
+    try:
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) and isinstance(record.get("data_dir"), str) else None
+    except (OSError, ValueError):
         return None
 
 
@@ -56,6 +79,7 @@ def train_experiment(
     *,
     runtime: Runtime,
     resume: bool = False,
+    data_changed: bool = False,
     quiet: bool = False,
     log_every: int = 10,
 ) -> dict:
@@ -64,7 +88,9 @@ def train_experiment(
     resume=False: `run_dir` must not hold a run yet. resume=True: continue `run_dir` from its last
     complete checkpoint; `config` may differ from the run's only in `RESUMABLE_FIELDS`, and
     `data_dir` may be None (the run's own dataset, recorded in RUN/data.json) or that same
-    dataset. Every mismatch is a UserError that names it; nothing is written before the checks.
+    dataset, unchanged since (same manifest fingerprint); `data_changed=True` accepts another or a
+    reconverted dataset and records the change. Every mismatch is a UserError that names it;
+    nothing is written before the checks.
     `runtime` comes from `medgan_tf.training.runtime.setup` (strategy, XLA, precision).
     """
     from medgan_tf.data.manifest import check_compatible
@@ -72,7 +98,11 @@ def train_experiment(
 
     config_lib.validate(config)
     run_dir = Path(run_dir)
-    data_dir = _resolve_run_data(run_dir, data_dir, resume)
+    if data_changed and not resume:
+        raise UserError("--data-changed only applies when resuming a run (--resume RUN); a new run records "
+                        "its dataset itself")
+    record = _read_record(run_dir) if resume else None
+    data_dir = _resolve_run_data(run_dir, data_dir, record, data_changed)
     if resume:
         saved = checkpoints.read_config(run_dir)
         differing = incompatible_fields(saved, config)
@@ -83,21 +113,57 @@ def train_experiment(
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --logdir")
     check_compatible(data_dir, task=config.task, image_size=config.data.image_size, split="train")
     if runtime.is_chief:
-        checkpoints.write_json_atomic(run_dir / DATA_FILE, {"data_dir": str(data_dir.resolve())})
+        checkpoints.write_json_atomic(run_dir / DATA_FILE, _data_record(record, data_dir, data_changed, resume))
     log.info("training %s on %s into %s", config.model, config.task, run_dir)
     return driver.train(config, run_dir, data_dir=data_dir, runtime=runtime, resume=resume, quiet=quiet,
                         log_every=log_every)
 
 
-def _resolve_run_data(run_dir: Path, data_dir: str | Path | None, resume: bool) -> Path:
-    recorded = run_dataset(run_dir) if resume else None
+def _resolve_run_data(run_dir: Path, data_dir: str | Path | None, record: dict | None, data_changed: bool) -> Path:
+    """The dataset to train on, after checking it against the run's record (None: a new run,
+    or an old run that recorded nothing). UserError naming the field that differs."""
+    recorded = Path(record["data_dir"]) if record else None
     if data_dir is None:
         if recorded is None:
             raise UserError(f"{run_dir} does not record its dataset; pass --data with the dataset it was trained on")
         log.info("resuming on the run's own dataset %s", recorded)
-        return recorded
+        data_dir = recorded
     data_dir = Path(data_dir)
-    if recorded is not None and data_dir.resolve() != recorded.resolve():
-        raise UserError(f"{run_dir} was trained on {recorded}, not {data_dir}; resume without --data (or with "
-                        f"--data {recorded}), or start a new run")
+    if recorded is None:
+        return data_dir
+    data_file = run_dir / DATA_FILE
+    if data_dir.resolve() != recorded.resolve():
+        if not data_changed:
+            raise UserError(f"data_dir: {run_dir} was trained on {recorded}, not {data_dir} (see {data_file}); resume "
+                            f"without --data (or with --data {recorded}), add --data-changed to continue on "
+                            f"{data_dir} on purpose, or start a new run")
+        log.warning("data_dir: continuing %s on %s instead of %s (--data-changed)", run_dir, data_dir, recorded)
+        return data_dir
+    saved, current = record.get("manifest_sha256"), manifest_fingerprint(data_dir)
+    if saved and current and saved != current:
+        if not data_changed:
+            raise UserError(f"manifest_sha256: {data_dir / 'manifest.json'} changed since {run_dir} recorded it "
+                            f"(run has {saved[:12]}…, the dataset now has {current[:12]}…): the dataset was converted "
+                            f"again. Add --data-changed to continue on it on purpose, or start a new run")
+        log.warning("manifest_sha256: %s changed since %s recorded it; continuing on it (--data-changed)", data_dir,
+                    run_dir)
     return data_dir
+
+
+def _data_record(record: dict | None, data_dir: Path, data_changed: bool, resume: bool) -> dict:
+    """The new content of RUN/data.json: the dataset's identity, and its history ("started", or
+    "recorded" for a run that had no record, then one "changed (--data-changed)" per accepted change)."""
+    identity = {"data_dir": str(data_dir.resolve()), "manifest_sha256": manifest_fingerprint(data_dir)}
+    history = list(record.get("history", [])) if record else []
+    if record and not history:  # written before data.json kept a history
+        history.append({k: record.get(k) for k in identity} | {"event": "recorded", "time": _now()})
+    if not history:
+        history.append({**identity, "event": "recorded" if resume else "started", "time": _now()})
+    elif data_changed and any(record.get(k) != v for k, v in identity.items()):
+        history.append({**identity, "event": "changed (--data-changed)", "time": _now(),
+                        "previous": {k: record.get(k) for k in identity}})
+    return {**identity, "history": history}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
