@@ -6,12 +6,11 @@ import logging
 
 import numpy as np
 import pytest
+from helpers import make_run, precision_policy, tiny_config  # noqa: E402  (tests/ is on sys.path)
 
 from medgan_tf import metrics
 from medgan_tf.errors import UserError
 from medgan_tf.training import runtime
-
-from helpers import make_run, precision_policy, tiny_config  # noqa: E402  (tests/ is on sys.path)
 
 # Accuracy bound of a bfloat16 export against the float32 generator, per slice on the 0–255 scale.
 MIN_PSNR_DB = 45.0

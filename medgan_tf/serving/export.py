@@ -30,7 +30,12 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 from medgan_tf.errors import UserError
-from medgan_tf.serving.signatures import CONFIG_ASSET, NORMALIZATION_ASSET, build_module, normalization_description
+from medgan_tf.serving.signatures import (
+    CONFIG_ASSET,
+    NORMALIZATION_ASSET,
+    build_module,
+    normalization_description,
+)
 
 log = logging.getLogger(__name__)
 
