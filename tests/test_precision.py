@@ -179,6 +179,29 @@ def test_float32_export_of_a_generator_built_under_bfloat16(exports, tmp_path):
     np.testing.assert_allclose(loading.load_export(version_dir)(slices), generator(slices, training=False), atol=1e-5)
 
 
+def test_translate_runs_the_export_in_its_precision(exports, tmp_path):
+    """`translate`/`evaluate` load exports with `load_model`: a bfloat16 export translates a whole
+    volume in bfloat16 (close to, not equal to, the float32 export's output)."""
+    import nibabel
+
+    from medgan_tf.data.io import write_nifti
+    from medgan_tf.data.synthetic import patient_rng, synthesize_pair
+    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.translation import translate_file
+
+    _, _, float32_dir, bfloat16_dir = exports
+    source, _target, _ = synthesize_pair("pet_denoise", patient_rng("pet_denoise", 0, 1))
+    volume_path = write_nifti(source, tmp_path / "pet.nii.gz")
+    outputs = {}
+    for name, directory in (("float32", float32_dir), ("bfloat16", bfloat16_dir)):
+        translate_file(load_model(directory), volume_path, tmp_path / f"{name}.nii.gz", quiet=True)
+        outputs[name] = np.asarray(nibabel.load(tmp_path / f"{name}.nii.gz").get_fdata())
+    assert outputs["float32"].shape == source.array.shape
+    assert not np.array_equal(outputs["bfloat16"], outputs["float32"])
+    scale = np.ptp(outputs["float32"])
+    assert scale > 0 and np.abs(outputs["bfloat16"] - outputs["float32"]).max() < 0.02 * scale
+
+
 def test_export_cli_takes_precision(exports, tmp_path, capsys):
     from medgan_tf.cli import build_parser, main
 
