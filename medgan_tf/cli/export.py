@@ -9,8 +9,9 @@ OUT defaults to savedmodels/<task>, the version to the next free number. Signatu
 
 --precision sets what the graph computes in (inputs and outputs stay float32): float32 (default,
 exact), bfloat16 (about half the time on processors with native bfloat16 — CPUs with avx512_bf16 or
-amx_bf16, GPUs of compute capability ≥ 8.0 — and slower elsewhere; outputs within PSNR ≥ 45 dB of
-float32 on the 0–255 scale), or auto (bfloat16 when the exporting machine has it natively: export
+amx_bf16, GPUs of compute capability ≥ 8.0 — and slower elsewhere; a trained model's outputs stay
+within PSNR ≥ 45 dB, SSIM ≥ 0.999 of float32 on the 0–255 scale, see README "5. Export and
+serve"), or auto (bfloat16 when the exporting machine has it natively: export
 on the machine you serve from). The choice is recorded in assets/precision.json.
 
 Examples:
