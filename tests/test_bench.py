@@ -161,10 +161,10 @@ def test_target_ratios_misses():
 @pytest.mark.parametrize(
     "figures, name, ratio",
     [
-        (dict(batch8_gflops=100.0, bf16_batch8_gflops=150.0), "bf16_inference_batch8_vs_fp32", 1.5),  # < 1.6
-        (dict(gemm_bf16=250.0, bf16_batch8_gflops=170.0), "bf16_inference_batch8_vs_bf16_gemm", 0.68),  # < 0.7
-        (dict(train_256=(13.0, 10.0)), "bf16_train_iteration_256_speedup", 1.3),  # < 1.4
-        (dict(bf16_batch8_gflops=142.8, bf16_translate_seconds=10.0), "bf16_translate_vs_batch8", 1.25),  # > 1.2
+        ({"batch8_gflops": 100.0, "bf16_batch8_gflops": 150.0}, "bf16_inference_batch8_vs_fp32", 1.5),  # < 1.6
+        ({"gemm_bf16": 250.0, "bf16_batch8_gflops": 170.0}, "bf16_inference_batch8_vs_bf16_gemm", 0.68),  # < 0.7
+        ({"train_256": (13.0, 10.0)}, "bf16_train_iteration_256_speedup", 1.3),  # < 1.4
+        ({"bf16_batch8_gflops": 142.8, "bf16_translate_seconds": 10.0}, "bf16_translate_vs_batch8", 1.25),  # > 1.2
     ],
 )
 def test_bfloat16_target_misses(figures, name, ratio):

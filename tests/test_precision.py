@@ -35,7 +35,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path, flags, expected):
 
 
 def test_bfloat16_support_from_cpu_flags(tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(runtime, "gpu_compute_capabilities", list)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t: fpu avx512_bf16\n")
     assert runtime.bfloat16_support(cpuinfo) == (True, "CPU has avx512_bf16")
