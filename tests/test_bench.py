@@ -106,16 +106,25 @@ def test_casnet6_hand_count_is_the_spec_figure():
 # --------------------------------------------------------------------------- targets and table
 
 
-def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=500.0, demo=20.0, workers=(10.0, 17.0)):
+def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=500.0, demo=20.0, workers=(10.0, 17.0),
+             gemm_bf16=200.0, bf16_batch8_gflops=160.0, bf16_translate_seconds=6.0, train_256=(20.0, 12.0)):
     per_slice = 71.4 / batch8_gflops
+    bf16_per_slice = 71.4 / bf16_batch8_gflops
+    iteration = {"image_size": 256, "num_ublocks": 6, "base_filters": 64, "batch_size": 1}
     return {
         "gemm": {"size": 4096, "gflops": gemm},
+        "gemm_bf16": {"size": 4096, "gflops": gemm_bf16},
         "casnet6": {"gflop_per_slice": 71.37, "export_seconds": 12.0},
         "inference_batch1": {"slices_per_s": 1.0, "gflops": 71.4, "seconds_per_slice": 1.0},
         "inference_batch8": {"slices_per_s": 1 / per_slice, "gflops": batch8_gflops, "seconds_per_slice": per_slice},
+        "inference_bf16_batch1": {"slices_per_s": 1.5, "gflops": 107.1, "seconds_per_slice": 1 / 1.5},
+        "inference_bf16_batch8": {"slices_per_s": 1 / bf16_per_slice, "gflops": bf16_batch8_gflops, "seconds_per_slice": bf16_per_slice},
         "translate": {"slices": 16, "batch_size": 8, "seconds": translate_seconds},
-        "train_iteration_256": {"image_size": 256, "num_ublocks": 6, "base_filters": 64, "batch_size": 1, "seconds": 20.0, "slices_per_s": 0.05},
+        "translate_bf16": {"slices": 16, "batch_size": 8, "seconds": bf16_translate_seconds},
+        "train_iteration_256": {**iteration, "seconds": train_256[0], "slices_per_s": 1 / train_256[0]},
+        "train_iteration_256_bf16": {**iteration, "seconds": train_256[1], "slices_per_s": 1 / train_256[1]},
         "train_iteration_demo": {"image_size": 64, "num_ublocks": 1, "base_filters": 16, "batch_size": 4, "seconds": 0.2, "slices_per_s": demo},
+        "train_iteration_demo_bf16": {"image_size": 64, "num_ublocks": 1, "base_filters": 16, "batch_size": 4, "seconds": 0.15, "slices_per_s": 4 / 0.15},
         "input_pipeline": {"task": "pet_denoise", "image_size": 64, "batch_size": 4, "slices_per_s": pipeline},
         "convert_workers1": {"pairs": 4, "slices": 100, "seconds": 10.0, "slices_per_s": workers[0]},
         "convert_workers2": {"pairs": 4, "slices": 100, "seconds": 6.0, "slices_per_s": workers[1]},
@@ -132,6 +141,12 @@ def test_target_ratios_hand_values():
     assert ratios["translate_vs_batch8"]["met"]  # 0.744 ≤ 1.2
     assert ratios["input_pipeline_vs_demo_training"]["ratio"] == pytest.approx(25.0)
     assert ratios["convert_2_vs_1_workers"]["ratio"] == pytest.approx(1.7)
+    # bfloat16: slices/s scale with GFLOP/s at a fixed FLOP count, so 160 / 85 = 1.882× fp32.
+    assert ratios["bf16_inference_batch8_vs_fp32"]["ratio"] == pytest.approx(160.0 / 85.0, abs=1e-4)
+    assert ratios["bf16_inference_batch8_vs_bf16_gemm"]["ratio"] == pytest.approx(0.8)
+    assert ratios["bf16_train_iteration_256_speedup"]["ratio"] == pytest.approx(20.0 / 12.0, abs=1e-4)
+    assert ratios["bf16_translate_vs_batch8"]["ratio"] == pytest.approx(6.0 / (16 * 71.4 / 160.0), abs=1e-4)  # 0.840
+    assert set(ratios) == set(bench.TARGETS)
     assert all(item["met"] for item in ratios.values())
 
 
@@ -143,14 +158,71 @@ def test_target_ratios_misses():
     assert not ratios["convert_2_vs_1_workers"]["met"]
 
 
+@pytest.mark.parametrize(
+    "figures, name, ratio",
+    [
+        ({"batch8_gflops": 100.0, "bf16_batch8_gflops": 150.0}, "bf16_inference_batch8_vs_fp32", 1.5),  # < 1.6
+        ({"gemm_bf16": 250.0, "bf16_batch8_gflops": 170.0}, "bf16_inference_batch8_vs_bf16_gemm", 0.68),  # < 0.7
+        ({"train_256": (13.0, 10.0)}, "bf16_train_iteration_256_speedup", 1.3),  # < 1.4
+        ({"bf16_batch8_gflops": 142.8, "bf16_translate_seconds": 10.0}, "bf16_translate_vs_batch8", 1.25),  # > 1.2
+    ],
+)
+def test_bfloat16_target_misses(figures, name, ratio):
+    item = bench.target_ratios(_figures(**figures))[name]
+    assert item["ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert item["met"] is False
+
+
+def test_bfloat16_target_at_its_bound_is_met():
+    # Exactly 1.6× fp32 and exactly 1.2× the per-slice time: targets are inclusive.
+    ratios = bench.target_ratios(_figures(batch8_gflops=100.0, bf16_batch8_gflops=160.0, bf16_translate_seconds=16 * 1.2 * 71.4 / 160.0))
+    assert ratios["bf16_inference_batch8_vs_fp32"]["met"] is True
+    assert ratios["bf16_translate_vs_batch8"]["met"] is True
+
+
+def test_unmeasured_figure_leaves_its_target_unjudged():
+    figures = _figures()
+    del figures["train_iteration_256_bf16"]  # what --quick skips
+    ratios = bench.target_ratios(figures)
+    assert ratios["bf16_train_iteration_256_speedup"] == {
+        "ratio": None, "target": 1.4, "met": None, "meaning": ratios["bf16_train_iteration_256_speedup"]["meaning"],
+    }
+    assert ratios["bf16_inference_batch8_vs_fp32"]["met"] is True  # the others are still judged
+    report = {"figures": figures, "seconds": 1.0, "cpus": 2, "load_average_before": [0, 0, 0], "load_average_after": [0, 0, 0],
+              "tensorflow": "2.21.0", "quick": True, "targets": ratios, "bfloat16_native": [False, "CPU has neither"]}
+    table = bench.format_table(report)
+    assert "N/A  bf16_train_iteration_256_speedup: — (target 1.4)" in table
+    assert "MedGAN iteration bf16 (demo)" in table and "MedGAN iteration bf16 " not in table.replace("bf16 (demo)", "")
+    assert "NOT native" in table
+
+
 def test_format_table_lists_every_figure_and_target():
     report = {"figures": _figures(), "seconds": 100.0, "cpus": 2, "load_average_before": [0.1, 0.1, 0.1],
-              "load_average_after": [1.0, 1.0, 1.0], "tensorflow": "2.21.0", "quick": True}
+              "load_average_after": [1.0, 1.0, 1.0], "tensorflow": "2.21.0", "quick": True,
+              "bfloat16_native": [True, "CPU has avx512_bf16"]}
     report["targets"] = bench.target_ratios(report["figures"])
     table = bench.format_table(report)
-    for text in ("GEMM", "inference batch 1", "inference batch 8", "translate", "MedGAN iteration (demo)",
-                 "input pipeline", "1 Beam worker", "2 Beam worker", "MET", "--quick"):
-        assert text in table
+    for text in ("GEMM fp32", "GEMM bf16", "inference batch 1", "inference batch 8", "inference bf16 batch 1",
+                 "inference bf16 batch 8", "translate bf16", "MedGAN iteration bf16", "MedGAN iteration bf16 (demo)",
+                 "MedGAN iteration (demo)", "input pipeline", "1 Beam worker", "2 Beam worker", "MET", "--quick",
+                 "bfloat16 native: CPU has avx512_bf16"):
+        assert text in table, text
+    for name in bench.TARGETS:
+        assert f" {name}: " in table, name
+
+
+def test_bfloat16_gemm_runs_in_bfloat16():
+    result = timing_lib.gemm_gflops(64, repeats=1, warmup=0, dtype="bfloat16")
+    assert result["dtype"] == "bfloat16" and result["gflops"] > 0
+
+
+def test_train_iteration_figures_restore_the_policy():
+    import keras
+
+    experiment = bench.casnet_experiment("pet_denoise", "medgan_1g", 32, num_ublocks=1, base_filters=4)
+    figures = timing_lib.train_iteration_figures(experiment, batch_size=1, repeats=1, warmup=0, policy="mixed_bfloat16")
+    assert figures["policy"] == "mixed_bfloat16" and figures["seconds"] > 0
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_bench_is_a_subcommand():

@@ -1,17 +1,20 @@
 """Measure the project's performance figures in one run and compare them with the targets.
 
-Reports the machine's fp32 GEMM GFLOP/s (the same-run reference), CasNet-6 SavedModel inference
-at batch 1 and 8 (slices/s, GFLOP/s), `translate` of a 64-slice volume, one MedGAN iteration
-(3 G + 1 D updates with VGG losses) at 256²/CasNet-6 and at the demo preset, input-pipeline
-slices/s and conversion slices/s with 1 and 2 Beam workers. Every figure is a median over timed
-repeats after an untimed warm-up. Other work on the machine skews the figures: the report
-states the load average before and after.
+Reports the machine's fp32 and bf16 GEMM GFLOP/s (the same-run references), CasNet-6 SavedModel
+inference at batch 1 and 8 (slices/s, GFLOP/s), `translate` of a 64-slice volume — each for a
+float32 and a bfloat16 export of the same weights — one MedGAN iteration (3 G + 1 D updates with
+VGG losses) at 256²/CasNet-6 and at the demo preset in float32 and mixed_bfloat16,
+input-pipeline slices/s and conversion slices/s with 1 and 2 Beam workers. Every figure is a
+median over timed repeats after an untimed warm-up. Other work on the machine skews the figures:
+the report states the load average before and after, and whether this processor computes
+bfloat16 natively (elsewhere the bf16 figures measure emulation).
 
-A full run (4096² GEMM, 64-slice volume, 16 conversion pairs, 3–5 repeats) takes about
-12 minutes on 2 cores; --quick (1–3 repeats, 2048² GEMM, 16-slice volume, 8 conversion pairs)
-about 3.5 minutes on an idle machine, 80 s of which is the one-off tracing and graph
-optimization of the 256² CasNet-6 training step. Results and what bounds each target:
-benchmarks/README.md.
+A full run (4096² GEMM, 64-slice volume, 16 conversion pairs, 3–5 repeats) took about 12 minutes
+on 2 cores and --quick (1–3 repeats, 2048² GEMM, 16-slice volume, 8 conversion pairs) about 3.5
+minutes on an idle machine before the bfloat16 figures were added; those add a second export with
+its inference and translate, and the bf16 iterations (--quick skips the bf16 256² one, whose
+first call alone is about a minute of tracing and graph optimization). Results and what bounds
+each target: benchmarks/README.md.
 
 Examples:
   medgan-tf bench --quick
@@ -23,12 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "measure inference, translate, training, input-pipeline and conversion speed"
+HELP = "measure inference, translate, training (float32 and bfloat16), input-pipeline and conversion speed"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems (≤ 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems, no bfloat16 256² iteration")
 
 
 def run(args: argparse.Namespace) -> int:

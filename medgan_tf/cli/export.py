@@ -7,9 +7,17 @@ OUT defaults to savedmodels/<task>, the version to the next free number. Signatu
 `source_low`/`source_high` per slice) and, for per-volume normalizations,
 `fit_source_normalization` (a whole volume → its `source_low`/`source_high`).
 
+--precision sets what the graph computes in (inputs and outputs stay float32): float32 (default,
+exact), bfloat16 (about half the time on processors with native bfloat16 — CPUs with avx512_bf16 or
+amx_bf16, GPUs of compute capability ≥ 8.0 — and slower elsewhere; a trained model's outputs stay
+within PSNR ≥ 45 dB, SSIM ≥ 0.999 of float32 on the 0–255 scale, see README "5. Export and
+serve"), or auto (bfloat16 when the exporting machine has it natively: export
+on the machine you serve from). The choice is recorded in assets/precision.json.
+
 Examples:
   medgan-tf export runs/pd                         # → savedmodels/pet_denoise/1
   medgan-tf export runs/pd --out /models/medgan --version 7
+  medgan-tf export runs/pd --precision bfloat16     # bfloat16 convolutions, float32 in and out
   saved_model_cli show --dir savedmodels/pet_denoise/1 --all
   docker run -p 8501:8501 -v $PWD/savedmodels/pet_denoise:/models/medgan \\
       -e MODEL_NAME=medgan tensorflow/serving
@@ -28,18 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="model base folder (default savedmodels/<task>)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--checkpoint", help="a specific checkpoint prefix of RUN (default: the latest)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
+                        help="what the served graph computes in (default float32; auto = bfloat16 where this "
+                             "processor has it natively); inputs and outputs stay float32")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf.serving.export import export_run
+    from medgan_tf.serving.export import export_run, read_precision
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints
 
-    version_dir = export_run(args.run, args.out, args.version, checkpoint=args.checkpoint)
+    version_dir = export_run(args.run, args.out, args.version, checkpoint=args.checkpoint, precision=args.precision)
     experiment = checkpoints.read_config(args.run)
     description = normalization_description(experiment)
     size = experiment.data.image_size
     print(f"exported {version_dir}")
     print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
     print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
+    precision = read_precision(version_dir)
+    print(f"  computes in:     {precision['compute_dtype']} ({precision['chosen']})")
     return 0

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="op determinism: every variant sees exactly the same batches (slower)")
     parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto", help="auto = on for GPU, off for CPU")
     parser.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"), default="auto",
-                        help="auto = float16 on GPU, off on CPU")
+                        help="auto = bfloat16 where the processor computes it natively (CPU avx512_bf16/amx_bf16, "
+                             "GPU ≥ 8.0), float16 on older GPUs, off elsewhere; the log says which and why")
 
 
 def run(args: argparse.Namespace) -> int:

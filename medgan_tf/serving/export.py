@@ -6,6 +6,13 @@ Layout (TF Serving's model base path = OUT, numeric versions, the highest is ser
     OUT/<version>/variables/
     OUT/<version>/assets/config.json          the run's resolved ExperimentConfig
     OUT/<version>/assets/normalization.json   how physical units map to the model's [-1, 1]
+    OUT/<version>/assets/precision.json       the graph's compute precision (float32 | bfloat16)
+
+`precision="bfloat16"` builds the served generator under Keras' `mixed_bfloat16` policy with the
+run's (float32) weights: convolutions compute in bfloat16 (native on CPUs with avx512_bf16 /
+amx_bf16 and GPUs ≥ 8.0), variables stay float32, and the signatures still take and return
+float32 (the tanh output layer is float32). Loading is unchanged: `translate`/`evaluate` run the
+graph as exported.
 
 A version is written to a hidden temporary folder inside OUT and renamed into place at the end,
 so an interrupted export never leaves a numeric folder that TF Serving would pick up. The
@@ -23,9 +30,70 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 from medgan_tf.errors import UserError
-from medgan_tf.serving.signatures import CONFIG_ASSET, NORMALIZATION_ASSET, build_module, normalization_description
+from medgan_tf.serving.signatures import (
+    CONFIG_ASSET,
+    NORMALIZATION_ASSET,
+    build_module,
+    normalization_description,
+)
 
 log = logging.getLogger(__name__)
+
+PRECISION_ASSET = "precision.json"
+PRECISION_FORMAT = "medgan-tf-precision-v1"
+# Export --precision → the Keras dtype policy the served generator is built under.
+EXPORT_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def generator_in_precision(generator, experiment: config_lib.ExperimentConfig, compute_dtype: str):
+    """`generator` itself when it already computes in `compute_dtype` ("float32" | "bfloat16"),
+    else the same network rebuilt under that dtype policy with `generator`'s weights (the global
+    policy is restored afterwards)."""
+    import keras
+
+    from medgan_tf import presets
+
+    if compute_dtype not in EXPORT_POLICIES:
+        raise UserError(f"precision must be one of {sorted(EXPORT_POLICIES)}; received {compute_dtype!r}")
+    if generator.compute_dtype == compute_dtype:
+        return generator
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(EXPORT_POLICIES[compute_dtype])
+    try:
+        rebuilt = presets.recipe_of(experiment).generator(experiment)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    source_shapes = [tuple(w.shape) for w in generator.weights]
+    if [tuple(w.shape) for w in rebuilt.weights] != source_shapes:
+        raise UserError(
+            f"the generator does not match the network the config describes ({len(source_shapes)} weights vs "
+            f"{len(rebuilt.weights)}); export it at its own precision (--precision {generator.compute_dtype})"
+        )
+    rebuilt.set_weights(generator.get_weights())
+    return rebuilt
+
+
+def precision_description(compute_dtype: str, reason: str) -> dict:
+    """assets/precision.json: what the served graph computes in and why it was chosen."""
+    return {
+        "format": PRECISION_FORMAT,
+        "compute_dtype": compute_dtype,
+        "dtype_policy": EXPORT_POLICIES[compute_dtype],
+        "variables_dtype": "float32",
+        "signature_dtype": "float32",
+        "chosen": reason,
+    }
+
+
+def read_precision(version_dir: str | Path) -> dict:
+    """assets/precision.json of an export; exports written before it existed computed in float32."""
+    path = Path(version_dir) / "assets" / PRECISION_ASSET
+    if not path.is_file():
+        return precision_description("float32", "export without precision.json (float32)")
+    return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------- export
@@ -43,12 +111,17 @@ def export_generator(
     experiment: config_lib.ExperimentConfig,
     out_dir: str | Path,
     version: int | None = None,
+    precision: str = "float32",
 ) -> Path:
     """Write `generator` as OUT/<version>/ (see module doc) and return that version folder.
 
     `version` defaults to the next free number; an existing version is never overwritten.
+    `precision` is the served graph's compute precision: float32, bfloat16, or auto (bfloat16
+    when *this* machine computes it natively — export where you serve).
     """
     import tensorflow as tf
+
+    from medgan_tf.training.runtime import choose_inference_precision
 
     out_dir = Path(out_dir)
     if version is None:
@@ -65,16 +138,22 @@ def export_generator(
             f"the generator takes {tuple(generator.input_shape)}; expected {expected_shape} from the config"
         )
     description = normalization_description(experiment)
+    compute_dtype, reason = choose_inference_precision(precision)
+    served = generator_in_precision(generator, experiment, compute_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".export-{int(version)}-"))
     asset_dir = Path(tempfile.mkdtemp(prefix="medgan-export-assets-"))
     try:
         (asset_dir / CONFIG_ASSET).write_text(config_lib.to_json(experiment) + "\n")
         (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
-        module, signatures = build_module(generator, description)
+        (asset_dir / PRECISION_ASSET).write_text(
+            json.dumps(precision_description(compute_dtype, reason), indent=2, sort_keys=True) + "\n"
+        )
+        module, signatures = build_module(served, description)
         # Tracked Asset objects are copied into <version>/assets/ by tf.saved_model.save.
         module.config_asset = tf.saved_model.Asset(str(asset_dir / CONFIG_ASSET))
         module.normalization_asset = tf.saved_model.Asset(str(asset_dir / NORMALIZATION_ASSET))
+        module.precision_asset = tf.saved_model.Asset(str(asset_dir / PRECISION_ASSET))
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if not (staging / "saved_model.pb").is_file():
             raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
@@ -84,18 +163,22 @@ def export_generator(
         raise
     finally:
         shutil.rmtree(asset_dir, ignore_errors=True)
-    log.info("exported %s (signatures: %s)", final, ", ".join(signatures))
+    log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
     return final
 
 
 def export_run(
-    run_dir: str | Path, out_dir: str | Path | None = None, version: int | None = None, checkpoint: str | None = None
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    version: int | None = None,
+    checkpoint: str | None = None,
+    precision: str = "float32",
 ) -> Path:
     """Export a run directory's latest checkpoint (or the `checkpoint` prefix given); `out_dir`
-    defaults to savedmodels/<task>."""
+    defaults to savedmodels/<task>; `precision` as in `export_generator`."""
     from medgan_tf.training import checkpoints
 
     generator, experiment = checkpoints.load_generator(Path(run_dir), checkpoint)
     if out_dir is None:
         out_dir = Path("savedmodels") / experiment.task
-    return export_generator(generator, experiment, out_dir, version)
+    return export_generator(generator, experiment, out_dir, version, precision=precision)

@@ -1,4 +1,5 @@
-"""Timing and FLOP counting for `medgan-tf bench`, TensorFlow-free at import (cheap to test).
+"""Timing, FLOP counting and the model measurements (GEMM, SavedModel inference, translate, one
+MedGAN iteration, input pipeline) for `medgan-tf bench`, TensorFlow-free at import (cheap to test).
 
 Every figure is the median of `repeats` timed calls after `warmup` untimed ones (tracing, graph
 optimization, allocator growth and file caches happen in the warm-up).
@@ -6,10 +7,12 @@ optimization, allocator growth and file caches happen in the warm-up).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -102,15 +105,133 @@ def model_flops(model: Any) -> int:
     return int(total)
 
 
-def gemm_gflops(size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """fp32 GEMM rate of this machine: tf.linalg.matmul of two size×size matrices."""
+def gemm_gflops(size: int, repeats: int, warmup: int = 1, dtype: str = "float32") -> dict[str, Any]:
+    """GEMM rate of this machine: tf.linalg.matmul of two size×size `dtype` matrices
+    ("float32" | "bfloat16"; bfloat16 products accumulate in float32 inside oneDNN)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)[:1, :1]))  # tiny fetch, full GEMM
+    a = tf.cast(tf.constant(rng.standard_normal((size, size), dtype=np.float32)), dtype)
+    b = tf.cast(tf.constant(rng.standard_normal((size, size), dtype=np.float32)), dtype)
+    matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1, :1], tf.float32)))  # tiny fetch, full GEMM
     timing = time_repeats(lambda: matmul().numpy(), repeats, warmup)
-    return {"size": size, "gflops": 2.0 * size**3 / timing.median / 1e9, **timing.as_dict()}
+    return {"size": size, "dtype": dtype, "gflops": 2.0 * size**3 / timing.median / 1e9, **timing.as_dict()}
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `name` inside the block, the previous one restored after."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# --------------------------------------------------------------------------- model measurements
+
+
+
+
+def inference_figures(exported: Any, flops_per_slice: int, batch_size: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """slices/s and achieved GFLOP/s of `exported` (an ExportedModel) on a batch of random slices."""
+    size = exported.image_size
+    batch = np.random.default_rng(1).uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32)
+    timing = time_repeats(lambda: exported(batch), repeats, warmup)
+    per_slice = timing.median / batch_size
+    return {
+        "batch_size": batch_size,
+        "slices_per_s": 1.0 / per_slice,
+        "seconds_per_slice": per_slice,
+        "gflops": flops_per_slice / per_slice / 1e9,
+        **timing.as_dict(),
+    }
+
+
+def write_test_volume(path: Path, image_size: int, slices: int, spacing_mm: float = 1.0) -> Path:
+    """A PET-like NIfTI volume (Bq/ml) whose model grid (task spacing `spacing_mm`) has exactly
+    `slices` axial slices of image_size²."""
+    from medgan_tf.data.io import Volume, write_nifti
+
+    rng = np.random.default_rng(2)
+    array = rng.gamma(2.0, 1000.0, (image_size, image_size, slices)).astype(np.float32)
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = -spacing_mm * (np.array(array.shape) - 1) / 2.0
+    return write_nifti(Volume(array, affine, "PT", "Bq/ml", {"format": "bench"}), path)
+
+
+def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: int, repeats: int, warmup: int) -> dict[str, Any]:
+    from medgan_tf.serving.translation import translate_file
+
+    spacing = float(exported.config.data.spacing_mm[0])
+    volume_path = write_test_volume(work_dir / "bench-volume.nii.gz", exported.image_size, slices, spacing)
+    output_path = work_dir / "bench-translated.nii.gz"
+    grid_slices = {}
+
+    def translate() -> None:
+        translation = translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True)
+        grid_slices["value"] = translation.grid_shape[2]
+
+    timing = time_repeats(translate, repeats, warmup)
+    return {"slices": grid_slices["value"], "batch_size": batch_size, "seconds": timing.median, **timing.as_dict()}
+
+
+def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warmup: int = 1, policy: str = "float32") -> dict[str, Any]:
+    """Seconds of one MedGAN iteration (N_G generator updates + 1 discriminator update, every
+    loss of the recipe, VGG with random weights) through the training driver's step function,
+    with the networks built under the Keras dtype `policy` ("float32" | "mixed_bfloat16" | …;
+    the global policy is restored afterwards)."""
+    import tensorflow as tf
+
+    from medgan_tf.training.build import build_model
+    from medgan_tf.training.driver import make_train_step
+
+    size = experiment.data.image_size
+    with dtype_policy(policy):
+        model = build_model(experiment, vgg_weights="none", jit_compile=False)
+    rng = np.random.default_rng(3)
+    pair = tuple(tf.constant(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32)) for _ in range(2))
+    iterator = iter(tf.data.Dataset.from_tensors(pair).repeat())
+    step = make_train_step(model, tf.distribute.get_strategy(), jit_compile=False)
+    timing = time_repeats(lambda: {k: v.numpy() for k, v in step(iterator).items()}, repeats, warmup)
+    del model
+    return {
+        "image_size": size,
+        "num_ublocks": experiment.generator.num_ublocks,
+        "base_filters": experiment.generator.base_filters,
+        "batch_size": batch_size,
+        "generator_steps": experiment.train.generator_steps,
+        "policy": policy,
+        "seconds": timing.median,
+        "slices_per_s": batch_size / timing.median,
+        **timing.as_dict(),
+    }
+
+
+def input_pipeline_figures(data_dir: Path, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
+    """slices/s of `make_dataset` (shuffle, repeat, augmentation, batch, prefetch) over the
+    training split of a converted dataset, `batches` batches per timed repeat, after one warm-up
+    pass (fills the shuffle buffer and the prefetch)."""
+    from medgan_tf.data import dataset
+
+    manifest = dataset.read_manifest(data_dir)
+    batches_iterator = iter(
+        dataset.make_dataset(data_dir, "train", batch_size, augment=True, shuffle=True, repeat=True, seed=0)
+    )
+
+    def consume() -> None:
+        for _ in range(batches):
+            source, _target = next(batches_iterator)
+        source.numpy()
+
+    timing = time_repeats(consume, repeats, warmup=1)
+    return {
+        "task": manifest["task"],
+        "image_size": manifest["image_size"],
+        "batch_size": batch_size,
+        "slices_per_s": batches * batch_size / timing.median,
+        **timing.as_dict(),
+    }
