@@ -26,6 +26,20 @@ def _isolated_home(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _float32_policy():
+    """Every test starts and ends under the float32 dtype policy: a command that trains in
+    mixed precision (e.g. `auto` → bfloat16 on CPUs with native bf16) must not leak into the next
+    test of the same worker."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     import random
 

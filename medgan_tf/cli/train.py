@@ -111,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     run = parser.add_argument_group("execution")
     run.add_argument("--xla", choices=("auto", "on", "off"), help="XLA compilation; auto = on for GPU, off for CPU")
-    run.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"), help="auto = float16 on GPU, off on CPU")
+    run.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"), help="auto = bfloat16 where the device computes it natively (CPU avx512_bf16/amx_bf16, GPU compute "
+                     "capability ≥ 8.0), float16 on older GPUs, off (float32) elsewhere; the log says what it chose and why")
     run.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
                      help="tf.distribute strategy; multiworker reads TF_CONFIG")
     run.add_argument("--logical-cpus", type=int, default=1, help="split the CPU into N logical devices (to try mirrored on a CPU)")
