@@ -19,12 +19,18 @@ Output layout (DIR):
     DIR/train/data-SSSSS-of-NNNNN.tfrecord.gz      schema: medgan_tf.data.schema
     DIR/val/data-SSSSS-of-NNNNN.tfrecord.gz
 
-Atomicity: everything is written into `DIR.partial/` and renamed to DIR only when complete, so an
-interrupted run never leaves a directory that looks converted (readers require manifest.json).
+One writer per output: the run holds `DIR.convert.lock` (PID and host) and works in its own
+`DIR.partial-<pid>-<random>/`, renamed to DIR only when complete (`pipelines.output`), so an
+interrupted run never leaves a directory that looks converted (readers require manifest.json),
+two runs never mix, and `--overwrite` swaps old for new so that one complete dataset always
+exists. A full disk or a denied write ends in one message, the partial folder removed. With
+`--num-workers N` the worker processes are `pipelines.worker`, which exit when this process ends.
 
 Privacy: records and manifest carry only `patient_key`, a salted pseudonym
 (`medgan_tf.data.pseudonyms`); no header value (names, IDs, dates, UIDs) and no input path is
-written.
+written. A rejection's reason in the manifest names the CSV line, the side and the problem (built
+from exception types, never their messages, which may quote a path); the paths and details go to
+stderr only.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -46,14 +53,16 @@ _root_level = logging.getLogger().level
 logging.getLogger().setLevel(logging.ERROR)
 try:
     import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
 finally:
     logging.getLogger().setLevel(_root_level)
 from medgan_tf.config import DataConfig, check_image_size, to_dict
 from medgan_tf.data.manifest import build_manifest, write_manifest
-from medgan_tf.data.pairs import SPLITS, PairRejected, assign_splits, convert_pair, read_pairs_csv
+from medgan_tf.data.pairs import SPLITS, PairRejected, assign_splits, convert_pair, read_pairs_csv, unexpected_reason
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
 from medgan_tf.presets import TASK_PRESETS
+from pipelines import output, worker
 from pipelines.options import add_arguments
 
 REJECTED = "rejected"
@@ -68,11 +77,12 @@ def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
 
     options = list(beam_args) + [f"--runner={args.runner}"]
     if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
-        # Beam's worker processes log every channel and bundle at INFO on our stderr; keep the
-        # user's terminal for this converter's own messages (pass the option to see them again).
-        options.append("--default_sdk_harness_log_level=ERROR")
+        # Beam's worker processes log every channel and bundle at INFO on our stderr, and a failed
+        # step as a traceback before the pipeline raises it; keep the user's terminal for this
+        # converter's own messages (its one-line errors; pass the option to see Beam's again).
+        options.append("--default_sdk_harness_log_level=CRITICAL")
         for name in ("apache_beam", "root.apache_beam"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     if args.num_workers:
         options += [f"--direct_num_workers={args.num_workers}", "--direct_running_mode=multi_processing"]
     return PipelineOptions(options)
@@ -88,12 +98,30 @@ def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
     if args.runner.lower() not in ("directrunner", "direct"):
         return None  # taken from --runner in the options
     from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=provision)
+    return WatchedWorkersRunner(provision_info=provision)
+
+
+class WatchedWorkersRunner(fn_runner.FnApiRunner):
+    """The FnApiRunner, whose multi_processing workers run as `pipelines.worker`: Beam's SDK
+    harness in processes that exit when this converter process ends, however it ends."""
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: Any) -> Any:
+        from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
+        from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "multi_processing":
+            # Any other mode name keeps FnApiRunner from replacing this environment with its own
+            # `python -m apache_beam.runners.worker.sdk_worker_main` (and is not "in_memory").
+            direct.direct_running_mode = "multi_processing (watched workers)"
+            level = str(options.view_as(WorkerOptions).default_sdk_harness_log_level or "INFO").upper()
+            command = worker.command_line(os.getpid(), quiet=level in ("ERROR", "CRITICAL"))
+            self._default_environment = SubprocessSDKEnvironment.from_command_string(command)
+        return super().run_pipeline(pipeline, options)
 
 
 # --------------------------------------------------------------------------- the Beam step
@@ -101,7 +129,8 @@ def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
 
 class ConvertPairFn(beam.DoFn):
     """Beam step around `convert_pair`: main output (patient_key, record); tagged outputs
-    `volumes` (JSON summary per converted pair) and `rejected` (JSON, row + reason)."""
+    `volumes` (JSON summary per converted pair) and `rejected` (JSON: row, patient_key, reason
+    without paths, detail for stderr)."""
 
     def __init__(self, data_config: dict[str, Any], salt: bytes):
         self._data_config = data_config  # plain dict: picklable for any runner
@@ -119,12 +148,10 @@ class ConvertPairFn(beam.DoFn):
             if not key:
                 raise PairRejected("empty patient_id")
             records, summary = convert_pair(row["source"], row["target"], key, self._config)
-        except PairRejected as error:
-            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"row": row["row"], "patient_key": key, "reason": error.reason}))
-            return
-        except Exception as error:  # unexpected: still one pair, still one line
-            reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:200]}"
-            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"row": row["row"], "patient_key": key, "reason": reason}))
+        except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
+            rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
+            item = {"row": row["row"], "patient_key": key, "reason": rejected.reason, "detail": rejected.detail}
+            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps(item))
             return
         yield beam.pvalue.TaggedOutput(VOLUMES, json.dumps(summary, sort_keys=True))
         for _, record in records:
@@ -190,6 +217,9 @@ def _read_jsonl(pattern: str) -> list[dict[str, Any]]:
     return items
 
 
+# --------------------------------------------------------------------------- the driver
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Convert a pairs CSV; returns the exit status (0 ok, 1 nothing converted or --strict failure).
 
@@ -209,33 +239,55 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     data_config = dataclasses.replace(preset, image_size=args.image_size or preset.image_size)
     check_image_size(data_config.image_size, power_of_two=False)
     out = Path(args.out).absolute()
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     rows = read_pairs_csv(args.pairs)
     salt, salt_source = resolve_salt(args.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))
-    num_shards = args.num_shards or data_config.num_shards
+    try:
+        with output.exclusive_output(out):
+            _check_target(out, args.overwrite)
+            work_dir = output.new_work_dir(out)
+            try:
+                logging.info("converting %d pairs for task %s at %d² → %s", len(rows), args.task, data_config.image_size, out)
+                options = pipeline_options(args, beam_args)
+                with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
+                    build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
+                return _finish(args, rows, data_config, salt_source, work_dir, out, started)
+            finally:
+                output.discard(work_dir)  # gone already when published
+    except UserError:
+        raise
+    except Exception as error:
+        failure = output.write_failure(error, out)
+        if failure is None:
+            raise
+        logging.debug("the write that failed", exc_info=True)
+        raise failure from None
 
-    work_dir = out.with_name(out.name + ".partial")
-    if work_dir.exists():
-        shutil.rmtree(work_dir)  # left over from an interrupted run
-    work_dir.mkdir(parents=True)
-    logging.info("converting %d pairs for task %s at %d² → %s", len(rows), args.task, data_config.image_size, out)
-    options = pipeline_options(args, beam_args)
-    with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
-        build_pipeline(pipeline, rows, data_config, salt, work_dir, num_shards)
 
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
+
+
+def _finish(args: argparse.Namespace, rows: list[dict[str, Any]], data_config: DataConfig, salt_source: str,
+            work_dir: Path, out: Path, started: float) -> int:
+    """From the pipeline's summaries to the manifest, then publish `work_dir` as `out`."""
     volumes = sorted(_read_jsonl(str(work_dir / "_summaries" / "volumes*")), key=lambda v: v["patient_key"])
     rejected = sorted(_read_jsonl(str(work_dir / "_summaries" / "rejected*")), key=lambda r: r["row"])
     shutil.rmtree(work_dir / "_summaries")
     splits = assign_splits([v["patient_key"] for v in volumes], data_config.val_fraction)  # as in the pipeline
     for summary in volumes:
         summary["split"] = splits[summary["patient_key"]]
-    paths_by_row = {row["row"]: row for row in rows}
+    rows_by_line = {row["row"]: row for row in rows}
     for item in rejected:
-        row = paths_by_row[item["row"]]
-        print(f"rejected pair (CSV line {item['row']}: {row['source']} | {row['target']}): {item['reason']}", file=sys.stderr)
+        row = rows_by_line[item["row"]]
+        detail = item.pop("detail", "") or ""
+        extra = f" [{detail}]" if detail and detail != item["reason"] else ""
+        print(f"rejected pair (CSV line {item['row']}: {row['source']} | {row['target']}): {item['reason']}{extra}", file=sys.stderr)
+        item["reason"] = _identity_free(item["reason"], row)
 
     shards = {split: [p.name for p in (work_dir / split).glob("*.tfrecord.gz")] for split in SPLITS}
     manifest = build_manifest(args.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
@@ -243,16 +295,13 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     if not volumes or (args.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"
         print(f"error: {why}; no output written to {out}", file=sys.stderr)
-        shutil.rmtree(work_dir)
         return 1
     for split in SPLITS:
         if counts[split]["slices"] == 0:
             logging.warning("the %s split is empty (%d patient(s) converted)", split, len(volumes))
-    # manifest.json last, then one rename: DIR never looks complete before it is.
+    # manifest.json last, then one swap of names: DIR never looks complete before it is.
     write_manifest(work_dir, manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work_dir, out)
+    output.publish(work_dir, out)
     logging.info(
         "wrote %d train / %d val slices (%d pairs, %d rejected) to %s",
         counts["train"]["slices"], counts["val"]["slices"], len(volumes), len(rejected), out,
@@ -260,13 +309,33 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     return 0
 
 
+def _identity_free(reason: str, row: dict[str, Any]) -> str:
+    """`reason` for the manifest, withheld if it quotes the pair's paths, file names or patient ID
+    (reasons are built without them; this is the last line of defence). A name that is a plain
+    word ("truncated", "PET") is not checked: reasons use words."""
+    quoted = [row["source"], row["target"], row["patient_id"]]
+    quoted += [name for name in (Path(p).name for p in (row["source"], row["target"]) if p) if not name.isalpha()]
+    if any(len(text) >= 4 and text in reason for text in quoted):
+        return "reason withheld: it quoted the input's path or patient ID (see the converter's messages)"
+    return reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # force: importing Beam may already have configured the root logger (at WARNING).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         return run(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def terminate(signum: int, _frame: Any) -> None:
+    """SIGTERM → SystemExit, so that the lock is released and the partial folder removed."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,20 @@ def _nifti(path, array, affine=None):
     return path
 
 
+def _nifti_with_sform(path, sform):
+    """A NIfTI whose header holds `sform` as is (nibabel refuses to build an image from a singular
+    affine, but files with one exist: a zero voxel size, a broken export)."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((4, 4, 3))
+    header.set_data_dtype(np.float32)
+    header["sform_code"], header["qform_code"] = 1, 0
+    header["srow_x"], header["srow_y"], header["srow_z"] = sform[0], sform[1], sform[2]
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.float32), None, header), str(path))
+    return path
+
+
 @pytest.mark.parametrize(
     "make, expected",
     [
@@ -90,12 +104,33 @@ def _nifti(path, array, affine=None):
         (lambda d: _nifti(d / "nan.nii.gz", np.where(np.arange(48).reshape(4, 4, 3) == 5, np.nan, 1.0)), "NaN/inf"),
         (lambda d: (d / "junk.nii").write_bytes(b"not an image at all") and d / "junk.nii", "not a readable NIfTI"),
         (lambda d: (d / "empty").mkdir() or d / "empty", "empty folder"),
+        (lambda d: _nifti_with_sform(d / "flat.nii.gz", np.diag([1.0, 1.0, 0.0, 1.0])), "singular voxel-to-world affine"),
+        (lambda d: _nifti_with_sform(d / "skew.nii.gz", np.array([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]])), "singular"),
+        (lambda d: _nifti_with_sform(d / "nan.nii.gz", np.array([[np.nan, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1, 0]])), "NaN/inf"),
+        (lambda d: _nifti_with_sform(d / "inf.nii.gz", np.array([[1.0, 0, 0, np.inf], [0, 1, 0, 0], [0, 0, 1, 0]])), "NaN/inf"),
     ],
 )
 def test_bad_inputs_raise_one_line_reasons(tmp_path, make, expected):
     with pytest.raises(VolumeReadError) as caught:
         read_volume(make(tmp_path))
     assert expected in caught.value.reason and "\n" not in caught.value.reason
+
+
+def test_reasons_name_no_file_or_folder_but_details_do(tmp_path):
+    """Reasons go into the manifest; names (which may name a patient) only into `detail`."""
+    junk = tmp_path / "DOE^JANE" / "Jane_Doe.nii.gz"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not an image at all")
+    folder = write_dicom_series(tmp_path / "DOE^JANE_CT", np.zeros((8, 8, 3)), np.eye(4))
+    for file in sorted(folder.iterdir()):
+        file.rename(file.with_name(f"Jane_Doe_{file.name}"))
+    victim = sorted(folder.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-60])
+    for path in (junk, folder):
+        with pytest.raises(VolumeReadError) as caught:
+            read_volume(path)
+        assert "DOE^JANE" not in caught.value.reason and "Jane_Doe" not in caught.value.reason, caught.value.reason
+        assert "Jane_Doe" in str(caught.value)  # the detail, for the user's terminal
 
 
 def test_truncated_and_non_image_dicom_are_rejected_with_reasons(tmp_path):

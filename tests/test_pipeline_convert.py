@@ -79,7 +79,7 @@ def test_synth_then_convert_commands_give_both_splits_and_counts_that_match_the_
     assert not (set(r["patient_key"] for r in _records(out, "train")) & set(r["patient_key"] for r in _records(out, "val")))
     expected_unit = {"pet_ct": "Bq/ml", "pet_denoise": "Bq/ml", "mr_motion": None}[task]
     assert manifest["pet_unit"] == expected_unit
-    assert not Path(str(out) + ".partial").exists()
+    assert list(out.parent.glob(out.name + ".*")) == []  # no partial folder, no lock
 
 
 def test_reader_yields_float32_batches_in_range_and_ct_denormalizes_to_hu(pet_ct_converted, pet_ct_pairs):
@@ -250,7 +250,7 @@ def test_bad_pairs_are_rejected_with_reasons_and_the_rest_converts(tmp_path, pet
     assert len(_records(tmp_path / "out", "train")) + len(_records(tmp_path / "out", "val")) == sum(v["slices"] for v in manifest["volumes"])
     # --strict: non-zero, and nothing that looks like a dataset is left behind.
     assert _convert(csv_path, "pet_ct", tmp_path / "strict", "--strict") == 1
-    assert not (tmp_path / "strict").exists() and not (tmp_path / "strict.partial").exists()
+    assert not (tmp_path / "strict").exists() and list(tmp_path.glob("strict.*")) == []
 
 
 def test_nothing_converted_exits_non_zero(tmp_path):
@@ -297,9 +297,9 @@ def test_interrupted_conversion_leaves_no_directory_that_looks_complete(tmp_path
     with pytest.raises(KeyboardInterrupt):
         _convert(pet_ct_pairs, "pet_ct", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert not (tmp_path / "out.partial" / "manifest.json").exists()
+    assert list(tmp_path.glob("out.*")) == []  # the partial folder removed, the lock released
     with pytest.raises(UserError, match="manifest"):
-        manifest_lib.read_manifest(tmp_path / "out.partial")
+        manifest_lib.read_manifest(tmp_path / "out")
 
 
 def test_existing_output_is_not_replaced_without_overwrite(tmp_path, pet_ct_pairs):
@@ -307,6 +307,10 @@ def test_existing_output_is_not_replaced_without_overwrite(tmp_path, pet_ct_pair
     (tmp_path / "out" / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="--overwrite"):
         _convert(pet_ct_pairs, "pet_ct", tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        _convert(pet_ct_pairs, "pet_ct", tmp_path / "file", "--overwrite")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "x" and (tmp_path / "file").read_text() == "x"
 
 
 def test_splits_are_by_patient_deterministic_and_never_empty():

@@ -2,8 +2,10 @@
 sharded GZIP TFRecords of normalized axial slice pairs plus manifest.json, with the Apache Beam
 pipeline of `pipelines/convert.py` (same code as `python -m pipelines.convert`).
 
-Rejected pairs are listed on stderr and in the manifest; the exit status is non-zero only when
-nothing converted or with --strict. Options this command does not know are passed to Beam as
+Rejected pairs are listed on stderr (with their paths) and in the manifest (by CSV line, without
+paths); the exit status is non-zero only when nothing converted or with --strict. One conversion
+at a time writes DIR (a second one is refused); an interrupted or failed run (disk full, SIGTERM,
+SIGKILL) leaves the previous DIR, or none, never a half-written one. Options this command does not know are passed to Beam as
 pipeline options (e.g. --direct_running_mode=multi_threading, or a Dataflow project/region).
 """
 
@@ -22,8 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
     from medgan_tf.cli import import_tensorflow_quietly
-    from pipelines.convert import run_with_args
+    from pipelines.convert import run_with_args, terminate
 
     import_tensorflow_quietly()
-    return run_with_args(args, list(getattr(args, "extra_args", []) or []))
+    if threading.current_thread() is not threading.main_thread():
+        return run_with_args(args, list(getattr(args, "extra_args", []) or []))
+    previous = signal.signal(signal.SIGTERM, terminate)  # SIGTERM unwinds: lock released, partial removed
+    try:
+        return run_with_args(args, list(getattr(args, "extra_args", []) or []))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,7 +4,9 @@ Plain numpy, no Beam: the conversion pipeline (`pipelines/convert.py`) runs `con
 each row, and tests call it directly. Per pair: read both volumes (NIfTI or DICOM series) → put the
 target on the source grid by world coordinates → resample to the task spacing → centre crop/pad
 to `image_size` → normalize per task with the parameters stored in every record → axial slices.
-A pair that cannot be used raises `PairRejected` with a one-line reason.
+A pair that cannot be used raises `PairRejected` with a one-line reason that names the side and
+the problem but never a path, file or folder name (the manifest stores it; names can identify a
+patient) and a `detail` for the user's terminal.
 
 `assign_splits` assigns patients to train/val deterministically from their pseudonym.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,6 +34,17 @@ def read_pairs_csv(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,source,target")
+    try:
+        rows = _read_rows(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        why = error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
+        raise UserError(f"cannot read the pairs CSV {path} ({why}); expected a readable UTF-8 CSV") from None
+    if not rows:
+        raise UserError(f"{path} has no pairs; expected at least one row after the header")
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"patient_id", "source", "target"} - set(reader.fieldnames or [])
@@ -43,8 +57,6 @@ def read_pairs_csv(path: str | Path) -> list[dict[str, Any]]:
                 value = (row.get(side) or "").strip()
                 resolved[side] = str((path.parent / value).resolve()) if value else ""
             rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved})
-    if not rows:
-        raise UserError(f"{path} has no pairs; expected at least one row after the header")
     return rows
 
 
@@ -60,10 +72,26 @@ def assign_splits(patient_keys: Iterable[str], val_fraction: float) -> dict[str,
 
 
 class PairRejected(Exception):
+    """A pair that cannot be converted. `reason`: one line for the manifest, without any path,
+    file or folder name; `detail`: the same with such names, for the user's terminal only."""
+
     def __init__(self, reason: str, detail: str = ""):
         self.reason = reason
         self.detail = detail or reason
         super().__init__(reason)
+
+
+def unexpected_reason(error: BaseException) -> str:
+    """The manifest's reason for an error nobody anticipated: its type (and, for an OS error, the
+    system's fixed text) but not its message, which may quote a path."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"unexpected {type(error).__name__} ({error.strerror})"
+    return f"unexpected {type(error).__name__}"
+
+
+def _code(modality: str) -> str:
+    """A modality code as read from a header, if it looks like one (never free text)."""
+    return modality if re.fullmatch(r"[A-Z0-9_]{1,16}", modality) else "(not a modality code)"
 
 
 def convert_pair(
@@ -89,9 +117,9 @@ def convert_pair(
         try:
             volume = read_volume(path, modality_hint=modality)
         except VolumeReadError as error:
-            raise PairRejected(f"{side}: {error.reason}", f"{side} {error}") from None
+            raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
         if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {volume.modality}; task expects {modality}")
+            raise PairRejected(f"{side}: modality {_code(volume.modality)}; task expects {modality}")
         volumes[side] = volume
     source, target = volumes["source"], volumes["target"]
     size, spacing = data_config.image_size, tuple(data_config.spacing_mm)

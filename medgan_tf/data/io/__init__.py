@@ -6,9 +6,10 @@ the 4×4 affine mapping voxel indices to RAS+ world millimetres (the nibabel con
 DICOM series, i runs along the image rows' direction (DICOM column index), j along the columns'
 direction (DICOM row index) and k along the slice normal, so an axial series gives axial k-slices.
 
-Anything that cannot become such a volume raises `VolumeReadError(path, reason)` whose `reason`
-is one line without the path (the converter stores reasons in its manifest, paths only on stderr,
-because a path may itself name a patient).
+Anything that cannot become such a volume raises `VolumeReadError(path, reason, detail)`: `reason`
+is one line that names no path, file or folder (the converter stores reasons in its manifest, and a
+name may itself name a patient), so it is built from fixed text, numbers and exception types, never
+from an exception's message; `detail` may name files and goes to the user's terminal only.
 """
 
 from __future__ import annotations
@@ -23,12 +24,35 @@ UNITS = ("HU", "SUV", "Bq/ml", "a.u.")
 
 
 class VolumeReadError(Exception):
-    """A path that does not hold one readable 3-D image volume."""
+    """A path that does not hold one readable 3-D image volume. `reason`: one line without any
+    path or name (for the manifest); `detail`: the same, possibly naming files (for stderr)."""
 
-    def __init__(self, path: str | Path, reason: str):
+    def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path = str(path)
         self.reason = " ".join(str(reason).split())  # always one line
-        super().__init__(f"{self.path}: {self.reason}")
+        self.detail = " ".join(str(detail).split()) or self.reason
+        super().__init__(f"{self.path}: {self.detail}")
+
+
+def error_kind(error: BaseException) -> str:
+    """An exception as a reason may quote it: its type, and for an OS error the system's fixed
+    text ("Permission denied"), never its message (which may quote a path)."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return type(error).__name__
+
+
+def affine_problem(affine: Any) -> str | None:
+    """Why `affine` cannot map voxels to world mm (non-finite, singular), or None when it can."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        return f"voxel-to-world affine of shape {affine.shape}; expected 4×4"
+    if not np.all(np.isfinite(affine)):
+        return "voxel-to-world affine holds NaN/inf; expected finite values"
+    axes = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(axes == 0) or abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * float(np.prod(axes)):
+        return "singular voxel-to-world affine (a zero-length or collinear voxel axis); expected three independent axes"
+    return None
 
 
 @dataclasses.dataclass
@@ -97,12 +121,23 @@ def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
     `modality_hint` ("CT", "PT", "MR") fills in modality and unit for NIfTI files, whose header
     has no standard field for them (files written by `write_nifti` carry both in `descrip`).
     Raises VolumeReadError for a missing path, unreadable or truncated data, a non-image DICOM,
-    inconsistent series geometry, NaN/inf voxels or a volume that is not 3-D.
+    inconsistent series geometry, NaN/inf voxels, a singular or non-finite affine or a volume that
+    is not 3-D; also for any other error of a reader (reason: the format and the error's type).
     """
     path = Path(path)
     if not path.exists():
         raise VolumeReadError(path, "path does not exist")
-    volume = format_for(path).read(path, modality_hint)
+    volume_format = format_for(path)
+    try:
+        volume = volume_format.read(path, modality_hint)
+    except VolumeReadError:
+        raise
+    except Exception as error:  # noqa: BLE001 — a reader's unforeseen failure is still one line
+        raise VolumeReadError(path, f"cannot read this {volume_format.name} ({error_kind(error)})",
+                              f"cannot read this {volume_format.name} ({type(error).__name__}: {error})") from None
+    problem = affine_problem(volume.affine)
+    if problem:
+        raise VolumeReadError(path, problem)
     bad = int(np.count_nonzero(~np.isfinite(volume.array)))
     if bad:
         raise VolumeReadError(path, f"volume holds {bad} NaN/inf voxels; expected finite values")

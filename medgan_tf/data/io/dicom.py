@@ -3,6 +3,9 @@
 Rows/columns and the slice normal come from ImageOrientationPatient, positions from
 ImagePositionPatient (LPS, converted to RAS+); values are rescaled with RescaleSlope/Intercept;
 PET is converted to SUV when the header carries weight, dose, half-life and times (else Bq/ml).
+
+Reasons name a file by its number in file-name order or a slice by its index along the normal,
+never by its name (file names can name patients); the names go to `VolumeReadError.detail`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan_tf.data.io import Volume, VolumeReadError
+from medgan_tf.data.io import Volume, VolumeReadError, error_kind
 
 # LPS (DICOM patient coordinates) → RAS (nibabel world coordinates): flip x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -76,13 +79,16 @@ def _series_images(folder: Path) -> list[tuple[Path, Any]]:
     if not files:
         raise VolumeReadError(folder, "empty folder; expected a DICOM series")
     datasets = []
-    for file in files:
+    for number, file in enumerate(files, start=1):
         try:
             datasets.append((file, pydicom.dcmread(str(file))))
         except InvalidDicomError:
             continue  # not DICOM (e.g. a README next to the series): ignored
         except Exception as error:
-            raise VolumeReadError(folder, f"unreadable DICOM file {file.name} ({type(error).__name__})") from None
+            raise VolumeReadError(
+                folder, f"unreadable DICOM file (file {number} of {len(files)} in name order; {error_kind(error)})",
+                f"unreadable DICOM file {file.name} ({type(error).__name__}: {error})",
+            ) from None
     if not datasets:
         raise VolumeReadError(folder, f"none of {len(files)} files is DICOM")
     images = [(file, ds) for file, ds in datasets if "PixelData" in ds]
@@ -166,14 +172,17 @@ def _slice_spacing(
 def _pixel_volume(folder: Path, images: list[tuple[Path, Any]], rows: int, columns: int) -> np.ndarray:
     """Rescaled pixel values as float64 (columns, rows, slices), in the modality's stored unit."""
     slices = []
-    for file, ds in images:
+    for index, (file, ds) in enumerate(images):
+        where = f"slice {index} of {len(images)} (along the slice normal)"
         try:
             pixels = ds.pixel_array
         except Exception as error:
-            raise VolumeReadError(folder, _pixel_error_reason(ds, file, error)) from None
+            reason = _pixel_error_reason(ds, error)
+            raise VolumeReadError(folder, f"{where}: {reason}", f"{file.name}: {reason}: {error}") from None
         if pixels.ndim != 2 or pixels.shape != (rows, columns):
             kind = "multi-frame or colour DICOM (not supported)" if pixels.ndim > 2 else "pixel data"
-            raise VolumeReadError(folder, f"{file.name}: {kind} of shape {pixels.shape}; expected one {rows}×{columns} frame per file")
+            reason = f"{kind} of shape {pixels.shape}; expected one {rows}×{columns} frame per file"
+            raise VolumeReadError(folder, f"{where}: {reason}", f"{file.name}: {reason}")
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         slices.append(pixels.astype(np.float64) * slope + intercept)
@@ -200,11 +209,11 @@ def _physical_units(first: Any, modality: str, array: np.ndarray, metadata: dict
     return array * factor, "SUV"
 
 
-def _pixel_error_reason(ds: Any, file: Path, error: Exception) -> str:
+def _pixel_error_reason(ds: Any, error: Exception) -> str:
     syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
     if syntax is not None and getattr(syntax, "is_compressed", False):
-        return f"{file.name}: compressed transfer syntax {syntax.name} that no installed decoder could read ({type(error).__name__})"
-    return f"{file.name}: truncated or corrupt pixel data ({type(error).__name__})"
+        return f"compressed transfer syntax {syntax.name} that no installed decoder could read ({error_kind(error)})"
+    return f"truncated or corrupt pixel data ({error_kind(error)})"
 
 
 def _suv_factor(ds: Any) -> tuple[float | None, str]:

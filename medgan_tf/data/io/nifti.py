@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan_tf.data.io import UNITS, Volume, VolumeReadError
+from medgan_tf.data.io import UNITS, Volume, VolumeReadError, affine_problem, error_kind
 
 SUFFIXES = (".nii", ".nii.gz")
 
@@ -49,16 +49,23 @@ def _read_nifti(path: Path, modality_hint: str | None) -> Volume:
     try:
         image = nib.load(str(path))
     except Exception as error:  # nibabel raises many types for foreign/corrupt files
-        raise VolumeReadError(path, f"not a readable NIfTI file ({type(error).__name__}: {error})") from None
+        # The reason keeps the type only: nibabel's messages quote the file name.
+        raise VolumeReadError(path, f"not a readable NIfTI file ({error_kind(error)})",
+                              f"not a readable NIfTI file ({type(error).__name__}: {error})") from None
     shape = tuple(int(v) for v in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
         raise VolumeReadError(path, f"{len(image.shape)}-D image of shape {tuple(image.shape)}; expected a 3-D volume")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    problem = affine_problem(affine)
+    if problem:  # e.g. a zero voxel size or NaN in the sform: no world position for any voxel
+        raise VolumeReadError(path, problem)
     try:
         array = np.asarray(image.get_fdata(dtype=np.float32)).reshape(shape)
     except Exception as error:
-        raise VolumeReadError(path, f"truncated or corrupt NIfTI data ({type(error).__name__})") from None
+        raise VolumeReadError(path, f"truncated or corrupt NIfTI data ({error_kind(error)})",
+                              f"truncated or corrupt NIfTI data ({type(error).__name__}: {error})") from None
     fields = _parse_descrip(image.header.get("descrip", b""))
     modality = fields.get("modality") or (modality_hint or "OT")
     unit = fields.get("unit") or _default_unit(modality)
@@ -66,7 +73,7 @@ def _read_nifti(path: Path, modality_hint: str | None) -> Volume:
         unit = "a.u."
     return Volume(
         array=np.ascontiguousarray(array, dtype=np.float32),
-        affine=np.asarray(image.affine, dtype=np.float64),
+        affine=affine,
         modality=modality,
         unit=unit,
         metadata={"format": "nifti"},
