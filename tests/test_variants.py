@@ -11,7 +11,7 @@ from medgan_tf import cli, config, presets
 
 from medgan_tf.config import LOSS_TERMS
 
-# Hand-written from the cited papers (see medgan_tf/variants.py): name → (U-blocks, weighted terms).
+# Hand-written from the cited papers (see medgan_tf/presets.py): name → (U-blocks, weighted terms).
 EXPECTED = {
     "medgan": (6, {"cgan": 1.0, "perceptual": 20.0, "style": 1e-4, "content": 1e-4}),
     "medgan_1g": (1, {"cgan": 1.0, "perceptual": 20.0, "style": 1e-4, "content": 1e-4}),
