@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/lint-imports --config setup.cfg
+	$(BIN)/lint-imports setup.cfg
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 test-fast: $(STAMP)

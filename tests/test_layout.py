@@ -21,7 +21,7 @@ def test_import_layers_contract_is_kept():
     command = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     if command is None:
         pytest.fail("lint-imports (import-linter, in requirements-test.txt) is not installed")
-    result = subprocess.run([command, "--config", str(ROOT / "setup.cfg")], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([command, str(ROOT / "setup.cfg")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 kept, 0 broken" in result.stdout
 

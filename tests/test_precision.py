@@ -240,3 +240,20 @@ def test_bfloat16_training_losses_track_float32():
     for name, value in float32.items():
         assert np.isfinite(bfloat16[name]), name
         assert bfloat16[name] == pytest.approx(value, rel=LOSS_RELATIVE_TOLERANCE, abs=1e-3), name
+
+
+def test_run_directory_evaluates_in_the_precision_asked_and_an_export_refuses_another(tmp_path):
+    """`evaluate --precision`: a run directory is rebuilt in the compute precision asked for; an
+    export keeps the precision it was written in and refuses another one with how to re-export."""
+    from medgan_tf.serving import export, loading
+
+    make_run(tmp_path / "run", "pet_denoise", image_size=32)
+    assert loading.load_model(tmp_path / "run").generator.compute_dtype == "float32"
+    bf16 = loading.load_model(tmp_path / "run", precision="bfloat16")
+    assert bf16.generator.compute_dtype == "bfloat16"
+    slices = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+    assert bf16(slices).dtype == np.float32
+    version = export.export_run(tmp_path / "run", tmp_path / "sm", precision="float32")
+    assert loading.load_model(version, precision="float32") is not None
+    with pytest.raises(UserError, match="exported to compute in float32, not bfloat16.*--precision bfloat16"):
+        loading.load_model(version, precision="bfloat16")

@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="slices in figure.png (default 4)")
     parser.add_argument("--max-slices", type=int, help="score only the first N slices (quick checks)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    parser.add_argument("--precision", choices=("export", "auto", "float32", "bfloat16"), default="export",
+                        help="compute precision: export (default) = what the model carries (an export's own, float32 "
+                             "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
+                             "this processor computes it natively); an export refuses a precision it was not written in")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.figure_slices < 0:
         raise UserError(f"--figure-slices must be ≥ 0; received {args.figure_slices}")
-    model = load_model(args.model)
+    model = load_model(args.model, precision=args.precision)
     result = evaluate_dataset(
         model,
         args.data,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +33,9 @@ from medgan_tf.serving.signatures import (
     SERVING_SIGNATURE,
     normalization_description,
 )
+
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -281,17 +285,45 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def load_model(path: str | Path, checkpoint: str | None = None) -> TranslationModel:
-    """An export (version or base folder) or a run directory → a model callable on normalized slices."""
+def _check_export_precision(version_dir: Path, precision: str | None) -> None:
+    from medgan_tf.serving.export import read_precision
+    from medgan_tf.training.runtime import choose_inference_precision
+
+    carried = read_precision(version_dir)["compute_dtype"]
+    if precision in (None, "export"):
+        log.info("%s computes in %s (its export precision)", version_dir, carried)
+        return
+    wanted, reason = choose_inference_precision(precision)
+    if wanted != carried:
+        raise UserError(f"{version_dir} was exported to compute in {carried}, not {wanted} ({reason}); "
+                        f"re-export the run with `medgan-tf export RUN --precision {wanted}`, or drop --precision")
+
+
+def load_model(path: str | Path, checkpoint: str | None = None, precision: str | None = None) -> TranslationModel:
+    """An export (version or base folder) or a run directory → a model callable on normalized slices.
+
+    precision (`--precision` of translate/evaluate): None or "export" keeps what the model carries
+    (an export's compiled precision; float32 for a run directory). For a run directory, "auto" |
+    "float32" | "bfloat16" builds the generator in that compute precision (auto: bfloat16 where
+    this machine computes it natively). An export's precision is fixed when it is written: asking
+    for another one is an error that says how to re-export."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
     if is_export(path):
-        return load_export(path)
+        model = load_export(path)
+        _check_export_precision(model.path, precision)
+        return model
     if is_run_dir(path):
+        from medgan_tf.serving.export import generator_in_precision
         from medgan_tf.training import checkpoints
+        from medgan_tf.training.runtime import choose_inference_precision
 
         generator, experiment = checkpoints.load_generator(path, checkpoint)
+        if precision not in (None, "export"):
+            compute_dtype, reason = choose_inference_precision(precision)
+            generator = generator_in_precision(generator, experiment, compute_dtype)
+            log.info("running %s in %s (%s)", path, compute_dtype, reason)
         return RunModel(path, experiment, normalization_description(experiment), generator)
     raise UserError(
         f"{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
