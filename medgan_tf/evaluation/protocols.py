@@ -1,0 +1,279 @@
+"""Evaluation protocols of published challenges: metric functions on whole 3-D volumes in physical
+units (HU for CT, Bq/ml or SUV for PET), plain numpy/scipy.
+
+Each protocol is implemented once, from its published code:
+
+    synthrad2023 — SynthRAD2023 `functions/image_metrics.py` (github.com/SynthRAD2023/metrics,
+                   commit fe7e3853): masked MAE, PSNR on [−1024, 3000] HU, masked 3-D SSIM
+    synthrad2025 — SynthRAD2025 `image_metrics.py` (github.com/SynthRAD2025/evaluation,
+                   commit 17cac47b): masked MAE, PSNR on [−1024, 3071] HU, masked 3-D MS-SSIM
+    pet          — the UDPET challenge's evaluation script (linked from
+                   udpet-challenge.github.io): NRMSE, PSNR, SSIM; plus per-region % errors of
+                   SUVmean, SUVmax and total activity, as the low-dose PET literature reports them
+
+SSIM follows Wang et al. 2004 (IEEE TIP 13(4)) as scikit-image's `structural_similarity`
+computes it with the defaults the challenge code relies on (it passes only `data_range`): a
+7-voxel uniform window (scipy `uniform_filter`, mode "reflect"), K1 = 0.01, K2 = 0.03, sample
+covariance (N/(N−1)). `PROTOCOLS` maps a protocol name to its metric columns and its function
+`(prediction, target, mask, **kwargs) -> dict[str, float]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from scipy import ndimage
+
+WIN_SIZE = 7  # skimage's default uniform window, used by both SynthRAD scripts
+CROP = (WIN_SIZE - 1) // 2  # border skimage (and the challenges) drop from the SSIM map
+K1, K2 = 0.01, 0.03
+HU_RANGE_2023 = (-1024.0, 3000.0)
+HU_RANGE_2025 = (-1024.0, 3071.0)
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, Eq. 7 / §3.2
+MS_SSIM_MIN_SIZE = 97  # SynthRAD2025 edge-pads every axis to this before the 5 levels
+
+
+def _binary(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The mask as bool (any value > 0 is inside, as the challenge scripts binarize); all-true if
+    None."""
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask shape {mask.shape} does not match the volumes' {tuple(shape)}")
+    return mask > 0
+
+
+def _pair(prediction, target) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(prediction, dtype=np.float64)
+    ref = np.asarray(target, dtype=np.float64)
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(f"expected two 3-D volumes of one shape, got {pred.shape} and {ref.shape}")
+    return pred, ref
+
+
+def masked_mae(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
+    """MAE = Σ|ref − pred|·m / Σm, in the volumes' unit (HU), no clipping (SynthRAD `mae`)."""
+    return float(np.sum(np.abs(ref - pred) * mask) / mask.sum())
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """PSNR = 10·log10(data_range² / MSE) in dB over the given voxels (skimage
+    `peak_signal_noise_ratio`); +inf when they are identical."""
+    mse = float(np.mean((ref - pred) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
+def _local_stats(x: np.ndarray, y: np.ndarray):
+    """Windowed means, sample variances and covariance (skimage `structural_similarity`, uniform
+    window, `use_sample_covariance=True`)."""
+    n = WIN_SIZE**x.ndim
+    cov_norm = n / (n - 1)
+
+    def f(a):
+        return ndimage.uniform_filter(a, size=WIN_SIZE)
+
+    ux, uy = f(x), f(y)
+    vx = cov_norm * (f(x * x) - ux * ux)
+    vy = cov_norm * (f(y * y) - uy * uy)
+    vxy = cov_norm * (f(x * y) - ux * uy)
+    return ux, uy, vx, vy, vxy
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
+    """Per-voxel SSIM (Wang et al. 2004, Eq. 13), same shape as the inputs (border not cropped):
+    (2µxµy + C1)(2σxy + C2) / ((µx² + µy² + C1)(σx² + σy² + C2)), C1 = (K1·R)², C2 = (K2·R)²,
+    R = `data_range` in the inputs' unit."""
+    ux, uy, vx, vy, vxy = _local_stats(x, y)
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+
+
+def _weighted_ssim_map(x: np.ndarray, y: np.ndarray, data_range: float, weight: float):
+    """L^w·C^w·S^w per voxel, each component clipped at 0 and C3 = C2/2, as SynthRAD2025's
+    `structural_similarity_at_scale` computes one MS-SSIM level (Wang et al. 2003, Eq. 7)."""
+    ux, uy, vx, vy, vxy = _local_stats(x, y)
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    c3 = c2 / 2
+    sx, sy = np.sqrt(np.clip(vx, 0, None)), np.sqrt(np.clip(vy, 0, None))
+    lum = np.clip((2 * ux * uy + c1) / (ux * ux + uy * uy + c1), 0, None)
+    con = np.clip((2 * sx * sy + c2) / (vx + vy + c2), 0, None)
+    struct = np.clip((vxy + c3) / (sx * sy + c3), 0, None)
+    return (lum * con * struct) ** weight
+
+
+def _crop(a: np.ndarray) -> np.ndarray:
+    return a[(slice(CROP, -CROP),) * a.ndim]
+
+
+def masked_mean(ssim: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of an SSIM map over the mask after dropping `CROP` voxels at every border (SynthRAD:
+    `crop(ssim_map, 3)[crop(mask, 3)].mean()`)."""
+    return float(_crop(ssim)[_crop(mask)].mean(dtype=np.float64))
+
+
+def _prepare_ct(pred, ref, mask, hu_range):
+    """Clip to the HU range, set voxels outside the mask to its minimum, shift it to 0 (SynthRAD
+    `ssim`/`ms_ssim` preprocessing); returns shifted volumes in HU + 1024."""
+    lo, hi = hu_range
+    out = [np.where(mask, np.clip(v, lo, hi), lo) - lo for v in (pred, ref)]
+    return out[0], out[1]
+
+
+def _ct_common(pred, ref, m, hu_range) -> dict[str, float]:
+    lo, hi = hu_range
+    return {
+        "mae": masked_mae(pred, ref, m),
+        "psnr": psnr(np.clip(pred, lo, hi)[m], np.clip(ref, lo, hi)[m], hi - lo),
+    }
+
+
+def synthrad2023(prediction, target, mask=None, **_) -> dict[str, float]:
+    """SynthRAD2023 image metrics of a synthetic CT against the CT, both (Z, Y, X) in HU, inside
+    the body mask m (SynthRAD2023/metrics `functions/image_metrics.py`, `ImageMetrics`):
+
+    mae  — Σ|ct − sct|·m / Σm in HU, unclipped;
+    psnr — dB on the masked voxels after clipping both to [−1024, 3000], data range 4024;
+    ssim — both clipped to [−1024, 3000], −1024 outside m, shifted by +1024, 3-D SSIM (7-voxel
+           uniform window, data range 4024, skimage defaults), mean inside m after a 3-voxel crop.
+    """
+    pred, ref = _pair(prediction, target)
+    m = _binary(mask, ref.shape)
+    x, y = _prepare_ct(pred, ref, m, HU_RANGE_2023)
+    r = HU_RANGE_2023[1] - HU_RANGE_2023[0]
+    return {**_ct_common(pred, ref, m, HU_RANGE_2023), "ssim": masked_mean(ssim_map(y, x, r), m)}
+
+
+def _challenge_downsample(a: np.ndarray) -> np.ndarray:
+    """One MS-SSIM down-sampling step as SynthRAD2025 does it: `fftconvolve(a, ones(2,2,2)/8,
+    "same")[::2, ::2, ::2]`, i.e. per axis the mean of voxels i−1 and i (zero before the first)
+    at even i; written as shifted sums so it is exact."""
+    for axis in range(a.ndim):
+        pad = [(1, 0) if k == axis else (0, 0) for k in range(a.ndim)]
+        p = np.pad(a, pad)
+        n = a.shape[axis]
+        a = (np.take(p, range(n), axis=axis) + np.take(p, range(1, n + 1), axis=axis)) / 2
+        a = np.take(a, range(0, n, 2), axis=axis)
+    return a
+
+
+def masked_ms_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float) -> float:
+    """Masked 3-D MS-SSIM of SynthRAD2025 (`ImageMetrics.ms_ssim`, Wang et al. 2003): volumes and
+    mask edge-padded to ≥ 97 voxels per axis; at level j the masked mean (3-voxel crop) of
+    (L·C·S)^w_j — the challenge passes the scale weight w_j as luminance, contrast *and*
+    structure exponent at every level, which is what we follow — then down-sampling (images
+    2×2×2-averaged, mask sub-sampled); result Π_j clip(value_j, 0, 1)."""
+    short = [max(MS_SSIM_MIN_SIZE - n, 0) for n in x.shape]
+    pads = [(k // 2, k - k // 2) for k in short]
+    x, y, m = (np.pad(a, pads, mode="edge") for a in (x, y, mask))
+    values = []
+    for weight in MS_SSIM_WEIGHTS:
+        values.append(masked_mean(_weighted_ssim_map(y, x, data_range, weight), m))
+        x, y, m = _challenge_downsample(x), _challenge_downsample(y), m[::2, ::2, ::2]
+    return float(np.prod(np.clip(values, 0, 1)))
+
+
+def synthrad2025(prediction, target, mask=None, **_) -> dict[str, float]:
+    """SynthRAD2025 image metrics (SynthRAD2025/evaluation `image_metrics.py`), volumes (Z, Y, X)
+    in HU: mae as 2023; psnr on the masked voxels clipped to [−1024, 3071] (data range 4095);
+    ms_ssim — clipped, −1024 outside m, shifted by +1024, `masked_ms_ssim` with range 4095."""
+    pred, ref = _pair(prediction, target)
+    m = _binary(mask, ref.shape)
+    x, y = _prepare_ct(pred, ref, m, HU_RANGE_2025)
+    r = HU_RANGE_2025[1] - HU_RANGE_2025[0]
+    return {**_ct_common(pred, ref, m, HU_RANGE_2025), "ms_ssim": masked_ms_ssim(x, y, m, r)}
+
+
+def _pct(pred_value: float, ref_value: float) -> float:
+    return float(100.0 * (pred_value - ref_value) / ref_value) if ref_value else float("nan")
+
+
+def pet(prediction, target, mask=None, *, labels=None, suv_factor: float = 1.0,
+        voxel_volume_ml: float = 1.0, **_) -> dict[str, float]:
+    """Low-dose PET metrics as the UDPET challenge's evaluation script reports them, on volumes
+    (Z, Y, X) in Bq/ml over the whole volume (`mask` is accepted for a uniform signature and not
+    used — UDPET scores the whole field of view):
+
+    nrmse — √mean((ref − pred)²) / (max(ref) − min(ref))          (UDPET `compute_nrmse`)
+    psnr  — 20·log10(max(ref) / RMSE) dB                           (UDPET `compute_psnr`)
+    ssim  — mean 3-D SSIM (7-voxel uniform window, 3-voxel crop), data range max(ref) − min(ref)
+
+    With `labels` (integer map, same shape, 0 = background), for every region k > 0, signed %
+    errors 100·(pred − ref)/ref of `suvmean_k` and `suvmax_k` (SUV = value × `suv_factor`; 1.0
+    keeps Bq/ml) and `activity_k` (Σ value × `voxel_volume_ml`, in Bq).
+    """
+    pred, ref = _pair(prediction, target)
+    span = float(ref.max() - ref.min())
+    rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
+    out = {
+        "nrmse": rmse / span if span else float("nan"),
+        "psnr": float("inf") if rmse == 0 else float(20 * np.log10(ref.max() / rmse)),
+        "ssim": float(_crop(ssim_map(ref, pred, span or 1.0)).mean(dtype=np.float64)),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != ref.shape:
+            raise ValueError(f"labels shape {labels.shape} does not match the volumes' {ref.shape}")
+        for k in np.unique(labels[labels > 0]):
+            r, p = ref[labels == k], pred[labels == k]
+            out[f"suvmean_{k}"] = _pct(p.mean() * suv_factor, r.mean() * suv_factor)
+            out[f"suvmax_{k}"] = _pct(p.max() * suv_factor, r.max() * suv_factor)
+            out[f"activity_{k}"] = _pct(p.sum() * voxel_volume_ml, r.sum() * voxel_volume_ml)
+    return out
+
+
+def body_mask(ct, threshold: float = -300.0) -> tuple[np.ndarray, str]:
+    """Body mask of a CT (Z, Y, X) in HU: voxels > `threshold`, the largest 3-D connected
+    component (face connectivity, `scipy.ndimage.label`), holes filled slice by slice along axis 0
+    (2-D `binary_fill_holes` per axial slice, so airways and bowel gas that reach the top or bottom
+    of the volume are still filled). Returns the bool mask and that description."""
+    ct = np.asarray(ct)
+    components, n = ndimage.label(ct > threshold)
+    if n == 0:
+        mask = np.zeros(ct.shape, dtype=bool)
+    else:
+        sizes = np.bincount(components.ravel())[1:]
+        mask = components == (int(np.argmax(sizes)) + 1)
+        mask = np.stack([ndimage.binary_fill_holes(s) for s in mask])
+    description = (f"HU > {threshold:g}, largest 3-D connected component, holes filled per axial "
+                   "slice (scipy.ndimage.label, binary_fill_holes)")
+    return mask, description
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolMetric:
+    """One column of a protocol: key in the result dict, title, format spec, better direction."""
+
+    name: str
+    title: str
+    fmt: str
+    higher_is_better: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A named evaluation protocol: its fixed metric columns (region errors of `pet` are extra
+    keys named `<metric>_<label>`) and its function."""
+
+    metrics: tuple[ProtocolMetric, ...]
+    function: Callable[..., dict[str, float]]
+    description: str
+
+
+_MAE = ProtocolMetric("mae", "MAE (HU)", ".1f", False)
+_PSNR = ProtocolMetric("psnr", "PSNR (dB)", ".2f", True)
+
+PROTOCOLS: Mapping[str, Protocol] = {
+    "synthrad2023": Protocol(
+        (_MAE, _PSNR, ProtocolMetric("ssim", "SSIM", ".4f", True)), synthrad2023,
+        "SynthRAD2023 synthetic-CT image metrics inside the body mask"),
+    "synthrad2025": Protocol(
+        (_MAE, _PSNR, ProtocolMetric("ms_ssim", "MS-SSIM", ".4f", True)), synthrad2025,
+        "SynthRAD2025 synthetic-CT image metrics inside the body mask"),
+    "pet": Protocol(
+        (ProtocolMetric("nrmse", "NRMSE", ".4f", False), _PSNR,
+         ProtocolMetric("ssim", "SSIM", ".4f", True)), pet,
+        "UDPET low-dose PET metrics, with per-region SUV and activity % errors"),
+}
