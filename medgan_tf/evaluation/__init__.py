@@ -4,4 +4,5 @@
     datasets  — `evaluate_dataset`: a model on a converted dataset split
     reports   — Markdown tables (paper Tables I/II), `write_report` (metrics.json/.md, figure)
     figures   — slice figures and multi-method comparisons (paper Figs. 4/5)
+    protocols — the field's volume protocols (SynthRAD2023/2025, low-dose PET) and a body mask
 """
