@@ -159,3 +159,108 @@ def test_wrong_modality_is_refused(tmp_path):
     ct = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), "CT", "HU")
     with pytest.raises(UserError, match="input modality is CT; this pet_denoise model expects PT"):
         translation_lib.translate_volume(identity_model(), ct)
+
+
+# --------------------------------------------------------------------------- any field of view: tiles
+
+
+def window_model(function, size: int = SIZE, high: float = 1000.0) -> loading.RunModel:
+    """A pet_denoise model of field of view `size`² with a fixed window [0, `high`] (so no clipping
+    and the same normalization for any crop) whose generator is `function` (normalized space)."""
+    experiment = config_lib.override(presets.task_preset("pet_denoise"), {"data.image_size": size})
+    window = dataclasses.replace(experiment.data.source_normalization, kind="window", low=0.0, high=high)
+    data = dataclasses.replace(
+        experiment.data, source_normalization=window, target_normalization=dataclasses.replace(window, share_source=False)
+    )
+    experiment = dataclasses.replace(experiment, data=data)
+    return loading.RunModel(Path("window"), experiment, signatures.normalization_description(experiment), function)
+
+
+def large_pattern(shape=(240, 200, 4)) -> np.ndarray:
+    """An asymmetric pattern with distinct non-background blocks in all four in-plane corners."""
+    i, j, k = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    array = 1.0 + 0.5 * i + 0.3 * j + 7.0 * k + 20.0 * np.sin(i / 7.0) * np.cos(j / 5.0) + 20.0
+    array += np.random.default_rng(3).uniform(0.0, 10.0, shape)
+    for value, (rows, columns) in zip((300, 400, 500, 600), [(slice(0, 3), slice(0, 3)), (slice(-3, None), slice(0, 3)),
+                                                              (slice(0, 3), slice(-3, None)), (slice(-3, None), slice(-3, None))]):
+        array[rows, columns] = value
+    return array.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([2.8, 2.8, 2.0, 1.0]),
+        np.array([[-2.8, 0, 0, 300.0], [0, -2.8, 0, 250.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]]),  # LPS-like axes
+    ],
+)
+def test_identity_model_over_tiles_returns_every_voxel(affine):
+    """A 240×200 slice at the model spacing is 7.5 × 6.25 fields of view of 32²: overlapping tiles
+    cover it all, corners and seams included, and an identity model gives back the input."""
+    calls = []
+
+    def identity(images, training):
+        assert images.shape[1:] == (32, 32, 1)  # the model only ever sees S×S tiles
+        calls.append(len(images))
+        return images
+
+    array = large_pattern()
+    progress = []
+    translation = translation_lib.translate_volume(
+        window_model(identity, size=32), Volume(array, affine, "PT", "SUV"), batch_size=64,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert translation.grid_shape == (240, 200, 4)
+    assert translation.tiles_per_slice == 10 * 8  # 0, 24, …, 192, 208 × 0, 24, …, 144, 168
+    assert calls == [64] * 5 and progress[-1] == (320, 320)
+    output = translation.volume.array
+    assert output.shape == array.shape
+    tolerance = 1e-4 * float(array.max() - array.min())
+    np.testing.assert_allclose(output, array, rtol=0, atol=tolerance)
+    for corner in [(0, 0), (-1, 0), (0, -1), (-1, -1)]:
+        np.testing.assert_allclose(output[corner], array[corner], atol=tolerance)
+
+
+def test_tiles_fit_the_normalization_on_the_whole_volume():
+    array = np.random.default_rng(4).gamma(2.0, 1.0, (100, 70, 3)).astype(np.float32)
+    experiment = config_lib.override(presets.task_preset("pet_denoise"), {"data.image_size": 32})
+    model = loading.RunModel(Path("identity"), experiment, signatures.normalization_description(experiment), lambda x, training: x)
+    translation = translation_lib.translate_volume(model, Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "SUV"))
+    high = float(np.percentile(array, 99.5))
+    assert translation.source_params["high"] == pytest.approx(high, rel=1e-6) and translation.tiles_per_slice > 1
+    np.testing.assert_allclose(translation.volume.array, np.clip(array, 0.0, high), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.6])
+def test_position_independent_model_gives_the_same_result_tiled_and_untiled(overlap):
+    """f(x) = x/2 in normalized space: a 100×90 volume through tiles and a 32² crop of it that
+    fits the field of view (one tile, as before tiling) agree where both apply."""
+    model = window_model(lambda images, training: 0.5 * images, size=32)
+    array = large_pattern((100, 90, 3))
+    affine = np.diag([2.8, 2.8, 2.0, 1.0])
+    tiled = translation_lib.translate_volume(model, Volume(array, affine, "PT", "SUV"), tile_overlap=overlap)
+    assert tiled.tiles_per_slice > 1
+    crop_affine = affine.copy()
+    crop_affine[:2, 3] = [2.8 * 40, 2.8 * 21]  # voxel (40, 21) of the large volume
+    untiled = translation_lib.translate_volume(model, Volume(array[40:72, 21:53], crop_affine, "PT", "SUV"))
+    assert untiled.tiles_per_slice == 1
+    np.testing.assert_allclose(tiled.volume.array[40:72, 21:53], untiled.volume.array, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(tiled.volume.array, 250.0 + 0.5 * array, rtol=1e-5, atol=1e-3)  # window [0, 1000]
+
+
+def test_tile_overlap_outside_zero_one_is_a_user_error(savedmodel, tmp_path, capsys):
+    write_nifti(Volume(np.ones((8, 8, 2), np.float32), np.eye(4), "PT", "SUV"), tmp_path / "in.nii")
+    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "in.nii"), "--output",
+                 str(tmp_path / "o.nii"), "--tile-overlap", "1.5"]) == 2
+    assert "--tile-overlap" in capsys.readouterr().err and not (tmp_path / "o.nii").exists()
+
+
+def test_translate_command_tiles_a_large_volume(savedmodel, tmp_path, capsys):
+    array = np.random.default_rng(6).gamma(2.0, 1.0, (200, 64, 2)).astype(np.float32)  # 560 mm wide: 3.1 × 64²
+    write_nifti(Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "SUV"), tmp_path / "wide.nii.gz")
+    out = tmp_path / "wide_out.nii.gz"
+    assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "wide.nii.gz"), "--output", str(out),
+                 "--tile-overlap", "0.5"]) == 0
+    assert "2 slices of 200×64 in 6 tiles of 64² each" in capsys.readouterr().out
+    result = read_volume(out).array
+    assert result.shape == array.shape and np.all(np.isfinite(result)) and np.std(result[-20:]) > 0

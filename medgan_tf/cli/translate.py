@@ -1,8 +1,9 @@
 """Translate a whole volume with an exported model (or a run directory).
 
-The input (a NIfTI file or a DICOM series folder) is resampled to the model's spacing and
-centre-cropped/padded to its slice size, normalized with parameters fitted on this volume (as the
-converter did for the training data), run through the generator in slice batches, mapped back to
+The input (a NIfTI file or a DICOM series folder) is resampled to the model's spacing (a slice
+smaller than the model's S×S is centre-padded; a larger one is covered by overlapping S×S tiles,
+blended without seams, so nothing is cropped), normalized with parameters fitted on this volume
+(as the converter did for the training data), run through the generator in tile batches, mapped back to
 the target's physical unit (HU / SUV / MR a.u.) and resampled onto the input's own voxel grid.
 The output NIfTI has the input's shape and affine; it is written atomically.
 
@@ -24,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export folder (a version, or the base folder → highest version) or a run directory")
     parser.add_argument("--input", type=Path, required=True, metavar="VOL", help="NIfTI file or DICOM series folder")
     parser.add_argument("--output", type=Path, required=True, metavar="VOL", help="output NIfTI (.nii or .nii.gz)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="S×S tiles (slices) per forward pass (default 8)")
+    parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
+                        help="overlap of neighbouring tiles on slices larger than the model's field of view, "
+                        "as a fraction of the tile, in [0, 1) (default 0.25)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -38,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
     model = load_model(args.model)
-    translation = translate_file(model, args.input, args.output, batch_size=args.batch_size, quiet=args.quiet)
+    translation = translate_file(
+        model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet
+    )
     volume = translation.volume
     if not args.quiet:
+        height, width, num_slices = translation.grid_shape
+        size = model.config.data.image_size
+        tiles = "" if translation.tiles_per_slice == 1 else f" in {translation.tiles_per_slice} tiles of {size}² each"
         print(
             f"wrote {args.output}: {volume.modality} in {volume.unit}, shape {volume.shape}, "
-            f"{translation.grid_shape[2]} slices of {translation.grid_shape[0]}² through the model"
+            f"{num_slices} slices of {height}×{width}{tiles} through the model"
         )
     return 0

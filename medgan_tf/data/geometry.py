@@ -7,7 +7,8 @@ centre, and as many slices as cover the source extent. Sampling a volume on that
 coordinates is, in one interpolation, "target onto the source grid → resample to the task
 spacing → centre crop/pad in-plane" (doing it in one step avoids interpolating twice).
 `from_model_grid` is the inverse map used by `translate` to put model outputs back on the
-original grid.
+original grid; `translate` uses `model_grid(..., cover=True)`, whose in-plane size grows past S
+to the volume's whole extent (translated by overlapping S×S tiles, `medgan_tf.serving.tiling`).
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ def _inside(in_shape: tuple[int, ...], mapping: np.ndarray, out_shape: tuple[int
     return mask
 
 
-def model_grid(volume: Volume, spacing_mm: tuple[float, float, float], image_size: int) -> tuple[tuple[int, int, int], np.ndarray]:
+def model_grid(
+    volume: Volume, spacing_mm: tuple[float, float, float], image_size: int, *, cover: bool = False
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape (S, S, K) and 4×4 affine of the model grid defined by `volume` (see module doc).
 
     The grid axes follow the volume's axes reordered/flipped to the closest RAS+ orientation,
     so oblique acquisitions keep their own (oblique) slice planes: no rotation is interpolated.
+
+    With `cover`, each in-plane size is max(S, ⌈extent / spacing⌉) instead of S, so the grid
+    (H, W, K) covers the volume's whole in-plane extent (for translation by overlapping S×S
+    tiles); a volume whose extent fits in S×S gets exactly the S×S grid.
     """
     import nibabel as nib
 
@@ -95,6 +102,9 @@ def model_grid(volume: Volume, spacing_mm: tuple[float, float, float], image_siz
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     num_slices = max(1, int(round(extent[2] / spacing[2])))
     shape = (int(image_size), int(image_size), num_slices)
+    if cover:
+        # The 1e-6 keeps an extent that is a whole number of voxels from rounding up by one.
+        shape = tuple(max(int(image_size), int(np.ceil(extent[a] / spacing[a] - 1e-6))) for a in (0, 1)) + (num_slices,)
     centre = voxel_to_world(affine, (np.asarray(volume.array.shape, dtype=np.float64) - 1.0)[None] / 2.0)[0]
     grid = np.eye(4)
     grid[:3, :3] = directions * spacing[None, :]

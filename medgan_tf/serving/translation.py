@@ -3,9 +3,11 @@
 Whole-volume translation mirrors the converter's pair preparation (`medgan_tf.data.pairs`) step for step, so a volume
 is seen by the model exactly as its training slices were:
 
-  read (NIfTI / DICOM series) → model grid (task spacing, centre crop/pad to S×S, axial slices)
-  → normalization fitted on this volume on the model grid (covered voxels) → slice batches
-  through the generator → de-normalization to the target unit → back onto the input's voxel
+  read (NIfTI / DICOM series) → model grid (task spacing, axial slices; a slice smaller than
+  S×S is centre-padded to it, a larger one covers the whole in-plane extent) → normalization
+  fitted on this volume on the model grid (covered voxels) → S×S tiles (one per slice when it
+  fits, else overlapping tiles, `medgan_tf.serving.tiling`) in batches through the generator →
+  blended back into slices → de-normalization to the target unit → back onto the input's voxel
   grid by world coordinates.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 from medgan_tf.errors import UserError
 from medgan_tf.serving.loading import TranslationModel, load_model
 from medgan_tf.serving.signatures import target_parameters
+from medgan_tf.serving.tiling import check_overlap, split_tiles, stitch_tiles, tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,34 @@ class Translation:
     volume: Any  # medgan_tf.data.io.Volume
     source_params: dict[str, Any]
     target_params: dict[str, Any]
-    grid_shape: tuple[int, int, int]
+    grid_shape: tuple[int, int, int]  # (H, W, K) model grid; H, W ≥ S
     grid_affine: np.ndarray
+    tiles_per_slice: int = 1  # S×S tiles the model saw per slice (1: the slice fits in S×S)
+
+
+def translate_grid(
+    model: Callable[[np.ndarray], np.ndarray],
+    normalized: np.ndarray,
+    tile: int,
+    *,
+    batch_size: int = 8,
+    tile_overlap: float = 0.25,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """(H, W, K) normalized model-grid stack (H, W ≥ `tile`) → ((H, W, K) float32 outputs, tiles
+    per slice).
+
+    Each slice is cut into overlapping `tile`×`tile` tiles (a single tile when H = W = `tile`),
+    the tiles go through `model` `batch_size` at a time and are blended back; `progress(done,
+    total)` counts tiles.
+    """
+    slices = np.moveaxis(normalized, 2, 0)[..., None]  # (K, H, W, 1)
+    positions = tile_grid(slices.shape[1:3], tile, tile_overlap)
+    tiles = split_tiles(slices, positions, tile)  # (K·P, S, S, 1)
+    total = len(tiles)
+    outputs = predict_slices(model, tiles, batch_size, None if progress is None else lambda done: progress(done, total))
+    stitched = stitch_tiles(outputs, positions, slices.shape[1:3], tile_overlap)
+    return np.moveaxis(stitched[..., 0], 0, 2), len(positions)
 
 
 def translate_volume(
@@ -80,13 +109,16 @@ def translate_volume(
     volume: Any,
     *,
     batch_size: int = 8,
+    tile_overlap: float = 0.25,
     progress: Callable[[int, int], None] | None = None,
 ) -> Translation:
     """Translate a whole source `Volume` (physical units) → output Volume on the same grid.
 
     The output has the input's shape and affine, the task's target modality, and values in the
     target unit (for a target that shares the source's normalization, e.g. PET denoising, the
-    input's own unit, so Bq/ml stays Bq/ml). `progress(done, total)` counts slices.
+    input's own unit, so Bq/ml stays Bq/ml). Slices larger than the model's S×S field of view
+    (at the task spacing) are covered by overlapping tiles, `tile_overlap` (fraction of S) apart,
+    so nothing is cropped. `progress(done, total)` counts tiles (one per slice when it fits).
     """
     from medgan_tf.data import geometry, normalization
     from medgan_tf.data.io import Volume
@@ -101,8 +133,13 @@ def translate_volume(
     non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
     if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
         raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
+    try:
+        tile_overlap = check_overlap(tile_overlap)
+    except ValueError as error:
+        raise UserError(f"--tile-overlap: {error}") from None
     size, spacing = int(data.image_size), tuple(float(v) for v in data.spacing_mm)
-    grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size)
+    grid = geometry.model_grid(volume, spacing, size, cover=True)
+    grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size, grid=grid)
     # Fitted as the converter fits training data: on the model grid, over the voxels the volume
     # really covers (not the crop/pad fill), so the model sees the intensity scale it learned.
     covered = geometry.coverage(volume, grid_array.shape, grid_affine)
@@ -111,10 +148,11 @@ def translate_volume(
     target_params = target_parameters(description, source_params)
     if description["target"].get("share_source"):
         target_params["unit"] = volume.unit
-    slices = np.moveaxis(normalization.normalize(grid_array, source_params), 2, 0)[..., None]  # (K, S, S, 1)
-    total = len(slices)
-    outputs = predict_slices(model, slices, batch_size, None if progress is None else lambda done: progress(done, total))
-    physical = normalization.denormalize(np.moveaxis(outputs[..., 0], 0, 2), target_params).astype(np.float32)
+    normalized = np.asarray(normalization.normalize(grid_array, source_params), dtype=np.float32)
+    outputs, tiles_per_slice = translate_grid(
+        model, normalized, size, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress
+    )
+    physical = normalization.denormalize(outputs, target_params).astype(np.float32)
     on_input_grid = geometry.from_model_grid(physical, grid_affine, volume)
     output = Volume(
         array=on_input_grid,
@@ -123,7 +161,8 @@ def translate_volume(
         unit=str(target_params["unit"]),
         metadata={"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"},
     )
-    return Translation(output, source_params, target_params, tuple(int(v) for v in grid_array.shape), grid_affine)
+    grid_shape = tuple(int(v) for v in grid_array.shape)
+    return Translation(output, source_params, target_params, grid_shape, grid_affine, tiles_per_slice)
 
 
 def check_nifti_path(path: str | Path) -> Path:
@@ -159,12 +198,13 @@ def translate_file(
     output_path: str | Path,
     *,
     batch_size: int = 8,
+    tile_overlap: float = 0.25,
     quiet: bool = False,
 ) -> Translation:
     """Read `input_path` (NIfTI file or DICOM series folder), translate, write NIfTI `output_path`.
 
-    `model` is a loaded model or a path for `load_model`. A progress bar (keras Progbar on stdout)
-    counts slices unless `quiet`.
+    `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`.
+    A progress bar (keras Progbar on stdout) counts tiles unless `quiet`.
     """
     from medgan_tf.data.io import VolumeReadError, read_volume
 
@@ -183,9 +223,9 @@ def translate_file(
 
         def progress(done: int, total: int) -> None:
             if "bar" not in bar:
-                bar["bar"] = keras.utils.Progbar(total, unit_name="slice")
+                bar["bar"] = keras.utils.Progbar(total, unit_name="tile")
             bar["bar"].update(done)
 
-    translation = translate_volume(model, volume, batch_size=batch_size, progress=progress)
+    translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress)
     write_nifti_atomic(translation.volume, output_path)
     return translation
