@@ -144,6 +144,10 @@ class TrainConfig:
     image_summary_every_steps: int = 200
     validation_steps: int | None = 32
     deterministic: bool = False
+    # Model selection: the validation metric the `best` checkpoint is chosen by (a validation
+    # metric of `medgan_tf.metrics`), and validations without improvement before stopping (None: never).
+    select_by: str = "ssim"
+    patience: int | None = None
 
 
 @dataclass(frozen=True)

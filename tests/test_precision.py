@@ -257,3 +257,21 @@ def test_run_directory_evaluates_in_the_precision_asked_and_an_export_refuses_an
     assert loading.load_model(version, precision="float32") is not None
     with pytest.raises(UserError, match="exported to compute in float32, not bfloat16.*--precision bfloat16"):
         loading.load_model(version, precision="bfloat16")
+
+
+def test_translate_takes_precision_for_a_run_directory(tmp_path, capsys):
+    from medgan_tf.cli import main
+    from medgan_tf.data.io import Volume, read_volume, write_nifti
+
+    make_run(tmp_path / "run", "pet_denoise", image_size=32)
+    array = np.random.default_rng(3).gamma(2.0, 1000.0, (32, 32, 3)).astype(np.float32)
+    write_nifti(Volume(array, np.diag([2.8, 2.8, 2.0, 1.0]), "PT", "Bq/ml"), tmp_path / "in.nii.gz")
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.nii.gz"
+        assert main(["translate", "--model", str(tmp_path / "run"), "--input", str(tmp_path / "in.nii.gz"),
+                     "--output", str(out), "--precision", precision, "--quiet"]) == 0
+        outputs[precision] = read_volume(out).array
+    assert not np.array_equal(outputs["float32"], outputs["bfloat16"]), "bfloat16 compute must differ in the last bits"
+    scale = float(np.ptp(outputs["float32"])) or 1.0
+    assert np.max(np.abs(outputs["float32"] - outputs["bfloat16"])) < 0.05 * scale

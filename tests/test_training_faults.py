@@ -48,7 +48,8 @@ def _train(run: Path, *extra: str) -> int:
 
 
 def _checkpoints(run: Path) -> list[str]:
-    return sorted(p.name for p in (run / "checkpoints").iterdir())
+    """The checkpoint files of the run (the best-by-validation copy in checkpoints/best/ aside)."""
+    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.name != "best")
 
 
 # ---- the reader ---------------------------------------------------------------------------------
@@ -155,6 +156,8 @@ def _fail_checkpoint_write(monkeypatch, where: str, at_call: int) -> dict:
     original_state = checkpoint_management.update_checkpoint_state_internal
 
     def failing_write(self, prefix, options=None, **kwargs):
+        if Path(prefix).parent.name == "best":  # the best-by-validation copy is not what this test counts
+            return original_write(self, prefix, options=options, **kwargs)
         seen["calls"] += 1
         if where == "data" and seen["calls"] == at_call:
             seen["state_file"] = (Path(prefix).parent / "checkpoint").read_bytes()
@@ -165,6 +168,8 @@ def _fail_checkpoint_write(monkeypatch, where: str, at_call: int) -> dict:
         return original_write(self, prefix, options=options, **kwargs)
 
     def failing_state(save_dir, *args, **kwargs):
+        if Path(save_dir).name == "best":
+            return original_state(save_dir, *args, **kwargs)
         if where == "state" and seen["calls"] == at_call and "state_file" not in seen:
             seen["state_file"] = (Path(save_dir) / "checkpoint").read_bytes()
             (Path(save_dir) / "checkpoint.tmp0123abcd").write_bytes(b"partial")
@@ -232,11 +237,12 @@ def test_a_json_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 48 MB tmpfs mounted for the test (needs root in a container allowing mounts; else skip)."""
+    """A 96 MB tmpfs mounted for the test (needs root in a container allowing mounts; else skip): room
+    for the run, its best-by-validation copy and one save in flight (a save stages, then merges)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     try:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)],
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount_point)],
                                 capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as error:
         pytest.skip(f"cannot mount a tmpfs here: {error}")

@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, metavar="RUN", help="run directory written by `medgan-tf train`")
     parser.add_argument("--out", type=Path, help="model base folder (default savedmodels/<task>)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
-    parser.add_argument("--checkpoint", help="a specific checkpoint prefix of RUN (default: the latest)")
+    parser.add_argument("--checkpoint", metavar="best|latest|STEP|PREFIX",
+                        help="which checkpoint of RUN: best (by the run's validation metric, --select-by), latest, "
+                             "a step number, or a checkpoint prefix (default: best when the run has validated, "
+                             "else latest)")
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
                         help="what the served graph computes in (default float32; auto = bfloat16 where this "
                              "processor has it natively); inputs and outputs stay float32")
@@ -46,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints
 
-    version_dir = export_run(args.run, args.out, args.version, checkpoint=args.checkpoint, precision=args.precision)
+    which = args.checkpoint or ("best" if checkpoints.best_checkpoint(args.run) else "latest")
+    source = checkpoints.resolve_checkpoint(args.run, which)
+    version_dir = export_run(args.run, args.out, args.version, checkpoint=which, precision=args.precision)
     experiment = checkpoints.read_config(args.run)
     description = normalization_description(experiment)
     size = experiment.data.image_size
-    print(f"exported {version_dir}")
+    print(f"exported {version_dir} from the {which} checkpoint ({source})")
     print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
     print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
     precision = read_precision(version_dir)

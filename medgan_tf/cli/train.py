@@ -48,6 +48,8 @@ FIELD_FLAGS = {
     "keep_checkpoints": "train.keep_checkpoints",
     "image_every": "train.image_summary_every_steps",
     "validation_steps": "train.validation_steps",
+    "select_by": "train.select_by",
+    "patience": "train.patience",
     "deterministic": "train.deterministic",
     "image_size": "data.image_size",
     "augment": "data.augment",
@@ -121,6 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep; default 3")
     run.add_argument("--image-every", type=int, help="steps between TensorBoard image grids; default 200")
     run.add_argument("--validation-steps", type=int, help="validation batches per epoch; default 32")
+    run.add_argument("--select-by", choices=("ssim", "psnr", "mse"),
+                     help="validation metric (paper's 0–255 scale) that picks the `best` checkpoint; default ssim")
+    run.add_argument("--patience", type=int,
+                     help="stop after N validations (epochs) without improvement of --select-by; default: never")
     run.add_argument("--log-every", type=int, default=10, help="steps between scalar summaries / quiet log lines")
     run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
 

@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
                         help="overlap of neighbouring tiles on slices larger than the model's field of view, "
                         "as a fraction of the tile, in [0, 1) (default 0.25)")
+    parser.add_argument("--precision", choices=("export", "auto", "float32", "bfloat16"), default="export",
+                        help="compute precision: export (default) = what the model carries (an export's own, float32 "
+                             "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
+                             "this processor computes it natively); an export refuses a precision it was not written in")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         from medgan_tf.errors import UserError
 
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
-    model = load_model(args.model)
+    model = load_model(args.model, precision=args.precision)
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet
     )

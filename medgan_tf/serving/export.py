@@ -174,10 +174,15 @@ def export_run(
     checkpoint: str | None = None,
     precision: str = "float32",
 ) -> Path:
-    """Export a run directory's latest checkpoint (or the `checkpoint` prefix given); `out_dir`
-    defaults to savedmodels/<task>; `precision` as in `export_generator`."""
+    """Export a run directory's checkpoint: `checkpoint` "best" (the best by validation), "latest",
+    a step number or a prefix; None = the best when the run has validated, else the latest (the
+    log says which). `out_dir` defaults to savedmodels/<task>; `precision` as in `export_generator`."""
     from medgan_tf.training import checkpoints
 
+    if checkpoint is None:
+        checkpoint = "best" if checkpoints.best_checkpoint(Path(run_dir)) else "latest"
+    log.info("exporting the %s checkpoint of %s: %s", checkpoint, run_dir,
+             checkpoints.resolve_checkpoint(Path(run_dir), checkpoint))
     generator, experiment = checkpoints.load_generator(Path(run_dir), checkpoint)
     if out_dir is None:
         out_dir = Path("savedmodels") / experiment.task

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # RUN/checkpoints/best/: the checkpoint with the best validation metric
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -132,9 +133,33 @@ class CheckpointStore:
         self._write_dir = write_dir
         if is_chief:  # a save killed mid-way (SIGKILL, power loss) leaves its staging folder behind
             remove_leftovers(self.directory)
+            remove_leftovers(self.directory / BEST_DIR)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(write_dir), max_to_keep=keep, step_counter=self.step
         )
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, str(write_dir / BEST_DIR), max_to_keep=1, step_counter=self.step
+        )
+
+    @property
+    def is_chief(self) -> bool:
+        return self._is_chief
+
+    def save_best(self) -> str:
+        """Replace RUN/checkpoints/best/ with a checkpoint of the current step (model selection)."""
+        number = int(self.step.numpy())
+        try:
+            path = self.best_manager.save(checkpoint_number=number)
+        except (OSError, tf.errors.OpError) as error:
+            remove_unrecorded(self._write_dir / BEST_DIR, number)
+            raise UserError(
+                f"could not write the best checkpoint ckpt-{number} in {self._write_dir / BEST_DIR}: "
+                f"{write_failure_reason(error)}. Free space on that disk, then continue with "
+                f"--resume {self.directory.parent}"
+            ) from error
+        if not self._is_chief:
+            shutil.rmtree(self._write_dir, ignore_errors=True)
+        return path
 
     def restore_latest(self) -> str | None:
         """Restore the newest complete checkpoint of the run; None when there is none."""
@@ -200,14 +225,40 @@ def _remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+def best_checkpoint(run_dir: Path) -> str | None:
+    """The run's best checkpoint by its validation metric (None before the first validation)."""
+    return tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR / BEST_DIR))
+
+
+def resolve_checkpoint(run_dir: Path, checkpoint: str | None = None) -> str:
+    """The checkpoint prefix `checkpoint` names: None or "latest" → the newest; "best" → the best
+    by validation; a step number → ckpt-<step>; anything else is taken as a prefix."""
+    run_dir = Path(run_dir)
+    if checkpoint in (None, "latest"):
+        path = latest_checkpoint(run_dir)
+    elif checkpoint == "best":
+        path = best_checkpoint(run_dir)
+        if path is None:
+            raise UserError(f"{run_dir} has no best checkpoint (it has not validated yet); use --checkpoint latest")
+    elif str(checkpoint).isdigit():
+        path = str(run_dir / CHECKPOINT_DIR / f"ckpt-{int(checkpoint)}")
+        if not Path(path + ".index").is_file():
+            kept = sorted(p.name[: -len(".index")] for p in (run_dir / CHECKPOINT_DIR).glob("ckpt-*.index"))
+            raise UserError(f"{run_dir} has no checkpoint at step {checkpoint}; kept: {', '.join(kept) or 'none'}")
+    else:
+        path = str(checkpoint)
+    if path is None:
+        raise UserError(f"{run_dir} has no checkpoint yet: train it first")
+    return path
+
+
 def load_generator(run_dir: Path, checkpoint: str | None = None):
-    """(generator with the run's latest weights, the run's ExperimentConfig)."""
+    """(generator with the weights of the run's `checkpoint` — see `resolve_checkpoint`, default
+    the latest — , the run's ExperimentConfig)."""
     from medgan_tf import presets
 
     experiment = read_config(run_dir)
-    path = checkpoint or latest_checkpoint(run_dir)
-    if path is None:
-        raise UserError(f"{run_dir} has no checkpoint yet: train it first")
+    path = resolve_checkpoint(run_dir, checkpoint)
     try:
         generator = presets.recipe_of(experiment).generator(experiment)
     except KeyError as error:

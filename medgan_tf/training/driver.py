@@ -29,7 +29,10 @@ import tensorflow as tf
 from medgan_tf import config as config_lib
 from medgan_tf.errors import TrainingDiverged, UserError
 from medgan_tf.training import checkpoints
+from medgan_tf.training.progress import Progress as _Progress
+from medgan_tf.training.progress import image_grid
 from medgan_tf.training.runtime import Runtime
+from medgan_tf.training.selection import SELECTION_FILE, BestModel
 
 log = logging.getLogger(__name__)
 
@@ -123,40 +126,6 @@ def _distributed(step, strategy: tf.distribute.Strategy, jit_compile: bool):
     return distributed_step
 
 
-def image_grid(source, output, target) -> tf.Tensor:
-    """(K, S, 4·S, 1) rows of source | output | target | |error|, all mapped to [0, 1]."""
-    output = tf.cast(output, tf.float32)
-    panels = [(source + 1.0) / 2.0, (output + 1.0) / 2.0, (target + 1.0) / 2.0, tf.abs(output - target) / 2.0]
-    return tf.clip_by_value(tf.concat(panels, axis=2), 0.0, 1.0)
-
-
-_SHOWN_LOGS = ("generator_total", "discriminator_loss", "d_real", "d_fake")
-
-
-class _Progress:
-    """A Keras progress bar with ETA, or plain log lines with `--quiet`."""
-
-    def __init__(self, total_steps: int, start_step: int, quiet: bool, log_every: int) -> None:
-        self.quiet, self.log_every, self.total = quiet, log_every, total_steps
-        self.start_step, self.start_time = start_step, time.perf_counter()
-        # The logs are already running means (MedGAN's trackers), so the bar must not average again.
-        self.bar = None if quiet else keras.utils.Progbar(total_steps, stateful_metrics=_SHOWN_LOGS, unit_name="step")
-        if self.bar is not None and start_step:
-            self.bar.update(start_step)
-
-    def update(self, step: int, values: dict[str, float]) -> None:
-        shown = {k: v for k, v in values.items() if k in _SHOWN_LOGS}
-        if self.bar is not None:
-            self.bar.update(step, values=list(shown.items()), finalize=step >= self.total)
-            return
-        if step % self.log_every == 0 or step == self.total:
-            done = step - self.start_step
-            elapsed = time.perf_counter() - self.start_time
-            eta = elapsed / max(done, 1) * (self.total - step)
-            text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
-            log.info("step %d/%d %s eta %s", step, self.total, text, time.strftime("%H:%M:%S", time.gmtime(eta)))
-
-
 @dataclasses.dataclass
 class _Loop:
     """Where the loop stands, and what it writes along the way."""
@@ -172,6 +141,8 @@ class _Loop:
     last_saved: int
     train_writer: object
     validation_writer: object
+    selection: BestModel | None = None
+    stopped: str | None = None
     last_losses: dict = dataclasses.field(default_factory=dict)
     interval_start: float = dataclasses.field(default_factory=time.perf_counter)
     interval_steps: int = 0
@@ -221,6 +192,8 @@ def train(
     step = int(store.step.numpy())
     loop = _Loop(model, store, data, run_dir, global_batch, steps_per_epoch, train_cfg.epochs * steps_per_epoch,
                  step, step if resume else -1, *writers)
+    loop.selection = (BestModel.load(run_dir, train_cfg.select_by, train_cfg.patience) if resume
+                      else BestModel(train_cfg.select_by, train_cfg.patience))
     if step >= loop.total_steps:
         log.info("%s is already at step %d of %d: nothing to train", run_dir, step, loop.total_steps)
     started = time.perf_counter()
@@ -301,9 +274,25 @@ def _run_epochs(loop: _Loop, experiment: config_lib.ExperimentConfig, runtime: R
         loop.store.epoch.assign(epoch + 1)
         loop.save("end of epoch")  # before validation, so a failing validation cannot cost the epoch
         try:
-            _validate(loop, test_fn, strategy, options, epoch + 1)
+            values = _validate(loop, test_fn, strategy, options, epoch + 1)
         except tf.errors.DataLossError as error:
             raise _data_error(loop, "val", error) from error
+        if values and _select(loop, epoch + 1, values):
+            break
+
+
+def _select(loop: _Loop, epoch: int, values: dict[str, float]) -> bool:
+    """Keep the best checkpoint by the selection metric; True when early stopping ends the run."""
+    improved, stop = loop.selection.update(epoch, loop.step, values)
+    if improved:
+        loop.store.save_best()
+        log.info("best so far: %s", loop.selection.best_text())
+    if loop.store.is_chief:
+        checkpoints.write_json_atomic(loop.run_dir / SELECTION_FILE, loop.selection.to_dict())
+    if stop:
+        log.info("%s", stop)
+        loop.stopped = stop
+    return stop is not None
 
 
 def _data_error(loop: _Loop, split: str, error: Exception) -> Exception:
@@ -369,6 +358,10 @@ def _summary(loop: _Loop, start_step: int, elapsed: float) -> dict:
         "slices_per_second": (step - start_step) * loop.global_batch / elapsed if step > start_step else None,
         "wall_seconds_this_session": elapsed,
         "checkpoint": checkpoints.latest_checkpoint(loop.run_dir),
+        "best_checkpoint": checkpoints.best_checkpoint(loop.run_dir),
+        "best": loop.selection.best if loop.selection else None,
+        "validation_curve": loop.selection.curve if loop.selection else [],
+        "stopped_early": loop.stopped,
     }
 
 
@@ -377,20 +370,21 @@ def _value(variable) -> float:
     return float(tf.convert_to_tensor(getattr(variable, "value", variable)).numpy())
 
 
-def _validate(loop: _Loop, test_fn, strategy, options, epoch: int) -> None:
+def _validate(loop: _Loop, test_fn, strategy, options, epoch: int) -> dict[str, float]:
     """Score the validation batches with `MedGAN.test_step` (the validation metrics of
-    `medgan_tf.metrics` on the 0–255 scale, and every loss term) and write their means."""
+    `medgan_tf.metrics` on the 0–255 scale, and every loss term), write and return their means
+    ({} without a validation split)."""
     if loop.data.validation_batches is None:
-        return
+        return {}
     batches = loop.data.validation_batches()
     if isinstance(batches, list) and not batches:
-        return
+        return {}
     loop.model.reset_metrics()
     values: dict[str, float] = {}
     for batch in strategy.experimental_distribute_dataset(batches.with_options(options)):
         values = {name: float(value) for name, value in test_fn(batch).items()}  # running means
     if not values:
-        return
+        return {}
     from medgan_tf.metrics import metric_names
 
     shown = metric_names(validation=True)
@@ -398,3 +392,4 @@ def _validate(loop: _Loop, test_fn, strategy, options, epoch: int) -> None:
         for name, value in values.items():
             tf.summary.scalar(f"metrics/{name}" if name in shown else f"losses/{name}", value)
     log.info("epoch %d validation: %s", epoch, " ".join(f"{k}={values[k]:.4f}" for k in shown if k in values))
+    return values

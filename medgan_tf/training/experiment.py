@@ -37,6 +37,8 @@ RESUMABLE_FIELDS = (
     "train.xla",
     "train.mixed_precision",
     "train.strategy",
+    "train.select_by",
+    "train.patience",
 )
 DATA_FILE = "data.json"  # RUN/data.json: the dataset a run trains on
 
@@ -96,7 +98,10 @@ def train_experiment(
     from medgan_tf.data.manifest import check_compatible
     from medgan_tf.training import checkpoints, driver
 
+    from medgan_tf.training.selection import check_selection_metric
+
     config_lib.validate(config)
+    check_selection_metric(config.train.select_by)
     run_dir = Path(run_dir)
     if data_changed and not resume:
         raise UserError("--data-changed only applies when resuming a run (--resume RUN); a new run records "
