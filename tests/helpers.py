@@ -4,7 +4,6 @@ sys.path)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -54,18 +53,12 @@ def assert_save_reload_identical(model, inputs, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(reloaded(inputs)), np.asarray(model(inputs)))
 
 
-@contextlib.contextmanager
 def precision_policy(name: str):
     """Run the block under Keras' global dtype policy `name` ("mixed_float16", ...), restoring
-    float32 afterwards even when the block fails."""
-    import keras
+    the previous policy afterwards even when the block fails (the package's own helper)."""
+    from medgan_tf.training.runtime import dtype_policy
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    return dtype_policy(name)
 
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

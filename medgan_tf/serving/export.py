@@ -52,20 +52,15 @@ def generator_in_precision(generator, experiment: config_lib.ExperimentConfig, c
     """`generator` itself when it already computes in `compute_dtype` ("float32" | "bfloat16"),
     else the same network rebuilt under that dtype policy with `generator`'s weights (the global
     policy is restored afterwards)."""
-    import keras
-
     from medgan_tf import presets
+    from medgan_tf.training.runtime import dtype_policy
 
     if compute_dtype not in EXPORT_POLICIES:
         raise UserError(f"precision must be one of {sorted(EXPORT_POLICIES)}; received {compute_dtype!r}")
     if generator.compute_dtype == compute_dtype:
         return generator
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(EXPORT_POLICIES[compute_dtype])
-    try:
+    with dtype_policy(EXPORT_POLICIES[compute_dtype]):
         rebuilt = presets.recipe_of(experiment).generator(experiment)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     source_shapes = [tuple(w.shape) for w in generator.weights]
     if [tuple(w.shape) for w in rebuilt.weights] != source_shapes:
         raise UserError(

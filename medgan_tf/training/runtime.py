@@ -11,10 +11,12 @@ tests force them on CPU with tiny models).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import tensorflow as tf
 
@@ -212,3 +214,16 @@ def setup(strategy: str, xla: str, mixed_precision: str, logical_cpus: int = 1) 
         "" if is_chief else f" (worker {index})",
     )
     return Runtime(dist, jit, policy, is_chief, index)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `name` inside the block, the previous one restored after."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

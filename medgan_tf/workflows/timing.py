@@ -7,12 +7,11 @@ optimization, allocator growth and file caches happen in the warm-up).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -118,19 +117,6 @@ def gemm_gflops(size: int, repeats: int, warmup: int = 1, dtype: str = "float32"
     return {"size": size, "dtype": dtype, "gflops": 2.0 * size**3 / timing.median / 1e9, **timing.as_dict()}
 
 
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Keras' global dtype policy set to `name` inside the block, the previous one restored after."""
-    import keras
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 # --------------------------------------------------------------------------- model measurements
 
 
@@ -188,6 +174,7 @@ def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warm
 
     from medgan_tf.training.build import build_model
     from medgan_tf.training.driver import make_train_step
+    from medgan_tf.training.runtime import dtype_policy
 
     size = experiment.data.image_size
     with dtype_policy(policy):
