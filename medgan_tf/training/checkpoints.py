@@ -147,19 +147,7 @@ class CheckpointStore:
 
     def save_best(self) -> str:
         """Replace RUN/checkpoints/best/ with a checkpoint of the current step (model selection)."""
-        number = int(self.step.numpy())
-        try:
-            path = self.best_manager.save(checkpoint_number=number)
-        except (OSError, tf.errors.OpError) as error:
-            remove_unrecorded(self._write_dir / BEST_DIR, number)
-            raise UserError(
-                f"could not write the best checkpoint ckpt-{number} in {self._write_dir / BEST_DIR}: "
-                f"{write_failure_reason(error)}. Free space on that disk, then continue with "
-                f"--resume {self.directory.parent}"
-            ) from error
-        if not self._is_chief:
-            shutil.rmtree(self._write_dir, ignore_errors=True)
-        return path
+        return self._save(self.best_manager, self._write_dir / BEST_DIR, "the best checkpoint")
 
     def restore_latest(self) -> str | None:
         """Restore the newest complete checkpoint of the run; None when there is none."""
@@ -174,14 +162,17 @@ class CheckpointStore:
         """Write checkpoint ckpt-<step>; a failed write (OSError or a TensorFlow write error, e.g.
         a full disk) removes that checkpoint's files and raises a UserError naming the folder,
         leaving the earlier checkpoints and the `checkpoint` state file as they were."""
+        return self._save(self.manager, self._write_dir, "checkpoint")
+
+    def _save(self, manager, folder: Path, what: str) -> str:
         number = int(self.step.numpy())
         try:
-            path = self.manager.save(checkpoint_number=number)
+            path = manager.save(checkpoint_number=number)
         except (OSError, tf.errors.OpError) as error:
-            remove_unrecorded(self._write_dir, number)
+            remove_unrecorded(folder, number)
             kept = tf.train.latest_checkpoint(str(self.directory)) or "none written yet"
             raise UserError(
-                f"could not write checkpoint ckpt-{number} in {self._write_dir}: {write_failure_reason(error)}. "
+                f"could not write {what} ckpt-{number} in {folder}: {write_failure_reason(error)}. "
                 f"Its partial files were removed; the earlier checkpoints are intact (last: {kept}). Free space "
                 f"on that disk, then continue with --resume {self.directory.parent}"
             ) from error
