@@ -1,0 +1,92 @@
+"""Pictures of synthetic pairs: the three orthogonal planes through the centre of the source and
+of the target volume, side by side (`medgan-tf synth --preview`, and the README's phantom figure).
+
+Each plane is shown in the volume's own millimetres (the aspect follows the voxel spacing), in
+radiological display (patient's left on the right of an axial view, anterior at the top), with a
+window per modality: CT −450…550 HU (lungs and air black, fat, organs and bone apart), PET and MR
+0 to the 99.5th percentile.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def _window(volume) -> tuple[float, float]:
+    if volume.modality == "CT":
+        return -450.0, 550.0
+    return 0.0, float(np.percentile(volume.array, 99.5)) or 1.0
+
+
+def _plane(volume, plane: str) -> tuple[np.ndarray, float]:
+    """(2-D image with rows top → bottom, its pixel aspect height/width) of the central `plane`."""
+    array, spacing = volume.array, volume.spacing
+    i, j, k = (n // 2 for n in array.shape)
+    if plane == "axial":  # rows: anterior (high j) first; columns: patient right (low i) ... left
+        return np.flipud(array[:, :, k].T), spacing[1] / spacing[0]
+    if plane == "coronal":  # rows: superior first; columns: i
+        return np.flipud(array[:, j, :].T), spacing[2] / spacing[0]
+    return np.flipud(array[i, :, :].T), spacing[2] / spacing[1]  # sagittal: columns anterior ... posterior flipped
+
+
+def _draw_row(axes, label: str, source, target) -> None:
+    for column, (name, volume) in enumerate((("source", source), ("target", target))):
+        low, high = _window(volume)
+        for offset, plane in enumerate(PLANES):
+            ax = axes[column * 3 + offset]
+            image, aspect = _plane(volume, plane)
+            ax.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name} {volume.modality} — {plane}", fontsize=7)
+    axes[0].set_ylabel(label, fontsize=8)
+
+
+def render_pairs(rows: list[tuple[str, object, object]], path: str | Path, dpi: int = 90) -> Path:
+    """A PNG at `path`: one row per (label, source Volume, target Volume), six panels each
+    (source and target × axial, coronal, sagittal). Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = pyplot.subplots(len(rows), 6, figsize=(12, 2.3 * len(rows)), squeeze=False)
+    try:
+        for row_axes, (label, source, target) in zip(axes, rows):
+            _draw_row(row_axes, label, source, target)
+        figure.tight_layout()
+        partial = path.with_name(f".{path.name}.partial")
+        figure.savefig(partial, dpi=dpi, format="png")
+        os.replace(partial, path)
+    finally:
+        pyplot.close(figure)
+    return path
+
+
+def write_previews(pairs_csv: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """One PNG per pair of `pairs_csv` (a `medgan-tf synth` dataset): `<out_dir>/<patient_id>.png`,
+    `out_dir` defaulting to `preview/` next to the CSV. Returns the paths written."""
+    from medgan_tf.data.io import read_volume
+
+    pairs_csv = Path(pairs_csv)
+    out = Path(out_dir) if out_dir else pairs_csv.parent / "preview"
+    with open(pairs_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    written = []
+    for number, row in enumerate(rows, start=1):
+        source = read_volume(pairs_csv.parent / row["source"])
+        target = read_volume(pairs_csv.parent / row["target"])
+        written.append(render_pairs([(row["patient_id"], source, target)], out / f"{row['patient_id']}.png"))
+        log.info("preview %d/%d: %s", number, len(rows), written[-1])
+    return written
