@@ -148,6 +148,8 @@ class TrainConfig:
     # metric of `medgan_tf.metrics`), and validations without improvement before stopping (None: never).
     select_by: str = "ssim"
     patience: int | None = None
+    # Steps between validations (each feeds the selection and early stopping); None: every epoch end.
+    validate_every_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         value = _field(config, dotted)
         if not isinstance(value, int) or value < 1:
             raise UserError(f"{dotted} must be a positive integer; received {value!r}")
-    steps = config.train.steps_per_epoch
-    if steps is not None and steps < 1:
-        raise UserError(f"train.steps_per_epoch must be a positive integer or unset; received {steps!r}")
+    for dotted in ("train.steps_per_epoch", "train.validate_every_steps"):
+        steps = _field(config, dotted)
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise UserError(f"{dotted} must be a positive integer or unset; received {steps!r}")
     return config

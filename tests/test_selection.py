@@ -86,3 +86,28 @@ def test_export_names_a_missing_step(builtin_dir, tmp_path, capsys):
     assert "has no checkpoint at step 7; kept: ckpt-1" in capsys.readouterr().err
     assert cli.main(["export", str(run), "--checkpoint", "latest", "--out", str(tmp_path / "sm")]) == 0
     assert "from the latest checkpoint" in capsys.readouterr().out
+
+
+def test_validate_every_scores_the_val_split_every_n_steps_and_at_the_last(builtin_dir, tmp_path, monkeypatch):
+    """5 steps with --validate-every 2: validations after steps 2, 4 and 5 (the last); the best of
+    the scripted SSIMs (step 4) is the `best` checkpoint."""
+    from medgan_tf import metrics
+
+    scripted = iter([0.30, 0.80, 0.70])
+    monkeypatch.setattr(metrics, "validation_means",
+                        lambda outputs, targets: np.array([next(scripted), 20.0, 100.0], dtype=np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--task", "pet_denoise", "--image-size", "64", "--ublocks", "1", "--base-filters", "8",
+                     "--vgg-weights", "none", "--quiet", "--data", str(builtin_dir), "--epochs", "1",
+                     "--steps-per-epoch", "5", "--validation-steps", "1", "--validate-every", "2",
+                     "--logdir", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert [point["step"] for point in summary["validation_curve"]] == [2, 4, 5]
+    assert [point["epoch"] for point in summary["validation_curve"]] == [0, 0, 1]
+    assert summary["best"] == {"epoch": 0, "step": 4, "metric": "ssim", "value": pytest.approx(0.8)}
+    assert summary["best_checkpoint"].endswith("best/ckpt-4")
+
+
+def test_validate_every_must_be_positive(tmp_path, capsys):
+    assert cli.main(["train", "--task", "pet_denoise", "--validate-every", "0", "--logdir", str(tmp_path / "run")]) == 2
+    assert "train.validate_every_steps must be a positive integer or unset; received 0" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Write a built-in synthetic dataset: NIfTI volume pairs from anatomical head phantoms with
 physically sensible simulation (PET Poisson counts at 100 % vs 25 % time reconstructed by FBP;
 MR rigid motion in k-space; PET and CT from one tissue map) and DIR/pairs.csv, ready for
-`medgan-tf convert --pairs DIR/pairs.csv`. Deterministic per --seed.
+`medgan-tf convert --pairs DIR/pairs.csv`. Deterministic per --seed. With --preview, also a PNG of
+the three orthogonal planes of each pair in DIR/preview/<patient>.png.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed → identical volumes)")
     parser.add_argument(
         "--image-size", type=int, default=256,
-        help="size the head to fill an S×S slice at the task spacing (pet_ct, mr_motion; default 256)",
+        help="size the phantom to fill an S×S slice at the task spacing (pet_ct, mr_motion; default 256)",
+    )
+    parser.add_argument(
+        "--preview", action="store_true",
+        help="also write OUT/preview/<patient>.png: axial, coronal and sagittal planes of source and target",
     )
 
 
@@ -37,5 +42,10 @@ def run(args: argparse.Namespace) -> int:
     field_of_view = args.image_size * TASK_PRESETS[args.task].spacing_mm[0]
     csv_path = write_synthetic_dataset(args.task, args.out, patients=args.patients, seed=args.seed, field_of_view_mm=field_of_view)
     logging.info("wrote %d synthetic %s pairs and %s in %.1f s", args.patients, args.task, csv_path, time.monotonic() - started)
+    if args.preview:
+        from medgan_tf.workflows.previews import write_previews
+
+        previews = write_previews(csv_path)
+        logging.info("wrote %d preview pictures in %s", len(previews), previews[0].parent)
     print(csv_path)
     return 0

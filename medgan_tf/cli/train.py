@@ -50,6 +50,7 @@ FIELD_FLAGS = {
     "validation_steps": "train.validation_steps",
     "select_by": "train.select_by",
     "patience": "train.patience",
+    "validate_every": "train.validate_every_steps",
     "deterministic": "train.deterministic",
     "image_size": "data.image_size",
     "augment": "data.augment",
@@ -126,7 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--select-by", choices=("ssim", "psnr", "mse"),
                      help="validation metric (paper's 0–255 scale) that picks the `best` checkpoint; default ssim")
     run.add_argument("--patience", type=int,
-                     help="stop after N validations (epochs) without improvement of --select-by; default: never")
+                     help="stop after N validations without improvement of --select-by; default: never")
+    run.add_argument("--validate-every", type=int, metavar="N",
+                     help="score the val split every N training steps (and at the last step) instead of at each "
+                          "epoch end; each validation feeds --select-by and --patience; default: every epoch")
     run.add_argument("--log-every", type=int, default=10, help="steps between scalar summaries / quiet log lines")
     run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
 

@@ -32,7 +32,8 @@ from medgan_tf.training import checkpoints
 from medgan_tf.training.progress import Progress as _Progress
 from medgan_tf.training.progress import image_grid
 from medgan_tf.training.runtime import Runtime
-from medgan_tf.training.selection import SELECTION_FILE, BestModel
+from medgan_tf.training import validation
+from medgan_tf.training.selection import BestModel
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +247,13 @@ def _build(experiment: config_lib.ExperimentConfig, run_dir: Path, runtime: Runt
 def _run_epochs(loop: _Loop, experiment: config_lib.ExperimentConfig, runtime: Runtime, progress: _Progress,
                 log_every: int) -> None:
     """Epochs from the current step to the end: Algorithm 1 steps, summaries, checkpoints, and
-    validation plus a checkpoint at each epoch end."""
+    validation plus a checkpoint at each epoch end (or every `validate_every_steps` steps)."""
     strategy = runtime.strategy
     step_fn = make_train_step(loop.model, strategy, runtime.jit_compile)
     test_fn = make_test_step(loop.model, strategy)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    every = experiment.train.validate_every_steps
     while loop.step < loop.total_steps:
         epoch, offset = divmod(loop.step, loop.steps_per_epoch)
         loop.model.reset_metrics()  # logged losses are running means over the (rest of the) epoch
@@ -268,31 +270,26 @@ def _run_epochs(loop: _Loop, experiment: config_lib.ExperimentConfig, runtime: R
                 progress.update(loop.step, values)
                 if loop.step % experiment.train.checkpoint_every_steps == 0:
                     loop.save("interval")
+                if every and validation.due(loop.step, every, loop.total_steps) and _validate_and_select(
+                        loop, test_fn, strategy, options, loop.step // loop.steps_per_epoch):
+                    return
         except tf.errors.DataLossError as error:
             loop.save("damaged training data")  # the steps before the damaged record are sound
             raise _data_error(loop, "train", error) from error
         loop.store.epoch.assign(epoch + 1)
         loop.save("end of epoch")  # before validation, so a failing validation cannot cost the epoch
-        try:
-            values = _validate(loop, test_fn, strategy, options, epoch + 1)
-        except tf.errors.DataLossError as error:
-            raise _data_error(loop, "val", error) from error
-        if values and _select(loop, epoch + 1, values):
+        if not every and _validate_and_select(loop, test_fn, strategy, options, epoch + 1):
             break
 
 
-def _select(loop: _Loop, epoch: int, values: dict[str, float]) -> bool:
-    """Keep the best checkpoint by the selection metric; True when early stopping ends the run."""
-    improved, stop = loop.selection.update(epoch, loop.step, values)
-    if improved:
-        loop.store.save_best()
-        log.info("best so far: %s", loop.selection.best_text())
-    if loop.store.is_chief:
-        checkpoints.write_json_atomic(loop.run_dir / SELECTION_FILE, loop.selection.to_dict())
-    if stop:
-        log.info("%s", stop)
-        loop.stopped = stop
-    return stop is not None
+def _validate_and_select(loop: _Loop, test_fn, strategy, options, epoch: int) -> bool:
+    """Checkpoint, score the val split, keep the best; True when early stopping ends the run."""
+    loop.save("validation")  # before validation, so a failing validation cannot cost the steps
+    try:
+        values = validation.validate(loop, test_fn, strategy, options, epoch)
+    except tf.errors.DataLossError as error:
+        raise _data_error(loop, "val", error) from error
+    return bool(values) and validation.select(loop, epoch, values)
 
 
 def _data_error(loop: _Loop, split: str, error: Exception) -> Exception:
@@ -368,28 +365,3 @@ def _summary(loop: _Loop, start_step: int, elapsed: float) -> dict:
 def _value(variable) -> float:
     """A scalar variable's value as a Python number, also for (Keras-wrapped) MirroredVariables."""
     return float(tf.convert_to_tensor(getattr(variable, "value", variable)).numpy())
-
-
-def _validate(loop: _Loop, test_fn, strategy, options, epoch: int) -> dict[str, float]:
-    """Score the validation batches with `MedGAN.test_step` (the validation metrics of
-    `medgan_tf.metrics` on the 0–255 scale, and every loss term), write and return their means
-    ({} without a validation split)."""
-    if loop.data.validation_batches is None:
-        return {}
-    batches = loop.data.validation_batches()
-    if isinstance(batches, list) and not batches:
-        return {}
-    loop.model.reset_metrics()
-    values: dict[str, float] = {}
-    for batch in strategy.experimental_distribute_dataset(batches.with_options(options)):
-        values = {name: float(value) for name, value in test_fn(batch).items()}  # running means
-    if not values:
-        return {}
-    from medgan_tf.metrics import metric_names
-
-    shown = metric_names(validation=True)
-    with loop.validation_writer.as_default(step=loop.step):
-        for name, value in values.items():
-            tf.summary.scalar(f"metrics/{name}" if name in shown else f"losses/{name}", value)
-    log.info("epoch %d validation: %s", epoch, " ".join(f"{k}={values[k]:.4f}" for k in shown if k in values))
-    return values

@@ -17,7 +17,7 @@ from pathlib import Path
 from medgan_tf.presets import TASK_PRESETS, TASKS
 
 # Bump when the phantoms, the simulation or the record schema change: old caches are ignored.
-BUILTIN_VERSION = 2
+BUILTIN_VERSION = 3
 # Synthetic patient ids carry no identity: a fixed, public salt keeps the keys reproducible.
 BUILTIN_SALT = "medgan-tf-builtin-synthetic"
 
