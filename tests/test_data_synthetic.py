@@ -61,38 +61,122 @@ def test_motion_corrupted_mr_differs_most_along_the_phase_encoding_direction():
     assert ratios[0] > 1.2 and ratios[1] < 1 / 1.2, ratios
 
 
-# HU ranges of each tissue (textbook CT numbers); bone 700–1500 HU per the issue.
+# Unenhanced CT numbers of each tissue (textbook ranges); cortical bone 1000–1900 HU and cancellous
+# bone 300–700 HU.
 HU_RANGES = {
-    synthetic.AIR: (-1024, -950),
-    synthetic.FAT: (-130, -70),
+    synthetic.AIR: (-1024, -985),
+    synthetic.LUNG: (-900, -800),
+    synthetic.FAT: (-120, -80),
     synthetic.SOFT_TISSUE: (20, 60),
-    synthetic.BONE: (690, 1510),
-    synthetic.CSF: (-10, 25),
-    synthetic.GREY_MATTER: (20, 55),
-    synthetic.WHITE_MATTER: (15, 45),
-    synthetic.LESION: (35, 75),
+    synthetic.MUSCLE: (35, 65),
+    synthetic.LIVER: (45, 70),
+    synthetic.BLOOD: (30, 55),
+    synthetic.KIDNEY: (20, 45),
+    synthetic.SPLEEN: (35, 60),
+    synthetic.URINE: (-5, 20),
+    synthetic.CSF: (-5, 20),
+    synthetic.LESION: (35, 65),
+    synthetic.BONE: (1000, 1900),
+    synthetic.CANCELLOUS_BONE: (300, 700),
 }
+ALWAYS_IN_THE_PET_CT_SECTION = ("air", "lung", "fat", "soft_tissue", "muscle", "liver", "bone", "cancellous_bone")
 
 
-def test_synthetic_ct_values_fall_in_the_hu_ranges_of_their_tissues():
-    _, ct, extras = synthetic.synthesize_pair("pet_ct", synthetic.patient_rng("pet_ct", 0, 1), 128.0)
+@pytest.mark.parametrize("patient", [0, 1])
+def test_synthetic_ct_values_fall_in_the_hu_ranges_of_their_tissues(patient):
+    _, ct, extras = synthetic.synthesize_pair("pet_ct", synthetic.patient_rng("pet_ct", 0, patient), 128.0)
     labels = extras["ct_labels"]
     assert ct.unit == "HU"
     for tissue, (low, high) in HU_RANGES.items():
         values = ct.array[labels == tissue]
-        if tissue != synthetic.LESION:
+        if synthetic.TISSUES[tissue] in ALWAYS_IN_THE_PET_CT_SECTION:
             assert values.size > 0, synthetic.TISSUES[tissue]
         if values.size:
             assert low <= values.min() and values.max() <= high, (synthetic.TISSUES[tissue], values.min(), values.max())
-    bone = ct.array[labels == synthetic.BONE]
-    assert bone.max() - bone.min() > 300  # a density range, not one number
+    for bone in (synthetic.BONE, synthetic.CANCELLOUS_BONE):
+        values = ct.array[labels == bone]
+        assert values.max() - values.min() > 150  # a density range, not one number
+
+
+def test_the_head_has_scalp_skull_tables_and_diploe_brain_csf_sinuses_and_eyes():
+    from medgan_tf.data.phantoms import head
+
+    phantom = synthetic.random_head(np.random.default_rng(3), 128.0)
+    world = synthetic.grid_world((64, 64, 64), synthetic.axial_affine((64, 64, 64), (2.0, 2.0, 2.0)))
+    labels, _, _ = head.head_maps(phantom, world)
+    present = {synthetic.TISSUES[t] for t in np.unique(labels)}
+    assert {"soft_tissue", "fat", "bone", "cancellous_bone", "csf", "grey_matter", "white_matter", "eye"} <= present
+    radius = np.linalg.norm(head.head_coordinates(phantom, world), axis=-1)
+    assert np.count_nonzero((labels == synthetic.AIR) & (radius < 0.85)) > 50  # sinuses and nasal cavity
+    # On a ray from the centre outwards: white matter, grey matter, CSF, inner table, diploë, outer table, scalp.
+    centre = np.array(phantom.centre)
+    ray = np.stack([np.zeros(400), np.zeros(400), np.linspace(0, 1.05, 400) * phantom.semi_axes[2]], 1)
+    along = head.head_maps(phantom, centre + ray)[0]
+    order = [synthetic.TISSUES[t] for i, t in enumerate(along) if i == 0 or t != along[i - 1]]
+    skull = order.index("bone")
+    assert order[skull:skull + 3] == ["bone", "cancellous_bone", "bone"], order
+    assert order.index("white_matter") < order.index("grey_matter") < skull < order.index("soft_tissue"), order
+
+
+def _organ_mean(image: np.ndarray, labels: np.ndarray, tissue: int) -> float:
+    """Mean of `image` inside `tissue`, one voxel in from its border (away from partial volume)."""
+    from scipy import ndimage
+
+    inside = ndimage.binary_erosion(labels == tissue, iterations=1)
+    assert inside.any(), synthetic.TISSUES[tissue]
+    return float(image[inside].mean())
+
+
+@pytest.mark.parametrize("patient", [0, 1, 2])
+def test_reconstructed_fdg_uptake_has_the_ratios_of_a_real_scan(patient):
+    """Full-count pet_denoise PET in SUV: liver 2–2.5, fat and lungs 0.3–0.5, muscle 0.7–1,
+    kidneys 3–5, bladder 10–30 and hot lesions, within the blur of the reconstruction."""
+    _, full, extras = synthetic.synthesize_pair("pet_denoise", synthetic.patient_rng("pet_denoise", 0, patient))
+    suv, labels = full.array / synthetic.BQML_PER_SUV, extras["labels"]
+    mean = {name: _organ_mean(suv, labels, getattr(synthetic, name.upper()))
+            for name in ("fat", "muscle", "liver", "kidney", "urine", "lung")}
+    assert 1.9 <= mean["liver"] <= 2.7, mean
+    assert 0.6 <= mean["muscle"] <= 1.1 and 0.25 <= mean["fat"] <= 0.65 and 0.25 <= mean["lung"] <= 0.8, mean
+    assert 2.6 <= mean["kidney"] <= 5.5 and 9.0 <= mean["urine"] <= 32.0, mean
+    assert mean["urine"] > mean["kidney"] > mean["liver"] > mean["muscle"] > mean["fat"]
+    assert 3.0 < mean["liver"] / mean["fat"] < 10.0  # liver over background
+    lesions = extras["lesions"]
+    assert lesions.max() >= 1
+    for k, lesion_suv in enumerate(extras["phantom"].lesion_suv):
+        if np.count_nonzero(lesions == k + 1) >= 20:  # big enough to survive the scanner blur
+            assert suv[lesions == k + 1].mean() > 0.45 * lesion_suv and suv[lesions == k + 1].mean() > 2 * mean["liver"]
 
 
 def test_pet_ct_pet_uptake_follows_the_shared_tissue_map():
     pet, _, extras = synthetic.synthesize_pair("pet_ct", synthetic.patient_rng("pet_ct", 0, 2), 128.0)
     labels = extras["pet_labels"]
-    grey, white, csf = (pet.array[labels == t].mean() for t in (synthetic.GREY_MATTER, synthetic.WHITE_MATTER, synthetic.CSF))
-    assert pet.unit == "Bq/ml" and grey > 1.5 * white > 1.5 * csf
+    liver, muscle, fat = (_organ_mean(pet.array, labels, t) for t in (synthetic.LIVER, synthetic.MUSCLE, synthetic.FAT))
+    assert pet.unit == "Bq/ml" and liver > 1.5 * muscle > 1.2 * fat
+
+
+@pytest.mark.parametrize("task", ["pet_ct", "mr_motion", "pet_denoise"])
+def test_a_phantom_is_byte_identical_for_the_same_seed(task):
+    first = synthetic.synthesize_pair(task, synthetic.patient_rng(task, 7, 2), 64.0)
+    again = synthetic.synthesize_pair(task, synthetic.patient_rng(task, 7, 2), 64.0)
+    for a, b in zip(first[:2], again[:2]):
+        assert a.array.tobytes() == b.array.tobytes() and a.affine.tobytes() == b.affine.tobytes()
+    key = "ct_labels" if task == "pet_ct" else "labels"
+    assert first[2][key].tobytes() == again[2][key].tobytes()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.mark.parametrize("task, key, organ", [("pet_denoise", "labels", "liver"), ("pet_ct", "ct_labels", "liver"),
+                                              ("mr_motion", "labels", "white_matter")])
+def test_two_patients_have_different_anatomy(task, key, organ):
+    """Dice overlap of two patients' masks (the body and one organ) on the same grid stays < 95 %."""
+    first, second = (synthetic.synthesize_pair(task, synthetic.patient_rng(task, 0, i), 128.0)[2][key] for i in (0, 1))
+    assert _dice(first != synthetic.AIR, second != synthetic.AIR) < 0.95
+    tissue = getattr(synthetic, organ.upper())
+    assert _dice(first == tissue, second == tissue) < 0.95
+    assert np.mean(first == second) < 0.95  # voxel-wise label agreement
 
 
 @pytest.mark.parametrize("task", ["pet_ct", "mr_motion", "pet_denoise"])

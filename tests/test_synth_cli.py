@@ -39,3 +39,19 @@ def test_synth_writes_nifti_pairs_and_a_pairs_csv(tmp_path, task):
 def test_synth_refuses_zero_patients(tmp_path, capsys):
     assert cli_main(["synth", "--task", "pet_ct", "--out", str(tmp_path), "--patients", "0"]) == 2
     assert "--patients 0" in capsys.readouterr().err
+
+
+def test_synth_preview_writes_one_png_of_three_planes_per_pair(tmp_path):
+    from matplotlib import image
+
+    assert cli_main(["synth", "--task", "mr_motion", "--out", str(tmp_path), "--patients", "2", "--image-size", "64",
+                     "--preview"]) == 0
+    pictures = sorted((tmp_path / "preview").iterdir())
+    assert [p.name for p in pictures] == ["synthetic-mr_motion-000.png", "synthetic-mr_motion-001.png"]
+    for picture in pictures:
+        data = picture.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 1_000_000
+        pixels = image.imread(picture)
+        assert pixels.shape[1] > 2 * pixels.shape[0]  # one row of six panels
+        assert pixels[..., :3].std() > 0.05  # not a blank canvas
+    assert not list((tmp_path / "preview").glob(".*partial"))

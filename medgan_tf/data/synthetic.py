@@ -89,7 +89,7 @@ def _pet_denoise(rng: np.random.Generator) -> tuple[Volume, Volume, dict]:
     shape = PET_DENOISE_SHAPE
     affine = axial_affine(shape, (2.8, 2.8, 2.0))
     phantom, uptake = random_body(rng, shape[0] * 2.8), draw_uptake(rng)
-    trunk = (0.5 + rng.uniform(-0.03, 0.03), shape[2] * 2.0 / 1.02)  # apices to below the bladder
+    trunk = (0.53 + rng.uniform(-0.03, 0.03), shape[2] * 2.0 / 1.06)  # t ≈ 0 (apices) to 1.06 (below the bladder)
     labels, _, lesion_index = body_maps(phantom, grid_world(shape, affine), trunk)
     activity = np.moveaxis(_pet_activity(phantom, labels, lesion_index, uptake), 2, 0)
     full, quarter = simulate_pet_acquisitions(activity, rng, count_fractions=(1.0, 0.25), counts_per_slice=1.5e5)

@@ -3,8 +3,8 @@ of the target volume, side by side (`medgan-tf synth --preview`, and the README'
 
 Each plane is shown in the volume's own millimetres (the aspect follows the voxel spacing), in
 radiological display (patient's left on the right of an axial view, anterior at the top), with a
-window per modality: CT −450…550 HU (lungs and air black, fat, organs and bone apart), PET and MR
-0 to the 99.5th percentile.
+window per modality: CT −450…550 HU (lungs and air black, fat, organs and bone apart), PET 0 to
+the 99th percentile (hot bladder and lesions saturate), MR 0 to the 99.5th.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ PLANES = ("axial", "coronal", "sagittal")
 def _window(volume) -> tuple[float, float]:
     if volume.modality == "CT":
         return -450.0, 550.0
-    return 0.0, float(np.percentile(volume.array, 99.5)) or 1.0
+    top = 99.0 if volume.modality == "PT" else 99.5  # PET: the bladder would take the whole grey scale
+    return 0.0, float(np.percentile(volume.array, top)) or 1.0
 
 
 def _plane(volume, plane: str) -> tuple[np.ndarray, float]:
