@@ -143,7 +143,7 @@ def test_standalone_module_and_two_workers_produce_the_same_records(tmp_path):
     )
     assert standalone.returncode == 0, standalone.stderr[-2000:]
     reference = _raw_records(tmp_path / "default")
-    assert len(reference["train"]) == 16 and len(reference["val"]) == 16  # 2 patients × 16 slices
+    assert len(reference["train"]) == 32 and len(reference["val"]) == 32  # 2 patients × 32 slices
     assert _raw_records(tmp_path / "workers") == reference
     assert _raw_records(tmp_path / "module") == reference
 

@@ -113,7 +113,7 @@ def test_setup_logs_what_it_chose_and_why(monkeypatch, caplog):
 
 
 def _synthetic_slices(experiment):
-    """(16, 64, 64, 1) normalized source slices of one built-in synthetic pet_denoise patient."""
+    """(32, 64, 64, 1) normalized source slices of one built-in synthetic pet_denoise patient."""
     from medgan_tf.data import normalization
     from medgan_tf.data.synthetic import patient_rng, synthesize_pair
 
