@@ -1,8 +1,9 @@
-"""Write a built-in synthetic dataset: NIfTI volume pairs from anatomical head phantoms with
-physically sensible simulation (PET Poisson counts at 100 % vs 25 % time reconstructed by FBP;
-MR rigid motion in k-space; PET and CT from one tissue map) and DIR/pairs.csv, ready for
-`medgan-tf convert --pairs DIR/pairs.csv`. Deterministic per --seed. With --preview, also a PNG of
-the three orthogonal planes of each pair in DIR/preview/<patient>.png.
+"""Write a built-in synthetic dataset: NIfTI volume pairs from anatomical phantoms (a head for
+mr_motion, a trunk for pet_ct and pet_denoise) with physically sensible simulation (PET Poisson
+counts at 100 % vs 25 % time reconstructed by FBP; MR rigid motion in k-space; PET and CT from one
+tissue map) and DIR/pairs.csv, ready for `medgan-tf convert --pairs DIR/pairs.csv`. Deterministic
+per --seed. With --preview, also a PNG of the three orthogonal planes of each pair in
+DIR/preview/<patient>.png.
 """
 
 from __future__ import annotations

@@ -132,8 +132,9 @@ def write_synthetic_dataset(
     """Write `patients` synthetic NIfTI pairs of `task` under `out_dir` and `out_dir/pairs.csv`
     (`patient_id,source,target`, paths relative to the CSV). Returns the CSV path.
 
-    `field_of_view_mm` sizes the phantom head (pet_ct, mr_motion; default 256 mm = 256 px at the
-    task's 1 mm); pet_denoise is always a 64 × 64 × 32 grid of 2.8 × 2.8 × 2 mm.
+    `field_of_view_mm` sizes the phantom (the trunk of pet_ct, the head of mr_motion; default
+    256 mm = 256 px at the task's 1 mm); pet_denoise is always a 64 × 64 × 32 grid of
+    2.8 × 2.8 × 2 mm.
     """
     if patients < 1:
         raise ValueError(f"patients must be ≥ 1; got {patients}")

@@ -2,7 +2,9 @@
 
 By default the val split is scored at each epoch end; with `train.validate_every_steps = N` at
 every N-th global step and at the run's last step instead. Each validation writes its metrics to
-TensorBoard and feeds `selection.BestModel` (the `best` checkpoint and early stopping).
+TensorBoard and feeds `selection.BestModel` (the `best` checkpoint and early stopping). Scoring
+resets the model's running means, so the logged training losses after a validation average the
+steps since it.
 """
 
 from __future__ import annotations
