@@ -101,7 +101,7 @@ def test_a_shard_the_manifest_does_not_list_is_not_read(data_copy):
     stray = data_copy / "train" / "data-00009-of-00010.tfrecord.gz"
     shutil.copy(_shard(data_copy, "train", 0), stray)
     assert str(stray) not in dataset.shard_files(data_copy, "train")
-    assert len(list(dataset.iterate_records(data_copy, "train"))) == 96
+    assert len(list(dataset.iterate_records(data_copy, "train"))) == 192  # 6 patients × 32 slices
 
 
 # ---- damaged data during train and evaluate -----------------------------------------------------
@@ -122,7 +122,8 @@ def test_a_damaged_validation_shard_keeps_the_epochs_checkpoint(data_copy, tmp_p
     shard = _shard(data_copy, "val", 1)
     _truncate(shard, 0.8)  # the preview batch (first records) still reads; validation does not
     run = tmp_path / "run"
-    assert _train(run, "--epochs", "1", "--data", str(data_copy)) == 2
+    # --validation-steps 64: the whole val split (2 patients × 32 slices at batch 1) is read.
+    assert _train(run, "--epochs", "1", "--validation-steps", "64", "--data", str(data_copy)) == 2
     err = capsys.readouterr().err
     assert "'val' split" in err and shard.name in err
     assert "Training stopped at step 2" in err and "--resume" in err
