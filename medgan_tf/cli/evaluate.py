@@ -24,10 +24,14 @@ HELP = "score a model (export or run) on a converted dataset: SSIM, PSNR, MSE, V
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from medgan_tf.data.pairs import SPLITS
+
     parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL|RUN",
                         help="export folder (version or base folder) or a run directory (latest checkpoint)")
     parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="converted dataset (medgan-tf convert)")
-    parser.add_argument("--split", default="val", choices=("train", "val"), help="split to score (default val)")
+    parser.add_argument("--split", default="val", choices=SPLITS,
+                        help="split to score (default val; test = the held-out split of convert --test-fraction or "
+                        "the pairs CSV's split column)")
     parser.add_argument("--out", type=Path, metavar="REPORT_DIR",
                         help="report folder (default reports/<task>-<split>)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
