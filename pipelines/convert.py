@@ -289,8 +289,15 @@ def _convert(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict
     logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), args.task, data_config.image_size,
                  "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
     options = pipeline_options(args, beam_args)
-    with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
-        build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
+    try:
+        with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
+            build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
+    except Exception as error:
+        if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
+            raise
+        endpoint = options.get_all_options().get("job_endpoint")
+        raise UserError(f"the Beam job service {endpoint} did not answer (runner {args.runner}); start it, or pass "
+                        "--job_endpoint=embed to run one in this process") from None
 
 
 def _run_remote(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
