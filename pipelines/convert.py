@@ -153,7 +153,7 @@ class ConvertPairFn(beam.DoFn):
             named_split = check_row(row)
             with filesystems.staged(row["source"], "source") as source, filesystems.staged(row["target"], "target") as target, \
                     filesystems.staged(row.get("mask", ""), "mask") as mask:
-                records, summary = convert_pair(source, target, key, self._config, mask_path=mask)
+                records, summary = convert_pair(source, target, key, self._config, **({"mask_path": mask} if mask else {}))
             summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")

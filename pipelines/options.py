@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true", help="fail (exit 1, no output) if any pair is rejected")
     parser.add_argument("--salt", default=None, help="secret for the patient pseudonyms (default: $MEDGAN_TF_SALT or a per-user secret file)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val gets half; default from the task preset)")
-    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, ...)")
+    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val and test get half; default from the task preset)")
+    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, PortableRunner: with --job_endpoint=embed --environment_type=LOOPBACK it runs here, no Java needed, ...)")
     parser.add_argument("--num-workers", type=int, default=None, help="DirectRunner: N local worker processes (multi_processing)")
     return parser
 

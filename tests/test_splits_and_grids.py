@@ -226,6 +226,18 @@ def test_a_mask_that_cannot_be_read_rejects_only_its_pair(named, tmp_path):
                            mask_path=str(tmp_path / "missing.nii.gz"))
 
 
+def test_shards_without_a_manifest_are_not_a_dataset(named, tmp_path):
+    import shutil
+
+    _, _, out = named
+    shutil.copytree(out, tmp_path / "copy")
+    (tmp_path / "copy" / "manifest.json").unlink()
+    for read in (lambda: list(data.iterate_records(tmp_path / "copy", "test")),
+                 lambda: data.make_dataset(tmp_path / "copy", "train", 2)):
+        with pytest.raises(UserError, match="no manifest.json"):
+            read()
+
+
 # --------------------------------------------------------------------------- train, export and evaluate follow
 
 

@@ -36,13 +36,16 @@ RECONVERT = "convert the dataset again (medgan-tf convert … --overwrite) or re
 
 
 def shard_files(data_dir: str | Path, split: str) -> list[str]:
-    """Sorted shard paths of `split`: the ones the manifest lists (each checked to exist and to
+    """Sorted shard paths of `split` of a dataset with a manifest.json (UserError without one): the ones the manifest lists (each checked to exist and to
     start with the GZIP header), or every DIR/split/*.tfrecord.gz for a manifest that lists none.
     UserError naming the file for a missing or empty listed shard, or when there are no shards."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     import tensorflow as tf
 
+    # Without manifest.json a folder is not a dataset (yet): an interrupted or unfinished conversion,
+    # local or on an object store, never gets one.
+    read_manifest(data_dir)
     pattern = str(Path(data_dir) / split / "*.tfrecord.gz")
     found = sorted(tf.io.gfile.glob(pattern))
     listed = listed_shards(data_dir, split)
