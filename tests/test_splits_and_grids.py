@@ -241,6 +241,7 @@ def test_shards_without_a_manifest_are_not_a_dataset(named, tmp_path):
 # --------------------------------------------------------------------------- train, export and evaluate follow
 
 
+@pytest.mark.slow  # ~30 s: a one-step training run, an export and an evaluation
 def test_training_export_and_evaluate_follow_the_converted_grid_and_test_split(named, tmp_path, capsys):
     from medgan_tf.serving.loading import load_model
 
