@@ -200,3 +200,40 @@ def compress_series(folder: Path, syntax: str) -> Path:
             ds.compress(syntax)
         ds.save_as(str(file), enforce_file_format=True)
     return folder
+
+
+def dcm2niix_nifti(series: Path, out_dir: Path):
+    """The independent converter dcm2niix (requirements-test.txt) run on the DICOM `series`
+    folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is not installed."""
+    import shutil
+    import subprocess
+
+    import nibabel as nib
+    import pytest
+
+    binary = shutil.which("dcm2niix")
+    if binary is None:
+        try:
+            import dcm2niix
+
+            binary = str(dcm2niix.bin)
+        except ImportError:
+            pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run([binary, "-z", "n", "-b", "n", "-f", "series", "-o", str(out_dir), str(series)],
+                         capture_output=True, text=True, timeout=120)
+    images = sorted(out_dir.glob("*.nii"))
+    assert run.returncode == 0 and len(images) == 1, f"dcm2niix gave {images}: {run.stdout}\n{run.stderr}"
+    return nib.load(str(images[0]))
+
+
+def same_grid(image, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """`image` (nibabel) against (`array`, `affine`) in world coordinates: both reoriented to the
+    closest RAS+ axes (dcm2niix flips and orders axes its own way) → (its values, ours, largest
+    affine difference in mm)."""
+    import nibabel as nib
+
+    theirs = nib.as_closest_canonical(image)
+    ours = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(array, np.float32), np.asarray(affine, np.float64)))
+    assert theirs.shape == ours.shape, f"shape {theirs.shape} vs ours {ours.shape}"
+    return theirs.get_fdata(), ours.get_fdata(), float(np.max(np.abs(theirs.affine - ours.affine)))

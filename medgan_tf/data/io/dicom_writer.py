@@ -196,7 +196,8 @@ def quantize(values: np.ndarray, *, signed: bool, preferred_intercept: float = 0
     else:
         slope = (high - low) / (info.max - info.min)
         intercept = low - info.min * slope
-    slope = float(_ds(slope * (1 + 1e-9)))  # rounded as the DS tag stores it, a hair up so nothing overflows
+    if slope != 1.0:  # rounded as the DS tag stores it, a hair up so nothing overflows
+        slope = float(_ds(slope * (1 + 1e-9)))
     intercept = float(_ds(intercept))
     stored = np.clip(np.round((np.asarray(values, np.float64) - intercept) / slope), info.min, info.max)
     return stored.astype(dtype), slope, intercept
