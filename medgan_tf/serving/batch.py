@@ -49,7 +49,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            rows = list(reader)
+            rows = [(reader.line_num, row) for row in reader]  # line numbers as an editor shows them
             columns = [str(name).strip() for name in reader.fieldnames or []]
     except OSError as error:
         raise UserError(f"cannot read --inputs {csv_path}: {error.strerror or error}") from None
@@ -58,7 +58,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
         raise UserError(f"--inputs {csv_path} has columns {columns}; expected an 'input' (or 'source') column, "
                         "optionally 'patient_id' and 'output'")
     items, seen = [], {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         row = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
         if not row.get(column):
             raise UserError(f"--inputs {csv_path} line {line}: empty {column!r} cell")
