@@ -99,3 +99,19 @@ def test_a_compressed_series_translates_like_its_uncompressed_twin(savedmodel, t
     error = capsys.readouterr().err.strip()
     assert "compressed transfer syntax JPEG Lossless, Non-Hierarchical, First-Order Prediction" in error
     assert len(error.splitlines()) == 1 and not (tmp_path / "none.nii.gz").exists()
+
+
+def test_a_compressed_pair_converts_to_the_records_of_its_uncompressed_twin(tmp_path):
+    from medgan_tf.data import pairs
+
+    from helpers import tiny_config
+
+    array = np.round(smooth_volume((30, 30, 4), np.random.default_rng(4), 0.0, 9000.0))
+    for name in ("plain", "packed"):
+        write_dicom_series(tmp_path / name, array, np.diag([2.8, 2.8, 2.0, 1.0]), modality="PT", slope=1.0,
+                           intercept=0.0, extra={"Units": "BQML"})
+    compress_series(tmp_path / "packed", JPEG_LOSSLESS_P14)
+    data = tiny_config("pet_denoise").data
+    packed, _ = pairs.convert_pair(str(tmp_path / "packed"), str(tmp_path / "plain"), "k", data)
+    plain, _ = pairs.convert_pair(str(tmp_path / "plain"), str(tmp_path / "plain"), "k", data)
+    assert len(packed) == 4 and packed == plain

@@ -219,28 +219,13 @@ def _values_to_store(volume: Volume) -> tuple[np.ndarray, dict[str, Any]]:
 
 def _series_base(volume: Volume, description: str | None, derivation: str | None) -> Any:
     """The tags every file of the series shares (identity, patient/study, modality modules)."""
-    from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
     import medgan_tf
 
     header = volume.dicom_header
-    ds = Dataset()
-    if header is not None:
-        for keyword in PATIENT_STUDY_KEYWORDS:
-            if keyword in header:
-                setattr(ds, keyword, copy.deepcopy(header[keyword].value))
-    else:
-        log.info("the source has no DICOM header (e.g. NIfTI): the series gets a new minimal Patient and Study "
-                 "(PatientID ANONYMOUS, new StudyInstanceUID and FrameOfReferenceUID)")
     now = datetime.datetime.now()
-    defaults = {"PatientName": "ANONYMOUS", "PatientID": "ANONYMOUS", "PatientBirthDate": "", "PatientSex": "",
-                "StudyInstanceUID": generate_uid(), "StudyDate": now.strftime("%Y%m%d"), "StudyTime": now.strftime("%H%M%S"),
-                "ReferringPhysicianName": "", "StudyID": "", "AccessionNumber": "",
-                "FrameOfReferenceUID": generate_uid(), "PositionReferenceIndicator": ""}
-    for keyword, value in defaults.items():
-        if keyword not in ds:
-            setattr(ds, keyword, value)
+    ds = _patient_study(header, now)
     ds.Modality = volume.modality
     source_modality = str(header.get("Modality", "")) if header is not None else ""
     same = {"PT": PET_KEYWORDS, "MR": MR_KEYWORDS}.get(volume.modality, ()) if source_modality == volume.modality else ()
@@ -261,6 +246,34 @@ def _series_base(volume: Volume, description: str | None, derivation: str | None
     ds.BodyPartExamined = header.get("BodyPartExamined", "") if header is not None else ""
     ds.PatientPosition = header.get("PatientPosition", "") if header is not None else ""
     _modality_defaults(ds)
+    return ds
+
+
+def _patient_study(header: Any, now: datetime.datetime) -> Any:
+    """Patient, General Study and Frame of Reference modules: the source header's, or (no header)
+    a minimal new one. Type 2 tags the source lacks stay empty; a missing UID is made new."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    if header is None:
+        log.info("the source has no DICOM header (e.g. NIfTI): the series gets a new minimal Patient and Study "
+                 "(PatientID ANONYMOUS, new StudyInstanceUID and FrameOfReferenceUID)")
+        ds.PatientName, ds.PatientID = "ANONYMOUS", "ANONYMOUS"
+        ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    else:
+        for keyword in PATIENT_STUDY_KEYWORDS:
+            if keyword in header:
+                setattr(ds, keyword, copy.deepcopy(header[keyword].value))
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        if not ds.get(keyword):
+            if header is not None:
+                log.warning("the source DICOM has no %s: the output gets a new one", keyword)
+            setattr(ds, keyword, generate_uid())
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
     return ds
 
 
