@@ -170,6 +170,9 @@ def test_an_existing_folder_is_refused_unless_empty_or_an_earlier_output(savedmo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii", "series", "taken"]  # no temporary folder left
     assert main(command + [str(tmp_path / "x.nii.gz"), "--output-format", "dicom"]) == 2
     assert "a DICOM series output is a folder" in capsys.readouterr().err
+    assert main(command + [str(tmp_path / "in.nii" / "series")]) == 2  # below a file: no folder can be made
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and str(tmp_path / "in.nii") in error and "Traceback" not in error
 
 
 def test_quantize_keeps_every_value_within_half_a_step():

@@ -57,19 +57,22 @@ def model_description(model: Any) -> tuple[str, str]:
 
 def write_output(volume: Any, source: Any, model: Any, path: str | Path, output_format: str) -> Path:
     """Write the translated `volume` to `path` as `output_format`; a DICOM series copies the
-    Patient, Study and Frame of Reference modules (and PET tags) of `source`'s DICOM header."""
+    Patient, Study and Frame of Reference modules (and PET tags) of `source`'s DICOM header.
+    A destination that cannot be written (permission, disk full) is a UserError naming it."""
     path = Path(path)
-    if output_format == "nifti":
-        from medgan_tf.serving.translation import write_nifti_atomic
-
-        return write_nifti_atomic(volume, path)
-    from medgan_tf.data.io.dicom_writer import write_dicom_series
-
-    description, derivation = model_description(model)
-    derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None))
     try:
+        if output_format == "nifti":
+            from medgan_tf.serving.translation import write_nifti_atomic
+
+            return write_nifti_atomic(volume, path)
+        from medgan_tf.data.io.dicom_writer import write_dicom_series
+
+        description, derivation = model_description(model)
+        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None))
         return write_dicom_series(derived, path, description=description, derivation=derivation)
     except FileExistsError as error:
         raise UserError(f"output {error}") from None
     except ValueError as error:
         raise UserError(f"cannot write DICOM series {path}: {error}") from None
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or type(error).__name__}; nothing was written") from None

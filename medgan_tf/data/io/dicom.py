@@ -33,7 +33,7 @@ class DicomSeriesFormat:
         return path.is_dir()
 
     def writes(self, path: Path) -> bool:
-        return not str(path).endswith((".nii", ".nii.gz")) and not path.is_file()
+        return path.is_dir() or not (path.suffix or path.exists())  # "out.png" is no folder name
 
     def read(self, path: Path, modality_hint: str | None) -> Volume:  # noqa: ARG002 — DICOM names its modality
         return _read_dicom_series(path)
