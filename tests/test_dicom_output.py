@@ -175,13 +175,38 @@ def test_an_existing_folder_is_refused_unless_empty_or_an_earlier_output(savedmo
     assert error.startswith("error: ") and str(tmp_path / "in.nii") in error and "Traceback" not in error
 
 
+def test_mr_to_mr_keeps_the_sources_acquisition_tags(tmp_path):
+    array = np.round(smooth_volume((24, 20, 4), np.random.default_rng(5), 0.0, 1200.0))
+    extra = {"ScanningSequence": "SE", "SequenceVariant": "SK", "EchoTime": "12", "RepetitionTime": "500",
+             "MagneticFieldStrength": "3", "PatientID": "MR-1"}
+    write_dicom_series(tmp_path / "mr", array, np.diag([1.0, 1.0, 3.0, 1.0]), modality="MR", intercept=0.0, extra=extra)
+    translate_file(identity_model("mr_motion"), tmp_path / "mr", tmp_path / "out", quiet=True)
+    first = read_series(tmp_path / "out")[0]
+    assert (first.Modality, first.PatientID, first.EchoTime, first.RepetitionTime) == ("MR", "MR-1", 12.0, 500.0)
+    assert (first.ScanningSequence, first.MagneticFieldStrength) == ("SE", 3.0)
+
+
+@pytest.mark.parametrize("unit, units_tag, factor", [("SUV", "GML", 1.0), ("Bq/ml", "BQML", 1.0), ("a.u.", "CNTS", 1.0)])
+def test_pet_without_a_dicom_source_names_its_unit(unit, units_tag, factor):
+    """No source header (a NIfTI input): SUV cannot go back to Bq/ml, so it stays SUV (GML, g/ml)."""
+    values = np.linspace(0.0, 12.5, 32, dtype=np.float32).reshape(4, 4, 2)
+    first = series_datasets(Volume(values, np.eye(4), "PT", unit))[0]
+    assert first.Units == units_tag and float(first.RescaleIntercept) == 0.0
+    step = float(first.RescaleSlope)
+    assert step == pytest.approx(12.5 / 65535, rel=1e-6)  # the whole uint16 range, not 1 SUV per step
+    assert np.max(np.abs(first.pixel_array.T * step - values[:, :, 0] * factor)) <= step / 2 + 1e-9
+
+
 def test_quantize_keeps_every_value_within_half_a_step():
-    stored, slope, intercept = quantize(np.array([-1000.0, 0.0, 1500.4]), signed=True, preferred_intercept=-1024.0)
+    stored, slope, intercept = quantize(np.array([-1000.0, 0.0, 1500.4]), signed=True, preferred_intercept=-1024.0,
+                                        unit_slope=True)
     assert (slope, intercept, stored.tolist(), stored.dtype) == (1.0, -1024.0, [24, 1024, 2524], np.int16)
     values = np.array([0.0, 3.3, 131070.0])  # beyond uint16 at slope 1; PET keeps intercept 0
     stored, slope, intercept = quantize(values, signed=False, fixed_intercept=True)
     assert intercept == 0.0 and slope == pytest.approx(2.0, rel=1e-6) and stored.dtype == np.uint16
     assert np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
+    stored, slope, intercept = quantize(np.full(5, 7.25), signed=False)  # a constant
+    assert np.all(stored * slope + intercept == 7.25)
     values = np.linspace(-5e5, 2e5, 7)  # free intercept: the whole int16 range
     stored, slope, intercept = quantize(values, signed=True)
     assert stored.min() == -32768 and np.max(np.abs(stored * slope + intercept - values)) <= slope / 2

@@ -136,7 +136,7 @@ def series_datasets(volume: Volume, *, description: str | None = None, derivatio
     values, unit_tags = _values_to_store(volume)
     stored, slope, intercept = quantize(values, signed=modality == "CT" or float(np.min(values)) < 0,
                                         preferred_intercept=-1024.0 if modality == "CT" else 0.0,
-                                        fixed_intercept=modality != "CT")
+                                        fixed_intercept=modality != "CT", unit_slope=modality == "CT")
     base = _series_base(volume, description, derivation)
     base.update(unit_tags)
     base.RescaleSlope, base.RescaleIntercept = _ds(slope), _ds(intercept)
@@ -177,11 +177,12 @@ def slice_geometry(affine: Any) -> dict[str, Any]:
 
 
 def quantize(values: np.ndarray, *, signed: bool, preferred_intercept: float = 0.0,
-             fixed_intercept: bool = False) -> tuple[np.ndarray, float, float]:
+             fixed_intercept: bool = False, unit_slope: bool = False) -> tuple[np.ndarray, float, float]:
     """float `values` → (16-bit integers, slope, intercept) with values ≈ stored · slope + intercept.
 
-    Slope 1 with `preferred_intercept` when the range fits (CT in HU: exact to 1 HU); otherwise
-    the range is spread over the integer range, so the error is at most half a slope. With
+    With `unit_slope` (CT in HU), slope 1 and `preferred_intercept` whenever the range fits:
+    exact to 1 HU, as scanners store CT. Otherwise the range is spread over the integer range
+    (SUV 0…20 or MR a.u. keep 16 bits of precision), so the error is at most half a slope. With
     `fixed_intercept` the intercept stays `preferred_intercept` (PET requires 0). The slope is
     the value the DS tag carries, so readers get exactly what is computed here.
     """
@@ -189,10 +190,12 @@ def quantize(values: np.ndarray, *, signed: bool, preferred_intercept: float = 0
     info = np.iinfo(dtype)
     low, high = float(np.min(values)), float(np.max(values))
     intercept = preferred_intercept
-    if low - intercept >= info.min and high - intercept <= info.max:
+    if unit_slope and low - intercept >= info.min and high - intercept <= info.max:
         slope = 1.0
     elif fixed_intercept:
         slope = max(abs(low - intercept) / max(-info.min, 1), (high - intercept) / info.max, 1e-12)
+    elif high == low:  # a constant: stored 0 everywhere
+        slope, intercept = 1.0, low
     else:
         slope = (high - low) / (info.max - info.min)
         intercept = low - info.min * slope
