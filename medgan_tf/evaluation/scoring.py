@@ -28,11 +28,12 @@ ROLES = ("output", "input")
 
 
 def report_columns() -> tuple[str, ...]:
-    """Columns of every report: every metric of the table, in table order (read at call time, so
-    a metric registered by a plug-in appears in the reports)."""
-    return tuple(metrics.METRICS.names())
+    """Columns of every per-slice (paper protocol) report: the table's metrics of the `paper`
+    protocol, in table order (read at call time, so a metric registered by a plug-in appears in
+    the reports)."""
+    return metrics.metric_names(protocol="paper")
 
-Summary = dict[str, Any]  # {"mean": float | None, "sd": float | None, "n": int, "n_infinite": int}
+Summary = dict[str, Any]  # {"mean", "sd", "median": float | None, "n": int, "n_infinite": int}
 PredictFn = Callable[[np.ndarray], Any]
 DenormalizeFn = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
 
@@ -131,8 +132,9 @@ class EvaluationResult:
 def summarize(values: Iterable[float | None]) -> Summary:
     """Mean ± sample sd of the finite values; None entries (unavailable) are skipped, ±inf counted.
 
-    Returns {"mean", "sd", "n", "n_infinite"}: n counts finite values; mean is None when there are
-    no values at all and +inf when every value is +inf; sd is None below 2 finite values."""
+    Returns {"mean", "sd", "median", "n", "n_infinite"}: n counts finite values; mean (and median)
+    is None when there are no values at all and +inf when every value is +inf; sd is None below 2
+    finite values; the median is over all present values (an infinite one counts as the largest)."""
     present = [float(value) for value in values if value is not None]
     finite = np.array([value for value in present if math.isfinite(value)], dtype=np.float64)
     infinite = [value for value in present if not math.isfinite(value)]
@@ -143,7 +145,9 @@ def summarize(values: Iterable[float | None]) -> Summary:
     else:
         mean = None
     sd = float(finite.std(ddof=1)) if finite.size >= 2 else None
-    return {"mean": mean, "sd": sd, "n": int(finite.size), "n_infinite": len(infinite)}
+    ordered = sorted(value for value in present if not math.isnan(value))
+    median = None if not ordered else (mean if not finite.size else float(np.median(ordered)))
+    return {"mean": mean, "sd": sd, "median": median, "n": int(finite.size), "n_infinite": len(infinite)}
 
 
 def _summarize_slices(slices: Sequence[SliceScores]) -> dict[str, dict[str, Summary]]:
@@ -189,7 +193,8 @@ def _score(
     without `denormalize_fn`), None for metrics that cannot be computed here (LPIPS)."""
     scores: dict[str, float | None] = {}
     physical = None
-    for name, metric in metrics.METRICS.items():
+    for name in report_columns():
+        metric = metrics.METRICS.get(name)
         if metric.function is None:
             scores[name] = None
         elif metric.scale == "physical":
