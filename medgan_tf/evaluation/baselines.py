@@ -28,7 +28,7 @@ from medgan_tf.errors import UserError
 ArrayPair = tuple[np.ndarray, np.ndarray]
 
 GAUSSIAN_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)  # voxels
-NLM_H_FACTORS = (0.4, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0)  # h = factor × the volume's noise estimate
+NLM_H_FACTORS = (0.5, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 4.0)  # h = factor × the volume's noise estimate
 NLM_PATCH_SIZE, NLM_PATCH_DISTANCE = 3, 3
 INTENSITY_BINS = 32
 MAX_FIT_VOXELS = 2_000_000

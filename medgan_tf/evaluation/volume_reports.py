@@ -78,7 +78,7 @@ def table(summary: dict[str, dict[str, Summary]], keys: list[str], unit: str) ->
     best = {}
     for key in keys:
         metric = metric_of(key)[0]
-        means = {row: s[key]["mean"] for row, s in summary.items() if s[key]["mean"] is not None
+        means = {row: s[key]["mean"] for row, s in summary.items() if s.get(key) and s[key]["mean"] is not None
                  and not math.isnan(s[key]["mean"])}
         if means and len(means) > 1:
             if metric.region:  # signed % error: closest to 0 is best
@@ -86,7 +86,7 @@ def table(summary: dict[str, dict[str, Summary]], keys: list[str], unit: str) ->
             else:
                 best[key] = (max if metric.higher_is_better else min)(means, key=means.get)
     for row, summaries in summary.items():
-        cells = [format_cell(k, summaries[k]) for k in keys]
+        cells = [format_cell(k, summaries.get(k)) for k in keys]
         cells = [f"**{c}**" if best.get(k) == row else c for k, c in zip(keys, cells)]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -161,9 +161,12 @@ def evaluate_volumes(
     batch_size: int = 8,
     tile_overlap: float = 0.25,
     progress: Callable[[str], None] | None = None,
+    fitted: tuple[list, list[str]] | None = None,
 ) -> VolumeEvaluation:
     """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
-    column), the untouched input and the task's baselines, per patient. See the module docstring."""
+    column), the untouched input and the task's baselines, per patient. See the module docstring.
+    `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
+    one CSV share them); default: fitted here."""
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     data = _data_config(task)
@@ -171,8 +174,12 @@ def evaluate_volumes(
     if not scored:
         raise UserError("every row of the CSV is a train or val row; nothing to score (mark rows test or leave split empty)")
     has_source = any(r.paths["source"] is not None for r in scored)
-    baselines, notes = fit_csv_baselines(rows, scored, task) if has_source else ([], [
-        "no input or baseline rows: the CSV has no source column"])
+    if fitted is not None:
+        baselines, notes = fitted[0], list(fitted[1])
+    elif has_source:
+        baselines, notes = fit_csv_baselines(rows, scored, task)
+    else:
+        baselines, notes = [], ["no input or baseline rows: the CSV has no source column"]
     row_names = ["model"]
     unit_ok = task != "pet_ct" and data.source_modality == data.target_modality
     if has_source and unit_ok:
