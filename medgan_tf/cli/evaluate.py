@@ -102,7 +102,7 @@ def _run_records(args: argparse.Namespace) -> int:
         raise UserError(f"--figure-slices must be ≥ 0; received {args.figure_slices}")
     model = load_model(args.model, precision=args.precision)
     result = evaluate_dataset(model, args.data, args.split, batch_size=args.batch_size,
-                              num_examples=max(args.figure_slices, 1), max_slices=args.max_slices)
+                              num_examples=max(args.figure_slices, 1), max_slices=args.max_slices, baselines=True)
     out_dir = args.out if args.out is not None else Path("reports") / f"{model.config.task}-{args.split}"
     title = f"{model.config.model} on {model.config.task} ({args.split} split of {args.data.name or args.data})"
     paths = write_report(result, out_dir, title=title, figure_slices=args.figure_slices)

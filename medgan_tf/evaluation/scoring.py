@@ -71,10 +71,17 @@ class EvaluationResult:
     unit: str | None = None
     lpips_available: bool = False
     lpips_reason: str = ""
+    # Classical baselines scored on the same slices: {name: [per-slice scores, in `slices` order]}
+    # and {name: what was fitted} (`medgan_tf.evaluation.baselines`).
+    baselines: dict[str, list[dict[str, float | None]]] = dataclasses.field(default_factory=dict)
+    baseline_descriptions: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, Summary]]:
-        """{"output" | "input": {metric: Summary}} over all slices (mean ± sample sd)."""
-        return _summarize_slices(self.slices)
+        """{"output" | "input" | <baseline>: {metric: Summary}} over all slices (mean ± sample sd)."""
+        summary = _summarize_slices(self.slices)
+        for name, rows in self.baselines.items():
+            summary[name] = {metric: summarize(row.get(metric) for row in rows) for metric in report_columns()}
+        return summary
 
     def per_patient(self) -> dict[str, dict[str, Any]]:
         """{patient_key: {"num_slices": n, "output": {...}, "input": {...}}}, patients sorted."""
@@ -105,6 +112,8 @@ class EvaluationResult:
                 "summary": self.summary(),
                 "per_patient": self.per_patient(),
                 "slices": [dataclasses.asdict(scores) for scores in self.slices],
+                "baselines": {name: {"description": self.baseline_descriptions.get(name, ""), "slices": rows}
+                              for name, rows in self.baselines.items()},
             }
         )
 
@@ -121,11 +130,15 @@ class EvaluationResult:
                 rows[role] = row
             slices.append(SliceScores(entry["patient_key"], int(entry["slice_index"]), rows["output"], rows["input"]))
         lpips = data.get("lpips", {})
+        baselines = {name: [{k: (math.inf if k == "psnr" and v is None else v) for k, v in row.items()}
+                            for row in entry["slices"]] for name, entry in data.get("baselines", {}).items()}
         return cls(
             slices=slices,
             unit=data.get("unit"),
             lpips_available=bool(lpips.get("available", False)),
             lpips_reason=lpips.get("reason", ""),
+            baselines=baselines,
+            baseline_descriptions={name: entry.get("description", "") for name, entry in data.get("baselines", {}).items()},
         )
 
 
