@@ -233,12 +233,23 @@ def test_intensity_map_recovers_a_monotone_relation_fitted_on_training_pairs():
 # --------------------------------------------------------------------------- the command
 
 
-def _synthetic_csv(root: Path, task: str, splits: list[str]) -> Path:
+def _synthetic_csv(root: Path, task: str, splits: list[str], labels: bool = False) -> Path:
+    """The built-in synthetic pairs with a split column (and, with `labels`, a two-region label
+    map on each target's grid: the brightest 1 % of voxels and the rest above the median)."""
+    from medgan_tf.data.io import read_volume
     from medgan_tf.data.synthetic import write_synthetic_dataset
 
     path = write_synthetic_dataset(task, root, patients=len(splits), field_of_view_mm=64.0)
     rows = list(csv.reader(open(path)))
-    _csv(path, rows[0] + ["split"], [row + [split] for row, split in zip(rows[1:], splits)])
+    header, body = rows[0] + ["split"], [row + [split] for row, split in zip(rows[1:], splits)]
+    if labels:
+        header.append("labels")
+        for row in body:
+            target = read_volume(root / row[2])
+            values = target.array
+            label_map = np.where(values > np.percentile(values, 99), 2, np.where(values > np.median(values), 1, 0))
+            row.append(_write(root / f"{row[0]}-labels.nii.gz", label_map, target.affine, "OT", "a.u."))
+    _csv(path, header, body)
     return path
 
 
@@ -247,7 +258,7 @@ def _synthetic_csv(root: Path, task: str, splits: list[str]) -> Path:
     ("pet_denoise", "pet", ["model", "input", "gaussian", "nlm"]),
 ])
 def test_evaluate_model_on_pairs_writes_the_report_with_baselines(tmp_path, capsys, task, protocol, rows):
-    csv_path = _synthetic_csv(tmp_path / "data", task, ["train", "val", "test"])
+    csv_path = _synthetic_csv(tmp_path / "data", task, ["train", "val", "test"], labels=protocol == "pet")
     make_run(tmp_path / "run", task, image_size=32)
     out = tmp_path / "report"
     code = main(["evaluate", "--model", str(tmp_path / "run"), "--pairs", str(csv_path), "--protocol", protocol,
@@ -264,6 +275,9 @@ def test_evaluate_model_on_pairs_writes_the_report_with_baselines(tmp_path, caps
     with open(out / "per_patient.csv") as handle:
         lines = list(csv.DictReader(handle))
     assert [line["row"] for line in lines] == rows and lines[0]["patient_id"].endswith("002")
+    if protocol == "pet":  # per-region % errors and the Bland–Altman plot of the regions' SUVmean
+        assert {"suvmean_1", "suvmax_2", "activity_2"} <= set(payload["summary"]["model"])
+        assert (out / "bland_altman.png").stat().st_size > 0 and "## Regions" in markdown
 
 
 def test_evaluate_prediction_column_without_model(tmp_path, capsys):

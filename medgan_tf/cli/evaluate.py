@@ -5,7 +5,8 @@ Two inputs:
   --data DIR --split S   a converted dataset split (medgan-tf convert): the paper's protocol per
                          slice — SSIM, PSNR, MSE, VIF (pixel domain), UQI on the 0–255 scale, MAE
                          in the target's physical unit, LPIPS when its weights can be loaded —
-                         for the model output and the untouched input, per slice and per patient.
+                         for the model output, the untouched input and the task's classical
+                         baselines (as below, in normalized units), per slice and per patient.
                          Writes metrics.json, metrics.md (like the paper's Table II), figure.png.
   --pairs CSV            whole volumes (columns patient_id, target, source and/or prediction,
                          optional mask, labels, split, SUV columns): with --model each source
@@ -25,7 +26,7 @@ Two inputs:
                          slices.png (three planes), histogram.png, bland_altman.png (pet regions).
 
 `--json` prints the summary on stdout: {"summary": {"model": {"mae": {"mean", "sd", "median",
-...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output" and "input").
+...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output", "input" and the baselines).
 
 Examples:
   medgan-tf evaluate --model savedmodels/pet_denoise --data data/pet_denoise --out reports/pd

@@ -102,7 +102,7 @@ def report_markdown(result: VolumeEvaluation, title: str) -> str:
     parts = [
         f"# {title}\n",
         f"Protocol **{result.protocol}**: {protocol.description} ({protocol.source}). "
-        f"{len(result.per_patient)} patients, scored on the target's grid in {result.unit or 'its unit'}; "
+        f"{len(result.per_patient)} patient(s), scored on the target's grid in {result.unit or 'its unit'}; "
         "mean ± sd over patients, median in brackets; best row of each column in bold.\n",
         f"Mask: {'; '.join(masks)}.\n",
         table(summary, columns, result.unit),
