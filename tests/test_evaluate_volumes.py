@@ -311,3 +311,36 @@ def test_evaluate_refuses_volume_protocols_on_records_and_pairs_without_task(tmp
     csv_path = _csv(tmp_path / "e.csv", ["patient_id", "target", "prediction"], [["p", "t.nii", "p.nii"]])
     assert main(["evaluate", "--pairs", str(csv_path)]) == 2
     assert "--task" in capsys.readouterr().err
+
+
+def test_pet_target_from_dicom_is_scored_in_suv_from_its_header(tmp_path):
+    """A DICOM PET in Bq/ml whose header carries weight, dose, half-life and times is read in
+    SUV; the regions' SUVmean is the activity times the body-weight factor worked out here."""
+    from pydicom.dataset import Dataset
+
+    from helpers import write_dicom_series
+
+    activity = np.full((20, 20, 12), 2000.0)
+    activity[8:12, 8:12, 4:8] = 9000.0
+    labels = np.zeros(activity.shape)
+    labels[8:12, 8:12, 4:8] = 2
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    drug = Dataset()
+    drug.RadionuclideTotalDose, drug.RadionuclideHalfLife = "3.7e8", "6586.2"
+    drug.RadiopharmaceuticalStartTime = "100000"
+    write_dicom_series(tmp_path / "pet", activity, affine, modality="PT", intercept=0.0, extra={
+        "Units": "BQML", "PatientWeight": "70", "SeriesTime": "110000", "DecayCorrection": "START",
+        "RadiopharmaceuticalInformationSequence": [drug]})
+    factor = 70_000.0 / (3.7e8 * 2.0 ** (-3600 / 6586.2))
+    prediction = activity * factor
+    prediction[labels == 2] *= 1.1
+    _write(tmp_path / "p.nii.gz", prediction, affine, "PT", "SUV")
+    _write(tmp_path / "l.nii.gz", labels, affine, "OT", "a.u.")
+    rows = read_evaluation_csv(_csv(tmp_path / "e.csv", ["patient_id", "target", "prediction", "labels"],
+                                    [["p", "pet", "p.nii.gz", "l.nii.gz"]]))
+    result = evaluate_volumes(rows, "pet_denoise", "pet")
+    entry = result.per_patient[0]
+    assert result.unit == "SUV" and entry["suv"].startswith("the target is in SUV")
+    assert entry["scores"]["model"]["suvmax_2"] == pytest.approx(10.0, abs=1e-3)
+    region = result.regions[0]
+    assert region["target_suvmean"] == pytest.approx(9000.0 * factor, rel=1e-5)

@@ -188,6 +188,8 @@ def evaluate_volumes(
         notes.append(f"no input row: the input ({data.source_modality}) and the target ({data.target_modality}) "
                      "are in different units")
     row_names += [b.name for b in baselines]
+    if model is not None and any(r.paths["prediction"] is not None for r in scored):
+        notes.append("the CSV's prediction column was not scored: --model translated the sources instead")
     result = VolumeEvaluation(protocol, task, "", row_names, baselines={b.name: b.describe() for b in baselines},
                               notes=notes)
     for index, row in enumerate(scored, start=1):
@@ -207,6 +209,8 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     data = _data_config(result.task)
     case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None)
     result.unit = result.unit or case.target_volume.unit
+    if case.source_volume is not None and data.source_modality == data.target_modality:
+        _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)
     mask, mask_note = _mask_for(case, result.protocol)
     kwargs, suv_note = _protocol_kwargs(case, result.protocol, result.task)
     candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
@@ -219,6 +223,13 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
                                "suv_known": known, "scores": scores})
     _keep_for_figures(result, case, candidates, mask, kwargs)
+
+
+def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
+    """Same-unit comparisons only: a source in Bq/ml against a target in SUV would score the unit."""
+    if unit != target_unit and "a.u." not in (unit, target_unit):
+        raise UserError(f"patient {row.patient_id}: the {what} is in {unit} but the target in {target_unit}; "
+                        "give both in one unit (e.g. both DICOM with SUV headers, or both Bq/ml)")
 
 
 def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, kwargs) -> None:
