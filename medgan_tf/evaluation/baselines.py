@@ -32,6 +32,7 @@ NLM_H_FACTORS = (0.5, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 4.0)  # h = factor × the vo
 NLM_PATCH_SIZE, NLM_PATCH_DISTANCE = 3, 3
 INTENSITY_BINS = 32
 MAX_FIT_VOXELS = 2_000_000
+TASKS_WITH_BASELINES = ("pet_denoise", "pet_ct")  # mr_motion: the identity, i.e. the `input` row
 
 
 @dataclasses.dataclass(frozen=True)

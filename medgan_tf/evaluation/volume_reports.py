@@ -73,18 +73,19 @@ def format_cell(key: str, summary: Summary | None) -> str:
 
 def table(summary: dict[str, dict[str, Summary]], keys: list[str], unit: str) -> str:
     """Markdown table: one line per row (model, input, baselines), one column per metric key;
-    the best mean of each column in bold (the table's better direction)."""
+    the best mean of each column in bold (the table's better direction; no bold on a tie)."""
     lines = ["| Row | " + " | ".join(column_title(k, unit) for k in keys) + " |", "|---|" + "---:|" * len(keys)]
     best = {}
     for key in keys:
         metric = metric_of(key)[0]
         means = {row: s[key]["mean"] for row, s in summary.items() if s.get(key) and s[key]["mean"] is not None
                  and not math.isnan(s[key]["mean"])}
-        if means and len(means) > 1:
-            if metric.region:  # signed % error: closest to 0 is best
-                best[key] = min(means, key=lambda r: abs(means[r]))
-            else:
-                best[key] = (max if metric.higher_is_better else min)(means, key=means.get)
+        if len(means) > 1:
+            # signed % error: closest to 0 is best; otherwise the table's direction
+            score = {r: -abs(v) if metric.region else v if metric.higher_is_better else -v for r, v in means.items()}
+            ranked = sorted(score.values(), reverse=True)
+            if ranked[0] > ranked[1]:  # bold only a strict winner, never a tie
+                best[key] = max(score, key=score.get)
     for row, summaries in summary.items():
         cells = [format_cell(k, summaries.get(k)) for k in keys]
         cells = [f"**{c}**" if best.get(k) == row else c for k, c in zip(keys, cells)]

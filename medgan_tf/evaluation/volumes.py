@@ -101,6 +101,8 @@ def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> 
         val, name = list(scored), "evaluated (no train/val rows in the CSV)"
         notes.append("baseline parameters were chosen on the evaluated volumes themselves (the CSV has no "
                      "train/val rows), which favours the baselines")
+    if task not in baselines_lib.TASKS_WITH_BASELINES:
+        return [], []  # the input row is the task's classical reference (identity)
     train_pairs, val_pairs = _pairs_for_fitting(train, task), _pairs_for_fitting(val, task)
     if not train_pairs and not val_pairs:
         return [], notes + ["no classical baselines: no row has a source volume"]
