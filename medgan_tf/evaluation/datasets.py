@@ -13,7 +13,7 @@ from medgan_tf.data import normalization
 from medgan_tf.data.dataset import iterate_records
 from medgan_tf.data.manifest import manifest_task, read_manifest
 from medgan_tf.errors import UserError
-from medgan_tf.evaluation.scoring import EvaluationResult, _score, evaluate_slices
+from medgan_tf.evaluation.scoring import EvaluationResult, evaluate_slices, score_slice
 from medgan_tf.serving.loading import TranslationModel
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,6 @@ def score_record_baselines(result: EvaluationResult, data_dir, split: str, task:
         for key, volume in volumes.items():
             output = baseline.apply(volume["source"])
             for record, candidate, target in zip(volume["records"], output, volume["target"]):
-                rows[order[(key, int(record["slice_index"]))]] = _score(candidate, target, record, denormalize)
+                rows[order[(key, int(record["slice_index"]))]] = score_slice(candidate, target, record, denormalize)
         result.baselines[baseline.name] = rows
         result.baseline_descriptions[baseline.name] = baseline.describe()

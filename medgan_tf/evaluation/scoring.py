@@ -195,7 +195,7 @@ def as_slice(image: Any, what: str) -> np.ndarray:
     return array
 
 
-def _score(
+def score_slice(
     candidate: np.ndarray,
     target: np.ndarray,
     record: Mapping[str, Any],
@@ -287,8 +287,8 @@ def evaluate_slices(
             scores = SliceScores(
                 patient_key=str(record["patient_key"]),
                 slice_index=int(record["slice_index"]),
-                output=_score(output, target, record, denormalize_fn),
-                input=_score(source, target, record, input_denormalize),
+                output=score_slice(output, target, record, denormalize_fn),
+                input=score_slice(source, target, record, input_denormalize),
             )
             slices.append(scores)
             example = ExampleSlice(scores.patient_key, scores.slice_index, source, output, target)
