@@ -344,3 +344,23 @@ def test_pet_target_from_dicom_is_scored_in_suv_from_its_header(tmp_path):
     assert entry["scores"]["model"]["suvmax_2"] == pytest.approx(10.0, abs=1e-3)
     region = result.regions[0]
     assert region["target_suvmean"] == pytest.approx(9000.0 * factor, rel=1e-5)
+
+
+def test_an_unreadable_training_row_is_left_out_of_the_baselines(tmp_path):
+    rng = np.random.default_rng(3)
+    clean = 1000.0 + 500.0 * np.sin(np.indices(SHAPE)[0] / 4.0)
+    for name in ("a", "b"):
+        _write(tmp_path / f"{name}-t.nii.gz", clean, modality="PT", unit="Bq/ml")
+        _write(tmp_path / f"{name}-s.nii.gz", clean + rng.normal(0, 100.0, SHAPE), modality="PT", unit="Bq/ml")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    header = ["patient_id", "target", "source", "prediction", "split"]
+    rows = read_evaluation_csv(_csv(tmp_path / "e.csv", header, [
+        ["t", "a-t.nii.gz", "broken.nii.gz", "", "train"],
+        ["v", "a-t.nii.gz", "a-s.nii.gz", "", "val"],
+        ["x", "b-t.nii.gz", "b-s.nii.gz", "b-t.nii.gz", "test"]]))
+    result = evaluate_volumes(rows, "pet_denoise", "pet")
+    assert result.rows == ["model", "input", "gaussian", "nlm"]
+    assert any(note.startswith("not used for the baselines (train row)") for note in result.notes)
+    assert "1 validation volume" in result.baselines["gaussian"]
+    scores = result.per_patient[0]["scores"]
+    assert scores["model"]["nrmse"] == 0.0 and scores["gaussian"]["nrmse"] < scores["input"]["nrmse"]

@@ -70,14 +70,20 @@ class VolumeEvaluation:
                 for row in self.rows}
 
 
-def _pairs_for_fitting(rows: Sequence[Row], task: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(source on the target grid, target) arrays of rows that have a source."""
+def _pairs_for_fitting(rows: Sequence[Row], task: str, notes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(source on the target grid, target) arrays of rows that have a source; a row that cannot
+    be read is left out, and `notes` says so."""
     data = _data_config(task)
     pairs = []
     for row in rows:
         if row.paths["source"] is None:
             continue
-        case = load_case(row, data.target_modality, data.source_modality, need_source=True)
+        try:
+            case = load_case(row, data.target_modality, data.source_modality, need_source=True)
+        except UserError as error:
+            log.error("%s", error)
+            notes.append(f"not used for the baselines ({row.split or 'evaluated'} row): {error}")
+            continue
         pairs.append((case.source_on_target(), case.target))
     return pairs
 
@@ -103,7 +109,7 @@ def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> 
                      "train/val rows), which favours the baselines")
     if task not in baselines_lib.TASKS_WITH_BASELINES:
         return [], []  # the input row is the task's classical reference (identity)
-    train_pairs, val_pairs = _pairs_for_fitting(train, task), _pairs_for_fitting(val, task)
+    train_pairs, val_pairs = _pairs_for_fitting(train, task, notes), _pairs_for_fitting(val, task, notes)
     if not train_pairs and not val_pairs:
         return [], notes + ["no classical baselines: no row has a source volume"]
     return baselines_lib.fit_baselines(task, train_pairs, val_pairs, validation_name=name), notes
