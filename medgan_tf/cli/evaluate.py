@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--pairs", type=Path, metavar="CSV",
                         help="whole volumes: patient_id,target,source|prediction[,mask,labels,split,suv_factor|"
                              "weight_kg,injected_dose_bq,half_life_s,delay_s]; paths relative to the CSV")
-    parser.add_argument("--split", default="val", choices=SPLITS, help="--data: split to score (default val; test = the held-out split of convert "
-                        "--test-fraction or the pairs CSV's split column)")
+    parser.add_argument("--split", default="val", choices=SPLITS,
+                        help="--data: split to score (default val; test = the held-out split of convert "
+                             "--test-fraction or the pairs CSV's split column)")
     parser.add_argument("--protocol", choices=PROTOCOL_NAMES,
                         help="yardstick: paper (default for --data), synthrad2023 (default for --pairs of pet_ct), "
                              "synthrad2025, pet (default for --pairs of pet_denoise); --data takes paper only")
