@@ -306,11 +306,15 @@ def reproduce(
     ublocks_sweep: Sequence[int] = (),
     data_dir: Path | None = None,
     runtime=None,
+    protocol: str = "paper",
+    pairs: Path | None = None,
 ) -> dict:
     """Train, score and report every selected variant (and the pix2pix depth sweep) into out_dir.
 
     runtime: a `training.runtime.Runtime` (set up once by the caller; default: the CPU/GPU auto
-    settings). Returns the content of results.json.
+    settings). protocol: besides the paper's tables, the tables in a volume protocol
+    (`medgan_tf.workflows.protocol_tables`) on the volumes of `pairs` (default: held-out synthetic
+    patients). Returns the content of results.json.
     """
     from medgan_tf.workflows import comparison
 
@@ -330,6 +334,7 @@ def reproduce(
         from medgan_tf.training import runtime as runtime_lib
 
         runtime = runtime_lib.setup("auto", "auto", "auto")
+    data_given = data_dir is not None
     data_dir = _resolve_data(settings, data_dir)
 
     started = time.perf_counter()
@@ -338,8 +343,14 @@ def reproduce(
         outcomes[entry.name] = run_entry(entry, settings, out_dir, data_dir, runtime, position=f"[{index}/{len(entries)}]")
     sweep_runs = {depth: sweep_run_name(depth, entries) for depth in dict.fromkeys(ublocks_sweep)}
     rows = {entry.name: _row(entry, settings, out_dir, outcomes[entry.name]) for entry in entries}
-    return comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
-                                       wall_seconds=time.perf_counter() - started)
+    payload = comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
+                                          wall_seconds=time.perf_counter() - started)
+    if protocol != "paper":
+        from medgan_tf.workflows.protocol_tables import write_protocol_tables
+
+        labels = {entry.name: entry.label for entry in entries if entry.num_ublocks is None}
+        payload["files"].update(write_protocol_tables(out_dir, settings, labels, protocol, pairs, data_given))
+    return payload
 
 
 def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict:
