@@ -58,6 +58,7 @@ finally:
     logging.getLogger().setLevel(_root_level)
 from medgan_tf.config import DataConfig, check_image_size, to_dict
 from medgan_tf.data.manifest import build_manifest, write_manifest
+from medgan_tf.data.context import converter_context
 from medgan_tf.data.pairs import SPLITS, PairRejected, assign_splits, convert_pair, read_pairs_csv, unexpected_reason
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
@@ -147,7 +148,8 @@ class ConvertPairFn(beam.DoFn):
         try:
             if not key:
                 raise PairRejected("empty patient_id")
-            records, summary = convert_pair(row["source"], row["target"], key, self._config)
+            records, summary = convert_pair(row["source"], row["target"], key, self._config,
+                                            row.get("extra_sources", ()))
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
             item = {"row": row["row"], "patient_key": key, "reason": rejected.reason, "detail": rejected.detail}
@@ -240,6 +242,7 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     check_image_size(data_config.image_size, power_of_two=False)
     out = Path(args.out).absolute()
     rows = read_pairs_csv(args.pairs)
+    data_config = converter_context(data_config, rows, args.context_slices, args.extra_source_modalities)
     salt, salt_source = resolve_salt(args.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))

@@ -10,6 +10,7 @@ The output NIfTI has the input's shape and affine; it is written atomically.
 Examples:
   medgan-tf translate --model savedmodels/pet_denoise --input low_dose.nii.gz --output denoised.nii.gz
   medgan-tf translate --model savedmodels/pet_ct/3 --input dicom/PET_series/ --output pseudo_ct.nii.gz
+  medgan-tf translate --model savedmodels/pet_ct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL",
                         help="export folder (a version, or the base folder → highest version) or a run directory")
     parser.add_argument("--input", type=Path, required=True, metavar="VOL", help="NIfTI file or DICOM series folder")
+    parser.add_argument("--extra-input", type=Path, action="append", default=[], metavar="VOL",
+                        help="multi-source models: the extra source volume(s), repeated in training order (the "
+                        "pairs CSV's source_2, source_3, …); each is resampled onto --input's grid and normalized "
+                        "by its modality. 2.5D context slices are assembled from the volumes automatically")
     parser.add_argument("--output", type=Path, required=True, metavar="VOL", help="output NIfTI (.nii or .nii.gz)")
     parser.add_argument("--batch-size", type=int, default=8, help="S×S tiles (slices) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
@@ -45,9 +50,15 @@ def run(args: argparse.Namespace) -> int:
         from medgan_tf.errors import UserError
 
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
+    for path in args.extra_input:
+        if not path.exists():
+            from medgan_tf.errors import UserError
+
+            raise UserError(f"extra input {path} does not exist; expected a NIfTI file or a DICOM series folder")
     model = load_model(args.model, precision=args.precision)
     translation = translate_file(
-        model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet
+        model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
+        extra_inputs=args.extra_input,
     )
     volume = translation.volume
     if not args.quiet:

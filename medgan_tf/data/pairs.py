@@ -56,8 +56,20 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             for side in ("source", "target"):
                 value = (row.get(side) or "").strip()
                 resolved[side] = str((path.parent / value).resolve()) if value else ""
-            rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved})
+            rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved,
+                         "extra_sources": _extra_sources(path, row, reader.fieldnames or [])})
     return rows
+
+
+def _extra_sources(path: Path, row: dict[str, Any], fieldnames: list[str]) -> list[str]:
+    """Resolved paths of the extra source columns source_2, source_3, … (multi-channel sources,
+    `medgan_tf.data.context`), in column-number order; [] for the paper's one-source CSV."""
+    numbered = sorted((int(name.split("_")[1]), name) for name in fieldnames if re.fullmatch(r"source_\d+", name))
+    if [n for n, _ in numbered] != list(range(2, 2 + len(numbered))):
+        raise UserError(f"{path}: extra source columns {[name for _, name in numbered]} must be source_2, source_3, … "
+                        "without gaps")
+    values = [(row.get(name) or "").strip() for _, name in numbered]
+    return [str((path.parent / value).resolve()) if value else "" for value in values]
 
 
 def assign_splits(patient_keys: Iterable[str], val_fraction: float) -> dict[str, str]:
@@ -99,12 +111,15 @@ def convert_pair(
     target_path: str,
     patient_key: str,
     data_config: DataConfig,
+    extra_source_paths: tuple[str, ...] | list[str] = (),
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
     Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
+    With `data_config.context_slices` > 0 or extra sources (`extra_source_paths`, on the first
+    source's grid), each record also carries its 2.5D / multi-source window (`data.context`).
     """
-    from medgan_tf.data import geometry, normalization, schema
+    from medgan_tf.data import context, geometry, normalization, schema
     from medgan_tf.data.io import VolumeReadError, read_volume
 
     volumes = {}
@@ -134,6 +149,7 @@ def convert_pair(
     keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
     if keep.size == 0:
         raise PairRejected("no axial slice is covered by both volumes")
+    extras = context.extra_sources_on_grid(extra_source_paths, (source_array.shape, grid_affine), data_config)
 
     # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
     source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
@@ -143,11 +159,18 @@ def convert_pair(
         target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
     source_norm = normalization.normalize(source_array, source_params)
     target_norm = normalization.normalize(target_array, target_params)
+    extra_norm, extra_params = context.normalize_extra_sources(extras, keep, data_config)
+    stacked = context.uses_stack(data_config.context_slices, data_config.source_channels)
+    # Edge slices replicate at the ends of the kept range (the slices training sees).
+    window_range = (int(keep[0]), int(keep[-1]))
     records = [
         (
             int(k),
             schema.encode_example(
-                source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params
+                source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params,
+                extra_features=schema.stack_features(
+                    context.window_at([source_norm, *extra_norm], int(k), data_config.context_slices, *window_range),
+                    data_config.context_slices, [source_params, *extra_params]) if stacked else None,
             ),
         )
         for k in keep
@@ -160,6 +183,8 @@ def convert_pair(
         "source": _volume_summary(source, source_params),
         "target": _volume_summary(target, target_params),
     }
+    for index, ((_, _, volume), params) in enumerate(zip(extras, extra_params), start=2):
+        summary[f"source_{index}"] = _volume_summary(volume, params)
     return records, summary
 
 
