@@ -1,7 +1,7 @@
 """2.5D context slices and multi-channel sources: windows, records, reader, networks, export,
 translation and the slice-consistency measure.
 
-One small dataset (3 patients, 32² × 6 slices, PET source + CT `source_2`, converted with
+One small dataset (3 patients, 64² × 6 slices, PET source + CT `source_2`, converted with
 --context-slices 2 through the real converter) serves the reader and the end-to-end tests.
 """
 
@@ -23,7 +23,8 @@ from medgan_tf.errors import UserError
 
 from helpers import tiny_config  # noqa: E402  (tests/ is on sys.path)
 
-SIZE, SLICES, K = 32, 6, 2
+SIZE, SLICES, K = 64, 6, 2  # the dataset (evaluation's VIF needs ≥ 41² slices)
+NET = 32  # the network tests
 PET_SPACING = (2.8, 2.8, 2.0)  # pet_denoise's grid: the volumes are on it already (no interpolation)
 
 
@@ -72,15 +73,15 @@ def test_paper_model_through_the_new_path_equals_the_old_builders():
 
     config = tiny_config(ublocks=2)
     networks = build_networks(config)
-    old_generator = build_casnet(config.generator, SIZE)
-    old_discriminator = build_discriminator(config.discriminator, SIZE, channels=1)
+    old_generator = build_casnet(config.generator, NET)
+    old_discriminator = build_discriminator(config.discriminator, NET, channels=1)
     assert networks.generator.count_params() == old_generator.count_params()
     assert networks.discriminator.count_params() == old_discriminator.count_params()
     assert [w.shape for w in networks.generator.weights] == [w.shape for w in old_generator.weights]
     old_generator.set_weights(networks.generator.get_weights())
     old_discriminator.set_weights(networks.discriminator.get_weights())
-    source = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 1)).astype(np.float32)
-    candidate = np.random.default_rng(1).uniform(-1, 1, (2, SIZE, SIZE, 1)).astype(np.float32)
+    source = np.random.default_rng(0).uniform(-1, 1, (2, NET, NET, 1)).astype(np.float32)
+    candidate = np.random.default_rng(1).uniform(-1, 1, (2, NET, NET, 1)).astype(np.float32)
     np.testing.assert_array_equal(networks.generator(source), old_generator(source))
     new_out, old_out = networks.discriminator([candidate, source]), old_discriminator([candidate, source])
     np.testing.assert_array_equal(new_out["logits"], old_out["logits"])
@@ -98,12 +99,12 @@ def test_context_networks_widen_only_the_first_conv_and_keep_the_raw_pair():
                                                          "data.extra_source_modalities": ("CT",)})
     networks = build_networks(config)
     generator, discriminator = networks.generator, networks.discriminator
-    assert generator.input_shape == (None, SIZE, SIZE, 10) and generator.output_shape == (None, SIZE, SIZE, 1)
-    one = ublock_trainable_params(config.generator, SIZE)
+    assert generator.input_shape == (None, NET, NET, 10) and generator.output_shape == (None, NET, NET, 1)
+    one = ublock_trainable_params(config.generator, NET)
     assert generator.count_params() == 2 * one + 16 * 8 * (10 - 1)  # first conv: 4×4 × 10 → 8 filters
-    assert generator.count_params() == one + ublock_trainable_params(config.generator, SIZE, input_channels=10)
-    window = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 10)).astype(np.float32)
-    candidate = np.random.default_rng(1).uniform(-1, 1, (1, SIZE, SIZE, 1)).astype(np.float32)
+    assert generator.count_params() == one + ublock_trainable_params(config.generator, NET, input_channels=10)
+    window = np.random.default_rng(0).uniform(-1, 1, (1, NET, NET, 10)).astype(np.float32)
+    candidate = np.random.default_rng(1).uniform(-1, 1, (1, NET, NET, 1)).astype(np.float32)
     features = discriminator([candidate, window])["features"]
     # The pixel term's raw pair is (candidate, centre slice of the first source = channel K).
     np.testing.assert_array_equal(features[0], np.concatenate([candidate, window[..., 2:3]], axis=-1))
@@ -218,7 +219,7 @@ def test_train_export_reload_in_a_fresh_process_and_translate(converted, tmp_pat
     assert asset["serving_input"]["input_channels"] == 10
     assert json.loads((version / "assets" / "normalization.json").read_text())["input_channels"] == 10
     # The graph's own refusal (what TF Serving clients get) is part of the SavedModel.
-    assert b"source: expected float32 (batch, 32, 32, 10)" in (version / "saved_model.pb").read_bytes()
+    assert f"source: expected float32 (batch, {SIZE}, {SIZE}, 10)".encode() in (version / "saved_model.pb").read_bytes()
 
     script = textwrap.dedent(f"""
         import json, numpy as np
@@ -228,11 +229,11 @@ def test_train_export_reload_in_a_fresh_process_and_translate(converted, tmp_pat
         model = load_model({str(version)!r})
         spec = model.loaded.signatures["serving_default"].structured_input_signature[1]["source"]
         try:
-            model(np.zeros((1, 32, 32, 1), np.float32))
+            model(np.zeros((1, {SIZE}, {SIZE}, 1), np.float32))
             refused = ""
         except UserError as error:
             refused = str(error)
-        window = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 10)).astype(np.float32)
+        window = np.random.default_rng(0).uniform(-1, 1, (2, {SIZE}, {SIZE}, 10)).astype(np.float32)
         output = model(window)
         code = main(["translate", "--model", {str(version)!r}, "--input", {str(root / "p0_low.nii.gz")!r},
                      "--extra-input", {str(root / "p0_ct.nii.gz")!r}, "--output", {str(tmp_path / "out.nii.gz")!r},
@@ -246,10 +247,10 @@ def test_train_export_reload_in_a_fresh_process_and_translate(converted, tmp_pat
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["shape"] == [None, 32, 32, 10]
-    assert "source: expected float32 (batch, 32, 32, 10) (10 channels" in report["refused"]
-    assert "received shape (1, 32, 32, 1)" in report["refused"]
-    assert report["output"] == [2, 32, 32, 1]
+    assert report["shape"] == [None, SIZE, SIZE, 10]
+    assert f"source: expected float32 (batch, {SIZE}, {SIZE}, 10) (10 channels" in report["refused"]
+    assert f"received shape (1, {SIZE}, {SIZE}, 1)" in report["refused"]
+    assert report["output"] == [2, SIZE, SIZE, 1]
     assert report["code"] == 0 and report["missing"] == 2
     assert "this model takes 2 source volume(s)" in result.stderr
 

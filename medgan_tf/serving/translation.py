@@ -38,7 +38,8 @@ def predict_slices(
     batch_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(K, S, S, 1) normalized slices → (K, S, S, 1) outputs, `batch_size` at a time;
+    """(K, S, S, C_in) normalized slices (C_in = 1, or a 2.5D / multi-source window) → (K, S, S, 1)
+    outputs, `batch_size` at a time;
     `progress(done)` is called after every batch.
 
     Raises a UserError naming the slice indices (0 … K−1) if the model returns NaN/inf for any
@@ -47,7 +48,7 @@ def predict_slices(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1; received {batch_size}")
-    outputs = [np.zeros((0, *np.shape(slices)[1:]), np.float32)]  # K = 0 → an empty stack
+    outputs = [np.zeros((0, *np.shape(slices)[1:3], 1), np.float32)]  # K = 0 → an empty stack
     for start in range(0, len(slices), batch_size):
         outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
         if progress is not None:
