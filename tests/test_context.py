@@ -235,13 +235,22 @@ def test_train_export_reload_in_a_fresh_process_and_translate(converted, tmp_pat
             refused = str(error)
         window = np.random.default_rng(0).uniform(-1, 1, (2, {SIZE}, {SIZE}, 10)).astype(np.float32)
         output = model(window)
+        # `physical`: each source normalized with its own window (PET per volume, CT the fixed HU window).
+        rng = np.random.default_rng(1)
+        physical = np.concatenate([rng.uniform(0, 10, (2, {SIZE}, {SIZE}, 5)),
+                                   rng.uniform(-1200, 2200, (2, {SIZE}, {SIZE}, 5))], axis=-1).astype(np.float32)
+        normalized = np.concatenate([physical[..., :5] / 5.0 - 1.0,
+                                     2 * (np.clip(physical[..., 5:], -1000, 2000) + 1000) / 3000 - 1], axis=-1)
+        expected = (model(normalized.astype(np.float32)) + 1.0) / 2.0 * 10.0
+        physical_error = float(np.max(np.abs(model.physical(physical, source_low=0.0, source_high=10.0) - expected)))
+        names = model.normalization["physical_inputs"]
         code = main(["translate", "--model", {str(version)!r}, "--input", {str(root / "p0_low.nii.gz")!r},
                      "--extra-input", {str(root / "p0_ct.nii.gz")!r}, "--output", {str(tmp_path / "out.nii.gz")!r},
                      "--quiet"])
         missing = main(["translate", "--model", {str(version)!r}, "--input", {str(root / "p0_low.nii.gz")!r},
                         "--output", {str(tmp_path / "bad.nii.gz")!r}, "--quiet"])
         print(json.dumps({{"shape": spec.shape.as_list(), "refused": refused, "output": list(output.shape),
-                           "code": code, "missing": missing}}))
+                           "code": code, "missing": missing, "physical_error": physical_error, "names": names}}))
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
@@ -252,6 +261,8 @@ def test_train_export_reload_in_a_fresh_process_and_translate(converted, tmp_pat
     assert f"received shape (1, {SIZE}, {SIZE}, 1)" in report["refused"]
     assert report["output"] == [2, SIZE, SIZE, 1]
     assert report["code"] == 0 and report["missing"] == 2
+    assert report["names"] == ["source", "source_low", "source_high"]  # the CT window is a constant
+    assert report["physical_error"] < 1e-3
     assert "this model takes 2 source volume(s)" in result.stderr
 
     import nibabel as nib
@@ -284,3 +295,23 @@ def test_slice_consistency_by_hand():
     assert measure["difference"] == pytest.approx(12.75)
     assert measure["per_patient"]["a"]["ratio"] == pytest.approx(2.0)
     assert slice_consistency({"b": {3: ones}}, {"b": {3: ones}})["ratio"] is None
+
+
+def test_reproduce_plans_a_2_5d_twin_of_every_model_under_the_same_budget():
+    from medgan_tf.evaluation.consistency import consistency_table
+    from medgan_tf.workflows import reproduce
+
+    entries = reproduce.plan(["pix2pix", "medgan_1g"], context_slices=2)
+    assert [(e.name, e.model, e.context_slices) for e in entries] == [
+        ("pix2pix", "pix2pix", 0), ("medgan_1g", "medgan_1g", 0),
+        ("pix2pix_context2", "pix2pix", 2), ("medgan_1g_context2", "medgan_1g", 2)]
+    settings = reproduce.Settings(task="pet_denoise", budget_steps=7, image_size=64, base_filters=8, context_slices=2)
+    twin, flat = (reproduce.experiment_config(e, settings) for e in (entries[2], entries[0]))
+    assert twin.data.context_slices == 2 and flat.data.context_slices == 0
+    assert config_lib.diff(twin, flat) == {"data.context_slices": (2, 0)}
+    assert entries[2].label == "pix2pix 2.5D (K=2)"
+    text = consistency_table({"pix2pix": {"output_jump": 4.0, "target_jump": 2.0, "ratio": 2.0, "difference": 2.0,
+                                          "pairs": 3}, "other": None})
+    assert "| pix2pix | 4.000 | 2.000 | 2.000 | +2.000 |" in text and "| other | n/a |" in text
+    with pytest.raises(UserError, match="--context-slices"):
+        reproduce.plan(["pix2pix"], context_slices=-1)

@@ -178,6 +178,20 @@ def normalize_extra_sources(
     return arrays, params
 
 
+def window_features(
+    stacks: Sequence[np.ndarray], keep: np.ndarray, data_config: DataConfig, params: Sequence[Mapping[str, Any]]
+) -> Any:
+    """slice index → the record's extra window features (`schema.stack_features`), or None for
+    the paper's one-source 2D records. Edge slices repeat at the ends of the kept range (the
+    slices training sees)."""
+    from medgan_tf.data import schema
+
+    if not uses_stack(data_config.context_slices, data_config.source_channels):
+        return lambda z: None
+    first, last, k = int(keep[0]), int(keep[-1]), data_config.context_slices
+    return lambda z: schema.stack_features(window_at(stacks, z, k, first, last), k, list(params))
+
+
 # --------------------------------------------------------------------------- reader side
 
 

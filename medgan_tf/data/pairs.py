@@ -160,17 +160,13 @@ def convert_pair(
     source_norm = normalization.normalize(source_array, source_params)
     target_norm = normalization.normalize(target_array, target_params)
     extra_norm, extra_params = context.normalize_extra_sources(extras, keep, data_config)
-    stacked = context.uses_stack(data_config.context_slices, data_config.source_channels)
-    # Edge slices replicate at the ends of the kept range (the slices training sees).
-    window_range = (int(keep[0]), int(keep[-1]))
+    window = context.window_features([source_norm, *extra_norm], keep, data_config, [source_params, *extra_params])
     records = [
         (
             int(k),
             schema.encode_example(
                 source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params,
-                extra_features=schema.stack_features(
-                    context.window_at([source_norm, *extra_norm], int(k), data_config.context_slices, *window_range),
-                    data_config.context_slices, [source_params, *extra_params]) if stacked else None,
+                extra_features=window(int(k)),
             ),
         )
         for k in keep

@@ -1,6 +1,9 @@
 """The serving graph of an export: its signatures and the normalization description they follow.
 
-Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 0):
+Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 0; a
+2.5D / multi-source model's `source` is (B, S, S, C_in) with C_in = (2K+1)·C channels in the order
+of `medgan_tf.data.context`, stated in the signature and in the assets, each source normalized with
+its own window: `source_{i}_low`/`source_{i}_high` for a per-volume extra source i ≥ 2):
 
 - `serving_default`: input `source` = normalized source slices in [-1, 1] → output `output` =
   the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode).

@@ -65,6 +65,7 @@ class Settings:
     eval_split: str = "val"
     figure_slices: int = 4
     deterministic: bool = False  # op determinism: identical batches for every variant, slower
+    context_slices: int = 0  # > 0: every model also trained as a 2.5D model with K context slices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +76,12 @@ class Entry:
     name: str
     model: str
     num_ublocks: int | None = None
+    context_slices: int = 0  # the 2.5D twin of a model (`medgan_tf.data.context`)
 
     @property
     def label(self) -> str:
+        if self.context_slices:
+            return f"{presets.MODELS.get(self.model).display_name} 2.5D (K={self.context_slices})"
         if self.num_ublocks is not None:
             return f"{presets.MODELS.get(self.model).display_name} (CasNet-{self.num_ublocks})"
         return presets.MODELS.get(self.model).display_name
@@ -93,9 +97,12 @@ def parse_list(text: str | None, what: str) -> list[str]:
     return items
 
 
-def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry]:
+def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = (), context_slices: int = 0) -> list[Entry]:
     """The runs to make: each model once, then pix2pix at each sweep depth (depth 1 *is* the
-    registered pix2pix recipe, so it reuses that run when pix2pix is among the models)."""
+    registered pix2pix recipe, so it reuses that run when pix2pix is among the models), then,
+    with `context_slices` K > 0, each model again as a 2.5D model (2D vs 2.5D under one budget)."""
+    if context_slices < 0:
+        raise UserError(f"--context-slices must be ≥ 0; received {context_slices}")
     known = presets.MODELS.names()
     unknown = [name for name in models if name not in known]
     if unknown:
@@ -112,6 +119,8 @@ def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry
         if depth == recipe_depth and SWEEP_MODEL in names:
             continue
         entries.append(Entry(f"{SWEEP_MODEL}_ublocks{depth}", SWEEP_MODEL, depth))
+    if context_slices:
+        entries += [Entry(f"{name}_context{context_slices}", name, context_slices=context_slices) for name in models]
     return entries
 
 
@@ -147,6 +156,8 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
     }
     if entry.num_ublocks is not None:
         updates["generator.num_ublocks"] = entry.num_ublocks
+    if entry.context_slices:
+        updates["data.context_slices"] = entry.context_slices
     return config_lib.override(config, updates)
 
 
@@ -223,6 +234,7 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
     metrics.md, figure.png and the example slices) in run_dir/evaluation."""
     import keras
 
+    from medgan_tf.evaluation.consistency import write_consistency
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import write_report
     from medgan_tf.serving.loading import load_model
@@ -237,6 +249,7 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
         gc.collect()
     out = run_dir / EVALUATION_DIR
     write_report(result, out, title=title, figure_slices=settings.figure_slices)
+    write_consistency(getattr(result, "slice_consistency", None), out)
     _save_examples(out / EXAMPLES_FILE, result.examples)
     write_json_atomic(out / EVALUATION_STATE, {
         "step": trained_steps(run_dir),
@@ -259,10 +272,13 @@ def _save_examples(path: Path, examples) -> None:
 
 def load_evaluation(run_dir: Path):
     """The cached EvaluationResult of a run, with its example slices."""
+    from medgan_tf.evaluation.consistency import CONSISTENCY_FILE
     from medgan_tf.evaluation.scoring import EvaluationResult, ExampleSlice
 
     directory = run_dir / EVALUATION_DIR
     result = EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
+    consistency = directory / CONSISTENCY_FILE
+    result.slice_consistency = json.loads(consistency.read_text()) if consistency.is_file() else None
     with np.load(directory / EXAMPLES_FILE) as arrays:
         result.examples = [
             ExampleSlice(str(key), int(index), source, output, target)
@@ -321,7 +337,7 @@ def reproduce(
                                 why="the paper's metrics need it: VIF needs slices of at least 41×41 for its four scales")
     if not models and not ublocks_sweep:
         raise UserError("nothing to do: give --models and/or --ublocks-sweep")
-    entries = plan(models, ublocks_sweep)
+    entries = plan(models, ublocks_sweep, settings.context_slices)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings)
@@ -338,12 +354,19 @@ def reproduce(
         outcomes[entry.name] = run_entry(entry, settings, out_dir, data_dir, runtime, position=f"[{index}/{len(entries)}]")
     sweep_runs = {depth: sweep_run_name(depth, entries) for depth in dict.fromkeys(ublocks_sweep)}
     rows = {entry.name: _row(entry, settings, out_dir, outcomes[entry.name]) for entry in entries}
-    return comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
-                                       wall_seconds=time.perf_counter() - started)
+    payload = comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
+                                          wall_seconds=time.perf_counter() - started)
+    if settings.context_slices:  # 2D vs 2.5D: how much each output jumps between slices
+        from medgan_tf.evaluation.consistency import append_consistency_table
+
+        append_consistency_table(out_dir / "table.md", {e.label: rows[e.name]["slice_consistency"] for e in entries})
+    return payload
 
 
 def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict:
     """One row of results.json: what was trained, how long, and every metric's summary."""
+    from medgan_tf.evaluation.consistency import overall_consistency
+
     experiment = experiment_config(entry, settings)
     return {
         "method": entry.label,
@@ -357,6 +380,8 @@ def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict
         "train_seconds": outcome["train_seconds"],
         "num_slices": len(outcome["result"].slices),
         "metrics": outcome["result"].summary()["output"],
+        "context_slices": experiment.data.context_slices,
+        "slice_consistency": overall_consistency(getattr(outcome["result"], "slice_consistency", None)),
     }
 
 
@@ -366,7 +391,7 @@ def _resolve_data(settings: Settings, data_dir: Path | None) -> Path:
     if data_dir is None:
         from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
-        data_dir = ensure_builtin_dataset(settings.task, settings.image_size)
+        data_dir = ensure_builtin_dataset(settings.task, settings.image_size, context_slices=settings.context_slices)
         log.info("no --data given: using the built-in synthetic %s dataset at %s", settings.task, data_dir)
     data_dir = Path(data_dir)
     # Every method is scored on the evaluation split: it must hold slices before anything trains.
