@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     if data_dir is None and saved is None:
         from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
-        data_dir = ensure_builtin_dataset(experiment.task, experiment.data.image_size)
+        data_dir = ensure_builtin_dataset(experiment.task, experiment.data.image_size,
+                                          context_slices=experiment.data.context_slices)
         log.info("no --data given: using the built-in synthetic %s dataset at %s (made by `medgan-tf synth` + "
                  "`medgan-tf convert`)", experiment.task, data_dir)
 

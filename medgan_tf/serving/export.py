@@ -36,8 +36,8 @@ from medgan_tf.serving.signatures import (
     NORMALIZATION_ASSET,
     build_module,
     normalization_description,
-    serving_input,
 )
+from medgan_tf.serving.channels import serving_input
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from typing import Any, Mapping
 from medgan_tf import config as config_lib
 from medgan_tf.data.context import extra_normalization
 from medgan_tf.errors import UserError
+from medgan_tf.serving.channels import channel_windows, serving_input
 
 CONFIG_ASSET = "config.json"
 NORMALIZATION_ASSET = "normalization.json"
@@ -103,16 +104,6 @@ def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[s
         "extra_sources": extras,
     }
 
-
-def serving_input(data: config_lib.DataConfig) -> dict[str, Any]:
-    """What `serving_default`'s input holds: C_in = (2K+1)·C channels and their order
-    (`medgan_tf.data.context`); K = 0, C = 1 is the paper's single slice."""
-    return {
-        "input_channels": int(data.input_channels),
-        "context_slices": int(data.context_slices),
-        "source_channels": int(data.source_channels),
-        "channel_order": "for each source (source, source_2, ...): slices z-K ... z+K; channel c*(2K+1)+K+o",
-    }
 
 
 def _target_needs_own_parameters(target: Mapping[str, Any]) -> bool:
@@ -340,7 +331,7 @@ def _physical_function(module, description: Mapping[str, Any]):
             windows = [(low_in, high_in)] + [
                 _checked_window(source_images, extra[f"source_{i}_low"], extra[f"source_{i}_high"], f"source_{i}")
                 if side["per_volume"] else _fixed_window(side) for i, side in enumerate(extras, start=2)]
-            normalized = _to_normalized(source_images, *_channel_windows(source_images, windows, channels))
+            normalized = _to_normalized(source_images, *channel_windows(source_images, windows, channels))
         output = module.forward(normalized)
         if not target["per_volume"]:
             low_out, high_out = _fixed_window(target)
@@ -356,18 +347,6 @@ def _physical_function(module, description: Mapping[str, Any]):
     return tf.function(
         lambda *inputs: physical(**dict(zip(["source_images"] + names[1:], inputs))), input_signature=specs
     )
-
-
-def _channel_windows(images, windows, channels: int):
-    """Per-channel (low, high), each (B, 1, 1, C_in), from one (low, high) per source — scalars or
-    (B, 1, 1, 1) — repeated over that source's 2K+1 context channels."""
-    import tensorflow as tf
-
-    per_source = channels // len(windows)
-    ones = tf.ones(tf.stack([tf.shape(images)[0], 1, 1, per_source]), tf.float32)
-    low = tf.concat([ones * low for low, _ in windows], axis=-1)
-    high = tf.concat([ones * high for _, high in windows], axis=-1)
-    return low, high
 
 
 def _fit_function(source: Mapping[str, Any]):
