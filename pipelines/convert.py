@@ -316,8 +316,9 @@ def _identity_free(reason: str, row: dict[str, Any]) -> str:
     """`reason` for the manifest, withheld if it quotes the pair's paths, file names or patient ID
     (reasons are built without them; this is the last line of defence). A name that is a plain
     word ("truncated", "PET") is not checked: reasons use words."""
-    quoted = [row["source"], row["target"], row["patient_id"]]
-    quoted += [name for name in (Path(p).name for p in (row["source"], row["target"]) if p) if not name.isalpha()]
+    paths = [row["source"], row["target"], *row.get("extra_sources", ())]
+    quoted = [*paths, row["patient_id"]]
+    quoted += [name for name in (Path(p).name for p in paths if p) if not name.isalpha()]
     if any(len(text) >= 4 and text in reason for text in quoted):
         return "reason withheld: it quoted the input's path or patient ID (see the converter's messages)"
     return reason

@@ -315,3 +315,26 @@ def test_reproduce_plans_a_2_5d_twin_of_every_model_under_the_same_budget():
     assert "| pix2pix | 4.000 | 2.000 | 2.000 | +2.000 |" in text and "| other | n/a |" in text
     with pytest.raises(UserError, match="--context-slices"):
         reproduce.plan(["pix2pix"], context_slices=-1)
+
+
+def test_bad_extra_sources_are_rejected_by_name(converted, tmp_path):
+    import dataclasses
+
+    from medgan_tf import presets
+    from medgan_tf.data.pairs import PairRejected, convert_pair, read_pairs_csv
+
+    root, _ = converted
+    data = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], image_size=SIZE, context_slices=1,
+                               extra_source_modalities=("CT",))
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a volume")
+    source, target = str(root / "p0_low.nii.gz"), str(root / "p0_full.nii.gz")
+    with pytest.raises(PairRejected, match=r"^source_2: ") as rejected:
+        convert_pair(source, target, "key", data, [str(tmp_path / "broken.nii.gz")])
+    assert "broken" not in rejected.value.reason  # no file names in the manifest's reason
+    with pytest.raises(PairRejected, match="1 extra source volume"):
+        convert_pair(source, target, "key", data, [])
+    records, summary = convert_pair(source, target, "key", data, [str(root / "p0_ct.nii.gz")])
+    assert len(records) == SLICES and summary["source_2"]["normalization"]["kind"] == "window"
+    (tmp_path / "gap.csv").write_text("patient_id,source,target,source_3\np,a.nii,b.nii,c.nii\n")
+    with pytest.raises(UserError, match="source_2, source_3, … without gaps"):
+        read_pairs_csv(tmp_path / "gap.csv")
