@@ -114,6 +114,7 @@ class DataConfig:
     )
     target_normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     val_fraction: float = 0.2
+    test_fraction: float = 0.0  # the converter's held-out test split (patients named in the CSV aside)
     augment: bool = False  # the paper uses none; `--augment` adds paired flips/shifts
     max_shift_pixels: int = 8
     shuffle_buffer: int = 512

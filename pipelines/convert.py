@@ -7,8 +7,11 @@
 Steps: ReadPairs → Convert (`medgan_tf.data.pairs.convert_pair`: read both volumes, target onto
 the source grid by world coordinates, resample to the task spacing, centre crop/pad to image_size,
 normalize per task, axial slices → tf.train.Example; rejected pairs go to a tagged output) →
-SplitByPatient → Write{Train,Val} (GZIP TFRecord shards) and WriteVolumes/WriteRejected summaries,
-from which the driver writes `manifest.json` last (`medgan_tf.data.manifest`).
+SplitByPatient (the split a CSV row names, else the hash split: `pipelines.settings`) →
+Write{Train,Val,Test} (GZIP TFRecord shards; test only when asked for) and WriteVolumes/WriteRejected
+summaries, from which the driver writes `manifest.json` last (`medgan_tf.data.manifest`). Inputs and
+outputs go through Beam's FileSystems (`pipelines.filesystems`): local paths as below, an object
+store's (`gs://`, `s3://`, ...) staged for the readers and written in place, manifest.json last.
 
 The per-pair work, the pseudonyms and the manifest live in `medgan_tf.data`; this module is the
 Beam shell around them.
@@ -18,6 +21,7 @@ Output layout (DIR):
     DIR/manifest.json                              counts, config, normalization, rejected pairs
     DIR/train/data-SSSSS-of-NNNNN.tfrecord.gz      schema: medgan_tf.data.schema
     DIR/val/data-SSSSS-of-NNNNN.tfrecord.gz
+    DIR/test/data-SSSSS-of-NNNNN.tfrecord.gz       with --test-fraction > 0 or a CSV row naming test
 
 One writer per output: the run holds `DIR.convert.lock` (PID and host) and works in its own
 `DIR.partial-<pid>-<random>/`, renamed to DIR only when complete (`pipelines.output`), so an
@@ -36,7 +40,7 @@ stderr only.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import glob
 import json
 import logging
@@ -56,14 +60,14 @@ try:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 finally:
     logging.getLogger().setLevel(_root_level)
-from medgan_tf.config import DataConfig, check_image_size, to_dict
+from medgan_tf.config import DataConfig, to_dict
 from medgan_tf.data.manifest import build_manifest, write_manifest
 from medgan_tf.data.context import converter_context
-from medgan_tf.data.pairs import SPLITS, PairRejected, assign_splits, convert_pair, read_pairs_csv, unexpected_reason
+from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, unexpected_reason
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
-from medgan_tf.presets import TASK_PRESETS
-from pipelines import output, worker
+from pipelines import filesystems, output, worker
+from pipelines.settings import converter_data_config, splits_of, written_splits
 from pipelines.options import add_arguments
 
 REJECTED = "rejected"
@@ -148,8 +152,13 @@ class ConvertPairFn(beam.DoFn):
         try:
             if not key:
                 raise PairRejected("empty patient_id")
-            records, summary = convert_pair(row["source"], row["target"], key, self._config,
-                                            row.get("extra_sources", ()))
+            named_split = check_row(row)
+            with filesystems.staged(row["source"], "source") as source, filesystems.staged(row["target"], "target") as target, \
+                    filesystems.staged(row.get("mask", ""), "mask") as mask, contextlib.ExitStack() as stack:
+                extras = [stack.enter_context(filesystems.staged(path, f"source_{index}"))
+                          for index, path in enumerate(row.get("extra_sources", ()), start=2)]
+                records, summary = convert_pair(source, target, key, self._config, extras, **({"mask_path": mask} if mask else {}))
+            summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
             item = {"row": row["row"], "patient_key": key, "reason": rejected.reason, "detail": rejected.detail}
@@ -168,16 +177,19 @@ def build_pipeline(
     rows: list[dict[str, Any]],
     data_config: DataConfig,
     salt: bytes,
-    work_dir: Path,
+    work_dir: Path | str,
     num_shards: int,
 ) -> None:
-    """Labelled steps from the CSV rows to shards and summary files under `work_dir`.
+    """Labelled steps from the CSV rows to shards and summary files under `work_dir` (a local
+    folder or a folder on any filesystem Beam writes).
 
     The split is assigned after conversion, over the patients that converted (a side input),
-    so rejected pairs cannot leave a split empty.
+    so rejected pairs cannot leave a split empty. The test split is written only when asked
+    for (`test_fraction` > 0, or a CSV row names it).
     """
     from apache_beam.io.filesystem import CompressionTypes
 
+    base = str(work_dir).rstrip("/")
     converted = (
         pipeline
         | "ReadPairs" >> beam.Create(rows, reshuffle=True)
@@ -185,9 +197,9 @@ def build_pipeline(
     )
     splits = (
         converted[VOLUMES]
-        | "PatientKeys" >> beam.Map(lambda summary: json.loads(summary)["patient_key"])
+        | "PatientKeys" >> beam.Map(json.loads)
         | "AllPatients" >> beam.combiners.ToList()
-        | "AssignSplits" >> beam.Map(assign_splits, data_config.val_fraction)
+        | "AssignSplits" >> beam.Map(splits_of, data_config)
     )
     by_split = (
         converted.records
@@ -195,20 +207,22 @@ def build_pipeline(
         >> beam.Partition(lambda item, _, assignment: SPLITS.index(assignment[item[0]]), len(SPLITS), beam.pvalue.AsSingleton(splits))
     )
     for split, records in zip(SPLITS, by_split):
+        if split not in written_splits(rows, data_config):
+            continue
         shards = num_shards if split == "train" else max(1, num_shards // 2)
         (
             records
             | f"Drop{split.title()}Key" >> beam.Map(lambda item: item[1])
             | f"Write{split.title()}"
             >> beam.io.WriteToTFRecord(
-                str(work_dir / split / "data"),
+                f"{base}/{split}/data",
                 file_name_suffix=".tfrecord.gz",
                 num_shards=shards,
                 compression_type=CompressionTypes.GZIP,
             )
         )
-    converted[VOLUMES] | "WriteVolumes" >> beam.io.WriteToText(str(work_dir / "_summaries" / "volumes"), file_name_suffix=".jsonl")
-    converted[REJECTED] | "WriteRejected" >> beam.io.WriteToText(str(work_dir / "_summaries" / "rejected"), file_name_suffix=".jsonl")
+    converted[VOLUMES] | "WriteVolumes" >> beam.io.WriteToText(f"{base}/_summaries/volumes", file_name_suffix=".jsonl")
+    converted[REJECTED] | "WriteRejected" >> beam.io.WriteToText(f"{base}/_summaries/rejected", file_name_suffix=".jsonl")
 
 
 def _read_jsonl(pattern: str) -> list[dict[str, Any]]:
@@ -237,25 +251,32 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     started = time.monotonic()
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
-    preset = TASK_PRESETS[args.task]
-    data_config = dataclasses.replace(preset, image_size=args.image_size or preset.image_size)
-    check_image_size(data_config.image_size, power_of_two=False)
-    out = Path(args.out).absolute()
-    rows = read_pairs_csv(args.pairs)
+    data_config = converter_data_config(args)
+    rows = filesystems.read_pairs(args.pairs)
     data_config = converter_context(data_config, rows, args.context_slices, args.extra_source_modalities)
     salt, salt_source = resolve_salt(args.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))
+    if not filesystems.is_local(args.out):
+        return _run_remote(args, beam_args, rows, data_config, salt, salt_source, started)
+    out = Path(args.out).absolute()
     try:
         with output.exclusive_output(out):
             _check_target(out, args.overwrite)
             work_dir = output.new_work_dir(out)
             try:
-                logging.info("converting %d pairs for task %s at %d² → %s", len(rows), args.task, data_config.image_size, out)
-                options = pipeline_options(args, beam_args)
-                with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
-                    build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
-                return _finish(args, rows, data_config, salt_source, work_dir, out, started)
+                _convert(args, beam_args, rows, data_config, salt, work_dir, out)
+                volumes = _read_jsonl(str(work_dir / "_summaries" / "volumes*"))
+                rejected = _read_jsonl(str(work_dir / "_summaries" / "rejected*"))
+                shutil.rmtree(work_dir / "_summaries")
+                shards = {split: [p.name for p in (work_dir / split).glob("*.tfrecord.gz")] for split in SPLITS}
+
+                def publish(manifest: dict[str, Any]) -> None:
+                    # manifest.json last, then one swap of names: DIR never looks complete before it is.
+                    write_manifest(work_dir, manifest)
+                    output.publish(work_dir, out)
+
+                return _finish(args, rows, data_config, salt_source, (volumes, rejected, shards), out, started, publish)
             finally:
                 output.discard(work_dir)  # gone already when published
     except UserError:
@@ -268,6 +289,45 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         raise failure from None
 
 
+def _convert(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
+             salt: bytes, work_dir: Path | str, out: Path | str) -> None:
+    logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), args.task, data_config.image_size,
+                 "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
+    options = pipeline_options(args, beam_args)
+    try:
+        with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
+            build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
+    except Exception as error:
+        if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
+            raise
+        endpoint = options.get_all_options().get("job_endpoint")
+        raise UserError(f"the Beam job service {endpoint} did not answer (runner {args.runner}); start it, or pass "
+                        "--job_endpoint=embed to run one in this process") from None
+
+
+def _run_remote(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
+                salt: bytes, salt_source: str, started: float) -> int:
+    """Convert into a folder on an object store: written in place, manifest.json last."""
+    target = filesystems.RemoteOutput(args.out)
+    target.prepare(args.overwrite)
+    published = False
+    try:
+        _convert(args, beam_args, rows, data_config, salt, target.out, target.out)
+        volumes, rejected = target.read_jsonl("volumes"), target.read_jsonl("rejected")
+        target.drop_summaries()
+        shards = {split: target.shard_names(split) for split in SPLITS}
+
+        def publish(manifest: dict[str, Any]) -> None:
+            nonlocal published
+            target.finish(manifest)
+            published = True
+
+        return _finish(args, rows, data_config, salt_source, (volumes, rejected, shards), target.out, started, publish)
+    finally:
+        if not published:
+            target.discard()
+
+
 def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
@@ -276,14 +336,15 @@ def _check_target(out: Path, overwrite: bool) -> None:
 
 
 def _finish(args: argparse.Namespace, rows: list[dict[str, Any]], data_config: DataConfig, salt_source: str,
-            work_dir: Path, out: Path, started: float) -> int:
-    """From the pipeline's summaries to the manifest, then publish `work_dir` as `out`."""
-    volumes = sorted(_read_jsonl(str(work_dir / "_summaries" / "volumes*")), key=lambda v: v["patient_key"])
-    rejected = sorted(_read_jsonl(str(work_dir / "_summaries" / "rejected*")), key=lambda r: r["row"])
-    shutil.rmtree(work_dir / "_summaries")
-    splits = assign_splits([v["patient_key"] for v in volumes], data_config.val_fraction)  # as in the pipeline
+            written: tuple[list, list, dict], out: Path | str, started: float, publish: Any) -> int:
+    """From the pipeline's summaries (volumes, rejected, shard names per split) to the manifest,
+    then `publish(manifest)`."""
+    volumes = sorted(written[0], key=lambda v: v["patient_key"])
+    rejected = sorted(written[1], key=lambda r: r["row"])
+    splits = splits_of(volumes, data_config)  # as in the pipeline
     for summary in volumes:
         summary["split"] = splits[summary["patient_key"]]
+        summary["split_from"] = "pairs CSV" if summary.pop("split_named", "") else "hash"
     rows_by_line = {row["row"]: row for row in rows}
     for item in rejected:
         row = rows_by_line[item["row"]]
@@ -292,22 +353,20 @@ def _finish(args: argparse.Namespace, rows: list[dict[str, Any]], data_config: D
         print(f"rejected pair (CSV line {item['row']}: {row['source']} | {row['target']}): {item['reason']}{extra}", file=sys.stderr)
         item["reason"] = _identity_free(item["reason"], row)
 
-    shards = {split: [p.name for p in (work_dir / split).glob("*.tfrecord.gz")] for split in SPLITS}
+    shards = written[2]
     manifest = build_manifest(args.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
     counts = manifest["counts"]
     if not volumes or (args.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"
         print(f"error: {why}; no output written to {out}", file=sys.stderr)
         return 1
-    for split in SPLITS:
+    for split in written_splits(rows, data_config):
         if counts[split]["slices"] == 0:
             logging.warning("the %s split is empty (%d patient(s) converted)", split, len(volumes))
-    # manifest.json last, then one swap of names: DIR never looks complete before it is.
-    write_manifest(work_dir, manifest)
-    output.publish(work_dir, out)
+    publish(manifest)
     logging.info(
-        "wrote %d train / %d val slices (%d pairs, %d rejected) to %s",
-        counts["train"]["slices"], counts["val"]["slices"], len(volumes), len(rejected), out,
+        "wrote %d train / %d val / %d test slices (%d pairs, %d rejected) to %s",
+        counts["train"]["slices"], counts["val"]["slices"], counts["test"]["slices"], len(volumes), len(rejected), out,
     )
     return 0
 

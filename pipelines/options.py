@@ -10,15 +10,28 @@ from medgan_tf.config import TASKS
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The converter's own options (shared by `python -m pipelines.convert` and `medgan-tf convert`)."""
-    parser.add_argument("--pairs", required=True, help="CSV with header patient_id,source,target (NIfTI file or DICOM folder paths; relative paths are relative to the CSV)")
+    parser.add_argument("--pairs", required=True, help="CSV with header patient_id,source,target[,split][,mask] (NIfTI file or DICOM "
+                        "folder paths, local or on any scheme Beam reads, e.g. gs://; relative paths are relative to the CSV). "
+                        "split: train|val|test (any case; blank = hash split) for that patient; mask: a mask volume on the "
+                        "source's frame, carried into the records")
     parser.add_argument("--task", required=True, choices=TASKS, help="task preset: spacing, normalization, modalities")
-    parser.add_argument("--out", required=True, help="output directory (train/, val/, manifest.json)")
+    parser.add_argument("--out", required=True, help="output directory (train/, val/, test/, manifest.json); local, or on any "
+                        "scheme Beam writes (gs://, s3://, ...), where manifest.json written last marks it complete")
     parser.add_argument("--image-size", type=int, default=None, help="slice size S of the records (default: the task preset's, 256)")
+    parser.add_argument("--spacing", type=spacing_mm, default=None, metavar="X,Y,Z",
+                        help="model-grid voxel size in mm (default: the task preset's); stored in the manifest, and "
+                        "training, export and translate follow it")
+    parser.add_argument("--val-fraction", type=fraction, default=None, metavar="F",
+                        help="share of the patients (not named in the CSV's split column) hashed into val (default: the "
+                        "task preset's, 0.2; at least one patient when F > 0 and there are ≥ 2)")
+    parser.add_argument("--test-fraction", type=fraction, default=None, metavar="F",
+                        help="share hashed into the held-out test split (default 0; at least one patient when F > 0 and "
+                        "there are ≥ 3); train always keeps one")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1, no output) if any pair is rejected")
     parser.add_argument("--salt", default=None, help="secret for the patient pseudonyms (default: $MEDGAN_TF_SALT or a per-user secret file)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val gets half; default from the task preset)")
-    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, ...)")
+    parser.add_argument("--num-shards", type=int, default=None, help="train shards (val and test get half; default from the task preset)")
+    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, PortableRunner: with --job_endpoint=embed --environment_type=LOOPBACK it runs here, no Java needed, ...)")
     parser.add_argument("--num-workers", type=int, default=None, help="DirectRunner: N local worker processes (multi_processing)")
     parser.add_argument("--context-slices", type=int, default=0, metavar="K",
                         help="2.5D: store with every slice its K neighbours on each side (edge slices repeat), so a "
@@ -27,3 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="modality (CT, PT or MR) of each extra source column source_2, source_3, … of the pairs "
                         "CSV; picks its normalization; default: the task's source modality for each")
     return parser
+
+
+def spacing_mm(text: str) -> tuple[float, float, float]:
+    """"X,Y,Z" → three positive finite floats (mm); argparse shows the error."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0 < value < 1e3 for value in values):
+        raise argparse.ArgumentTypeError(f"expected three positive sizes in mm, e.g. 1,1,2.5; received {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), e.g. 0.1; received {text!r}")
+    return value

@@ -96,9 +96,11 @@ def write_dicom_series(
     intercept: float = -1024.0,
     extra: dict | None = None,
     shuffle_seed: int | None = 0,
+    reverse_instance_numbers: bool = False,
 ) -> Path:
     """Write `array` (I, J, K) on RAS `affine` as one DICOM file per k-slice (int16 stored values
-    with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort."""
+    with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort.
+    `reverse_instance_numbers` numbers the slices K…1 along k (against their positions)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 
@@ -127,7 +129,7 @@ def write_dicom_series(
         ds.SliceThickness = f"{np.linalg.norm(lps[:3, 2]):.10g}"
         ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row_cosine, *column_cosine)]
         ds.ImagePositionPatient = [f"{v:.10g}" for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.InstanceNumber = int(k) + 1
+        ds.InstanceNumber = array.shape[2] - int(k) if reverse_instance_numbers else int(k) + 1
         ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
@@ -138,3 +140,100 @@ def write_dicom_series(
     return folder
 
 
+
+
+def jpeg_lossless_sv1(pixels: np.ndarray, precision: int = 16) -> bytes:
+    """A JPEG Lossless bitstream (ITU-T T.81 process 14, Huffman, selection value 1: predict each
+    sample from its left neighbour) of 2-D integer `pixels`, their low `precision` bits coded as
+    unsigned (a DICOM decoder reinterprets them by PixelRepresentation).
+
+    Built by hand because no installed encoder writes this transfer syntax; one Huffman table
+    gives each difference category SSSS = 0…16 a 5-bit code (T.81 H.1.2.2, F.1.2.1).
+    """
+    import struct
+
+    samples = np.asarray(pixels).astype(np.int64) & ((1 << precision) - 1)
+    predicted = np.empty_like(samples)
+    predicted[0, 0] = 1 << (precision - 1)
+    predicted[0, 1:] = samples[0, :-1]  # first row: the left neighbour
+    predicted[1:, 0] = samples[:-1, 0]  # first column: the sample above
+    predicted[1:, 1:] = samples[1:, :-1]
+    differences = (samples - predicted) % (1 << 16)
+    differences = np.where(differences >= 1 << 15, differences - (1 << 16), differences)
+    bits, count, out = 0, 0, bytearray()
+    for difference in differences.ravel().tolist():
+        category = int(abs(difference)).bit_length()
+        extra = 0 if category in (0, 16) else (difference if difference > 0 else difference + (1 << category) - 1)
+        length = 5 + (category if category < 16 else 0)
+        bits, count = (bits << length) | (category << (length - 5)) | extra, count + length
+        while count >= 8:
+            count -= 8
+            byte = (bits >> count) & 0xFF
+            out.append(byte)
+            if byte == 0xFF:
+                out.append(0x00)  # byte stuffing
+        bits &= (1 << count) - 1
+    if count:
+        byte = ((bits << (8 - count)) | ((1 << (8 - count)) - 1)) & 0xFF  # pad with 1-bits
+        out += bytes([byte, 0x00]) if byte == 0xFF else bytes([byte])
+    rows, columns = samples.shape
+    frame = struct.pack(">HHBHHBBBB", 0xFFC3, 11, precision, rows, columns, 1, 1, 0x11, 0)
+    table = struct.pack(">HHB", 0xFFC4, 2 + 1 + 16 + 17, 0x00) + bytes([0, 0, 0, 0, 17] + [0] * 11) + bytes(range(17))
+    scan = struct.pack(">HHBBBBBB", 0xFFDA, 8, 1, 1, 0x00, 1, 0, 0)
+    return b"\xff\xd8" + frame + table + scan + bytes(out) + b"\xff\xd9"
+
+
+def compress_series(folder: Path, syntax: str) -> Path:
+    """Re-encode every file of the DICOM series in `folder` in place with transfer syntax `syntax`:
+    JPEG Lossless process 14 (1.2.840.10008.1.2.4.57 / .70) through `jpeg_lossless_sv1`, any other
+    through pydicom's own encoders (`Dataset.compress`)."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    for file in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(str(file))
+        if syntax in ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"):
+            ds.PixelData = encapsulate([jpeg_lossless_sv1(ds.pixel_array, int(ds.BitsStored))])
+            ds.file_meta.TransferSyntaxUID = syntax
+            ds["PixelData"].VR = "OB"
+        else:
+            ds.compress(syntax)
+        ds.save_as(str(file), enforce_file_format=True)
+    return folder
+
+
+def dcm2niix_nifti(series: Path, out_dir: Path):
+    """The independent converter dcm2niix (requirements-test.txt) run on the DICOM `series`
+    folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is not installed."""
+    import shutil
+    import subprocess
+
+    import nibabel as nib
+    import pytest
+
+    binary = shutil.which("dcm2niix")
+    if binary is None:
+        try:
+            import dcm2niix
+
+            binary = str(dcm2niix.bin)
+        except ImportError:
+            pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run([binary, "-z", "n", "-b", "n", "-f", "series", "-o", str(out_dir), str(series)],
+                         capture_output=True, text=True, timeout=120)
+    images = sorted(out_dir.glob("*.nii"))
+    assert run.returncode == 0 and len(images) == 1, f"dcm2niix gave {images}: {run.stdout}\n{run.stderr}"
+    return nib.load(str(images[0]))
+
+
+def same_grid(image, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """`image` (nibabel) against (`array`, `affine`) in world coordinates: both reoriented to the
+    closest RAS+ axes (dcm2niix flips and orders axes its own way) → (its values, ours, largest
+    affine difference in mm)."""
+    import nibabel as nib
+
+    theirs = nib.as_closest_canonical(image)
+    ours = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(array, np.float32), np.asarray(affine, np.float64)))
+    assert theirs.shape == ours.shape, f"shape {theirs.shape} vs ours {ours.shape}"
+    return theirs.get_fdata(), ours.get_fdata(), float(np.max(np.abs(theirs.affine - ours.affine)))

@@ -313,8 +313,7 @@ def test_reproduce_plans_a_2_5d_twin_of_every_model_under_the_same_budget():
     text = consistency_table({"pix2pix": {"output_jump": 4.0, "target_jump": 2.0, "ratio": 2.0, "difference": 2.0,
                                           "pairs": 3}, "other": None})
     assert "| pix2pix | 4.000 | 2.000 | 2.000 | +2.000 |" in text and "| other | n/a |" in text
-    with pytest.raises(UserError, match="--context-slices"):
-        reproduce.plan(["pix2pix"], context_slices=-1)
+    assert main(["reproduce", "--models", "pix2pix", "--context-slices", "-1"]) == 2
 
 
 def test_bad_extra_sources_are_rejected_by_name(converted, tmp_path):

@@ -17,21 +17,29 @@ def test_demo_writes_every_artifact_and_its_verdict_decides_the_exit_status(tmp_
     finally:
         keras.mixed_precision.set_global_policy("float32")
     verdict = json.loads((out / "demo.json").read_text())
-    # The verdict is the report's own numbers: model vs untouched input on SSIM, validation split.
+    # The verdict is the report's own numbers: model vs untouched input on SSIM and PSNR, held-out test split.
     summary = json.loads((out / "report" / "metrics.json").read_text())["summary"]
     model_ssim, input_ssim = summary["output"]["ssim"]["mean"], summary["input"]["ssim"]["mean"]
     assert verdict["model_metrics"]["ssim"] == model_ssim and verdict["input_metrics"]["ssim"] == input_ssim
-    assert verdict["passed"] == (model_ssim > input_ssim)
+    model_psnr, input_psnr = summary["output"]["psnr"]["mean"], summary["input"]["psnr"]["mean"]
+    assert verdict["passed"] == (model_ssim > input_ssim and model_psnr > input_psnr)
+    # The classical baselines of denoising are rows of the table and of the verdict.
+    assert {"gaussian", "nlm"} <= set(summary) and set(verdict["beats_baselines"]) == {"gaussian", "nlm"}
+    assert verdict["baseline_metrics"]["gaussian"]["ssim"] == summary["gaussian"]["ssim"]["mean"]
+    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
+    test_keys = {v["patient_key"] for v in manifest["volumes"] if v.get("split") == "test"}
+    assert len(test_keys) == 2 and all(s["patient_key"] in test_keys for s in json.loads(
+        (out / "report" / "metrics.json").read_text())["slices"])
     # Two iterations of Algorithm 1 cannot denoise: the demo must say so and fail.
     assert not verdict["passed"] and status == 1
     captured = capsys.readouterr()
-    assert "did not beat the untouched input on SSIM" in captured.err
+    assert "did not beat the untouched input on both SSIM and PSNR" in captured.err
     assert (out / "volumes" / "pairs.csv").is_file()
     assert (out / "dataset" / "manifest.json").is_file()
     assert json.loads((out / "run" / "summary.json").read_text())["generator_updates"] == 6
     assert (out / "savedmodel" / "1" / "saved_model.pb").is_file()
     assert (out / "translated" / f"{verdict['held_out_patient']}_translated.nii.gz").is_file()
-    for name in ("metrics.json", "metrics.md", "figure.png"):
+    for name in ("metrics.json", "metrics.md", "figure.png", "slices.png"):
         assert (out / "report" / name).is_file()
     readme = (out / "README.md").read_text()
     assert "| model |" in readme and "| input (untouched) |" in readme

@@ -54,8 +54,8 @@ def test_oracle_scores_perfectly_and_input_row_is_scored_directly():
     result = scoring.evaluate_slices(records, _oracle(records), batch_size=2)
     summary = result.summary()
     assert summary["output"]["ssim"]["mean"] == pytest.approx(1.0, abs=1e-12)
-    assert summary["output"]["mse"] == {"mean": 0.0, "sd": 0.0, "n": 5, "n_infinite": 0}
-    assert summary["output"]["psnr"] == {"mean": math.inf, "sd": None, "n": 0, "n_infinite": 5}
+    assert summary["output"]["mse"] == {"mean": 0.0, "sd": 0.0, "median": 0.0, "n": 5, "n_infinite": 0}
+    assert summary["output"]["psnr"] == {"mean": math.inf, "sd": None, "median": math.inf, "n": 0, "n_infinite": 5}
     for record, scores in zip(records, result.slices):
         expected = _direct_scores(record["source"], record["target"])
         for name, value in expected.items():
@@ -172,11 +172,11 @@ def test_examples_are_a_deterministic_sorted_sample():
 @pytest.mark.parametrize(
     "values, expected",
     [
-        ([1.0, 2.0, 3.0], {"mean": 2.0, "sd": 1.0, "n": 3, "n_infinite": 0}),
-        ([math.inf, 2.0, 4.0], {"mean": 3.0, "sd": math.sqrt(2.0), "n": 2, "n_infinite": 1}),
-        ([None, 5.0], {"mean": 5.0, "sd": None, "n": 1, "n_infinite": 0}),
-        ([None, None], {"mean": None, "sd": None, "n": 0, "n_infinite": 0}),
-        ([math.inf], {"mean": math.inf, "sd": None, "n": 0, "n_infinite": 1}),
+        ([1.0, 2.0, 3.0], {"mean": 2.0, "sd": 1.0, "median": 2.0, "n": 3, "n_infinite": 0}),
+        ([math.inf, 2.0, 4.0], {"mean": 3.0, "sd": math.sqrt(2.0), "median": 4.0, "n": 2, "n_infinite": 1}),
+        ([None, 5.0], {"mean": 5.0, "sd": None, "median": 5.0, "n": 1, "n_infinite": 0}),
+        ([None, None], {"mean": None, "sd": None, "median": None, "n": 0, "n_infinite": 0}),
+        ([math.inf], {"mean": math.inf, "sd": None, "median": math.inf, "n": 0, "n_infinite": 1}),
     ],
 )
 def test_summarize(values, expected):

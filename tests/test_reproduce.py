@@ -227,3 +227,26 @@ def test_settings_missing_from_an_older_folder_count_as_defaults(tmp_path):
     reproduce._check_settings(tmp_path, settings)
     with pytest.raises(UserError, match="deterministic: False there, True now"):
         reproduce._check_settings(tmp_path, dataclasses.replace(settings, deterministic=True))
+
+
+def test_protocol_tables_score_every_run_on_held_out_volumes_with_baselines(tmp_path):
+    """`reproduce --protocol pet` without training: two run directories scored on held-out
+    synthetic volumes; the table holds both methods, the input and both denoising baselines."""
+    from helpers import make_run
+
+    from medgan_tf.workflows.protocol_tables import write_protocol_tables
+
+    for name in ("pix2pix", "medgan_1g"):
+        make_run(tmp_path / "runs" / name, "pet_denoise", image_size=32)
+    settings = reproduce.Settings(task="pet_denoise", budget_steps=1, image_size=32, base_filters=8)
+    labels = {"pix2pix": "pix2pix", "medgan_1g": "MedGAN-1G"}
+    paths = write_protocol_tables(tmp_path, settings, labels, "pet", None, data_given=False)
+    table = Path(paths["table_pet"]).read_text()
+    for row in ("pix2pix", "MedGAN-1G", "input", "gaussian", "nlm"):
+        assert f"| {row} |" in table
+    assert "| Row | SSIM | PSNR(dB) | NRMSE |" in table
+    results = json.loads(Path(paths["results_pet"]).read_text())
+    assert list(results["rows"]) == ["pix2pix", "MedGAN-1G", "input", "gaussian", "nlm"]
+    assert results["rows"]["input"]["nrmse"]["n"] == 2  # the two held-out test patients
+    with pytest.raises(UserError, match="--pairs"):
+        write_protocol_tables(tmp_path, settings, labels, "pet", None, data_given=True)

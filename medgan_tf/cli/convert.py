@@ -1,6 +1,17 @@
-"""Convert a pairs CSV (patient_id,source,target; NIfTI files or DICOM series folders) into
-sharded GZIP TFRecords of normalized axial slice pairs plus manifest.json, with the Apache Beam
-pipeline of `pipelines/convert.py` (same code as `python -m pipelines.convert`).
+"""Convert a pairs CSV (patient_id,source,target[,split][,mask]; NIfTI files or DICOM series
+folders) into sharded GZIP TFRecords of normalized axial slice pairs plus manifest.json, with the
+Apache Beam pipeline of `pipelines/convert.py` (same code as `python -m pipelines.convert`).
+
+The CSV's optional `split` column (train|val|test, any case) places a patient; the others are
+hashed into val and test by --val-fraction and --test-fraction. The optional `mask` column names a
+mask volume on the source's frame, carried into the records. --spacing and --image-size choose the
+model grid, stored in the manifest and followed by train, export and translate. Paths may be local
+or on any scheme Beam's FileSystems knows (gs://, s3://, ...); such inputs are staged to a local
+temporary copy, and such an output is complete once its manifest.json (written last) exists.
+
+Examples:
+  medgan-tf convert --pairs pairs.csv --task pet_ct --out data/pet_ct --spacing 2,2,3 --test-fraction 0.1
+  medgan-tf convert --pairs gs://bucket/pairs.csv --task pet_ct --out gs://bucket/pet_ct --runner DataflowRunner ...
 
 Rejected pairs are listed on stderr (with their paths) and in the manifest (by CSV line, without
 paths); the exit status is non-zero only when nothing converted or with --strict. One conversion

@@ -1,16 +1,37 @@
-"""Evaluate a model on a converted dataset with the paper's metrics.
+"""Evaluate a model, or any tool's output volumes, by the paper's protocol or the field's.
 
-SSIM, PSNR, MSE, VIF (pixel domain) and UQI on the paper's 0–255 scale, plus MAE in the target's
-physical unit (from each record's normalization parameters); LPIPS when its pretrained weights can
-be loaded, else listed as unavailable with the reason. Every metric is computed for the model
-output *and* for the untouched input, per slice and per patient (mean ± sd).
+Two inputs:
 
-Writes REPORT_DIR/metrics.json, metrics.md (a table like the paper's Table II) and figure.png
-(K slices: input | output | target | error). `--json` prints the summary as JSON on stdout.
+  --data DIR --split S   a converted dataset split (medgan-tf convert): the paper's protocol per
+                         slice — SSIM, PSNR, MSE, VIF (pixel domain), UQI on the 0–255 scale, MAE
+                         in the target's physical unit, LPIPS when its weights can be loaded —
+                         for the model output, the untouched input and the task's classical
+                         baselines (as below, in normalized units), per slice and per patient.
+                         Writes metrics.json, metrics.md (like the paper's Table II), figure.png.
+  --pairs CSV            whole volumes (columns patient_id, target, source and/or prediction,
+                         optional mask, labels, split, SUV columns): with --model each source
+                         volume is translated (any field of view), without it the prediction
+                         column is scored, in physical units on the target's grid, by --protocol:
+                           synthrad2023  MAE, PSNR, masked SSIM in the body mask (HU, [−1024, 3000])
+                           synthrad2025  MAE, PSNR, masked MS-SSIM (HU, [−1024, 3071])
+                           pet           NRMSE, PSNR, SSIM (Bq/ml); SUVmean/SUVmax/activity % error
+                                         per region of the labels column
+                           paper         the paper's metrics per axial slice (0–255 scale)
+                         Default: synthrad2023 for pet_ct (CT targets), pet for pet_denoise, paper
+                         otherwise. Rows: model, input (where units allow) and the task's
+                         classical baselines (Gaussian and non-local means for denoising, fitted
+                         on the CSV's val rows; an intensity map for pet_ct, fitted on its train
+                         rows). Without a mask column or --mask-dir, a body mask is computed and
+                         the report says so. Writes metrics.json, per_patient.csv, metrics.md,
+                         slices.png (three planes), histogram.png, bland_altman.png (pet regions).
+
+`--json` prints the summary on stdout: {"summary": {"model": {"mae": {"mean", "sd", "median",
+...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output", "input" and the baselines).
 
 Examples:
   medgan-tf evaluate --model savedmodels/pet_denoise --data data/pet_denoise --out reports/pd
-  medgan-tf evaluate --model runs/pd --data data/pet_denoise --split train --json
+  medgan-tf evaluate --model savedmodels/pet_ct --pairs test.csv --protocol synthrad2023 --out reports/sct
+  medgan-tf evaluate --pairs other_tool.csv --task pet_ct --protocol synthrad2025 --json
 """
 
 from __future__ import annotations
@@ -20,19 +41,41 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "score a model (export or run) on a converted dataset: SSIM, PSNR, MSE, VIF, UQI, MAE → report"
+HELP = "score a model or existing outputs: the paper's metrics on records, or SynthRAD/PET protocols on volumes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL|RUN",
-                        help="export folder (version or base folder) or a run directory (latest checkpoint)")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="converted dataset (medgan-tf convert)")
-    parser.add_argument("--split", default="val", choices=("train", "val"), help="split to score (default val)")
+    from medgan_tf.config import TASKS
+    from medgan_tf.data.pairs import SPLITS
+    from medgan_tf.metrics import PROTOCOL_NAMES
+
+    parser.add_argument("--model", type=Path, metavar="SAVEDMODEL|RUN",
+                        help="export folder (version or base folder) or a run directory; required with --data; "
+                             "with --pairs, omit it to score the CSV's prediction column")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, metavar="DIR", help="converted dataset (medgan-tf convert)")
+    source.add_argument("--pairs", type=Path, metavar="CSV",
+                        help="whole volumes: patient_id,target,source|prediction[,mask,labels,split,suv_factor|"
+                             "weight_kg,injected_dose_bq,half_life_s,delay_s]; paths relative to the CSV")
+    parser.add_argument("--split", default="val", choices=SPLITS,
+                        help="--data: split to score (default val; test = the held-out split of convert "
+                             "--test-fraction or the pairs CSV's split column)")
+    parser.add_argument("--protocol", choices=PROTOCOL_NAMES,
+                        help="yardstick: paper (default for --data), synthrad2023 (default for --pairs of pet_ct), "
+                             "synthrad2025, pet (default for --pairs of pet_denoise); --data takes paper only")
+    parser.add_argument("--task", choices=TASKS,
+                        help="--pairs without --model: the task the volumes belong to (sets units, baselines, "
+                             "default protocol); with --model it is the model's")
+    parser.add_argument("--mask-dir", type=Path, metavar="DIR",
+                        help="--pairs: body/evaluation masks DIR/<patient_id>.nii.gz (or .nii, or a DICOM folder) for "
+                             "rows without a mask column; otherwise a body mask is computed (synthrad protocols)")
     parser.add_argument("--out", type=Path, metavar="REPORT_DIR",
-                        help="report folder (default reports/<task>-<split>)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="slices in figure.png (default 4)")
-    parser.add_argument("--max-slices", type=int, help="score only the first N slices (quick checks)")
+                        help="report folder (default reports/<task>-<split> or reports/<task>-<protocol>)")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices (tiles) per forward pass (default 8)")
+    parser.add_argument("--tile-overlap", type=float, default=0.25,
+                        help="--pairs with --model: overlap of the S×S tiles of large slices (default 0.25)")
+    parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="--data: slices in figure.png (default 4)")
+    parser.add_argument("--max-slices", type=int, help="--data: score only the first N slices (quick checks)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument("--precision", choices=("export", "auto", "float32", "bfloat16"), default="export",
                         help="compute precision: export (default) = what the model carries (an export's own, float32 "
@@ -42,6 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
+
+    if args.pairs is not None:
+        return _run_pairs(args)
+    if args.model is None:
+        raise UserError("--data needs --model (the records hold no predictions); score existing volumes with --pairs")
+    if args.protocol not in (None, "paper"):
+        raise UserError(f"--protocol {args.protocol} scores whole volumes in physical units: give them with --pairs CSV")
+    return _run_records(args)
+
+
+def _run_records(args: argparse.Namespace) -> int:
+    from medgan_tf.errors import UserError
     from medgan_tf.evaluation.consistency import consistency_line, write_consistency
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import report_markdown, write_report
@@ -50,32 +105,69 @@ def run(args: argparse.Namespace) -> int:
     if args.figure_slices < 0:
         raise UserError(f"--figure-slices must be ≥ 0; received {args.figure_slices}")
     model = load_model(args.model, precision=args.precision)
-    result = evaluate_dataset(
-        model,
-        args.data,
-        args.split,
-        batch_size=args.batch_size,
-        num_examples=max(args.figure_slices, 1),
-        max_slices=args.max_slices,
-    )
+    result = evaluate_dataset(model, args.data, args.split, batch_size=args.batch_size,
+                              num_examples=max(args.figure_slices, 1), max_slices=args.max_slices, baselines=True)
     out_dir = args.out if args.out is not None else Path("reports") / f"{model.config.task}-{args.split}"
     title = f"{model.config.model} on {model.config.task} ({args.split} split of {args.data.name or args.data})"
     paths = write_report(result, out_dir, title=title, figure_slices=args.figure_slices)
     paths.update(write_consistency(getattr(result, "slice_consistency", None), out_dir))
     summary = result.to_dict()
     if args.json:
-        payload = {
-            "model": str(args.model),
-            "data": str(args.data),
-            "split": args.split,
-            "report": {key: str(value) for key, value in paths.items()},
-            **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")},
-            "slice_consistency": getattr(result, "slice_consistency", None),
-        }
-        json.dump(payload, sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        payload = {"model": str(args.model), "data": str(args.data), "split": args.split, "protocol": "paper",
+                   "report": {key: str(value) for key, value in paths.items()},
+                   **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")},
+                   "slice_consistency": getattr(result, "slice_consistency", None)}
+        _print_json(payload)
     else:
         print(report_markdown(result, title=title))
         print(consistency_line(getattr(result, "slice_consistency", None)))
         print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _run_pairs(args: argparse.Namespace) -> int:
+    from medgan_tf.errors import UserError
+    from medgan_tf.evaluation.cases import read_evaluation_csv
+    from medgan_tf.evaluation.volume_reports import report_dict, report_markdown, write_volume_report
+    from medgan_tf.evaluation.volumes import default_protocol, evaluate_volumes
+
+    model = None
+    if args.model is not None:
+        from medgan_tf.serving.loading import load_model
+
+        model = load_model(args.model, precision=args.precision)
+        if args.task is not None and args.task != model.config.task:
+            raise UserError(f"--task {args.task} but the model {args.model} is a {model.config.task} model")
+        task = model.config.task
+    elif args.task is None:
+        raise UserError("--pairs without --model scores the CSV's prediction column; give --task (pet_ct, mr_motion, "
+                        "pet_denoise) so units, baselines and the default protocol are known")
+    else:
+        task = args.task
+    rows = read_evaluation_csv(args.pairs, mask_dir=args.mask_dir)
+    protocol = args.protocol or default_protocol(task)
+
+    def progress(message: str) -> None:
+        print(f"evaluate {message}", file=sys.stderr, flush=True)
+
+    result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
+                              tile_overlap=args.tile_overlap, progress=progress)
+    who = f"{model.config.model}" if model is not None else "predictions"
+    title = f"{who} on {task} ({args.pairs.name}, protocol {protocol})"
+    out_dir = args.out if args.out is not None else Path("reports") / f"{task}-{protocol}"
+    paths = write_volume_report(result, out_dir, title=title)
+    if args.json:
+        report = report_dict(result, title)
+        _print_json({"model": None if args.model is None else str(args.model), "pairs": str(args.pairs),
+                     "report": {key: str(value) for key, value in paths.items()},
+                     **{key: report[key] for key in ("protocol", "task", "unit", "num_patients", "rows", "baselines",
+                                                     "notes", "failures", "summary")}})
+    else:
+        print(report_markdown(result, title))
+        print(f"report: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _print_json(payload: dict) -> None:
+    json.dump(payload, sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from medgan_tf.metrics import PROTOCOL_NAMES
     from medgan_tf.presets import TASKS
 
     parser.add_argument("--task", choices=TASKS, default="pet_denoise", help="task preset (default pet_denoise)")
@@ -41,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "same budget, and report both with their slice-to-slice consistency (default 0: 2D only); "
                         "--data must be converted with --context-slices ≥ K (the built-in data is made so)")
     parser.add_argument("--out", type=Path, help="report folder (default reports/reproduce-<task>)")
+    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="paper",
+                        help="paper (default): Tables I/II on the paper's per-slice metrics; synthrad2023|synthrad2025|"
+                             "pet: also table-<protocol>.md, every method scored on whole volumes in physical units, "
+                             "with the input and the classical baselines as rows")
+    parser.add_argument("--pairs", type=Path, metavar="CSV",
+                        help="with a volume --protocol: the volumes to score (medgan-tf evaluate --pairs columns); "
+                             "default: held-out synthetic patients (needed with --data)")
     parser.add_argument("--seed", type=int, default=0, help="one seed for every method (default 0)")
     parser.add_argument("--vgg-weights", default="auto",
                         help="auto (default: imagenet when cached/downloadable, else random with a warning), imagenet, "
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         sweep = [int(depth) for depth in sweep_text]
     except ValueError as error:
         raise UserError(f"--ublocks-sweep: expected integers like 1,2,3; received {args.ublocks_sweep!r}") from error
+    if args.context_slices < 0:
+        raise UserError(f"--context-slices must be ≥ 0; received {args.context_slices}")
     if args.figure_slices < 1:
         raise UserError(f"--figure-slices must be ≥ 1; received {args.figure_slices}")
     settings = reproduce.Settings(
@@ -84,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
     reproduce.plan(models, sweep, args.context_slices)
     out_dir = args.out or Path("reports") / f"reproduce-{args.task}"
     rt = runtime.setup("auto", args.xla, args.mixed_precision)
-    payload = reproduce.reproduce(settings, out_dir, models=models, ublocks_sweep=sweep, data_dir=args.data, runtime=rt)
+    if args.pairs is not None and args.protocol == "paper":
+        raise UserError("--pairs needs a volume --protocol (synthrad2023, synthrad2025, pet)")
+    payload = reproduce.reproduce(settings, out_dir, models=models, ublocks_sweep=sweep, data_dir=args.data, runtime=rt,
+                                  protocol=args.protocol, pairs=args.pairs)
     print((Path(out_dir) / "table.md").read_text(encoding="utf-8"))
+    if args.protocol != "paper":
+        print(Path(payload["files"][f"table_{args.protocol}"]).read_text(encoding="utf-8"))
     log.info("results: %s", payload["files"])
     return 0

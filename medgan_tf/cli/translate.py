@@ -1,16 +1,32 @@
-"""Translate a whole volume with an exported model (or a run directory).
+"""Translate whole volumes with an exported model (or a run directory).
 
 The input (a NIfTI file or a DICOM series folder) is resampled to the model's spacing (a slice
 smaller than the model's S×S is centre-padded; a larger one is covered by overlapping S×S tiles,
 blended without seams, so nothing is cropped), normalized with parameters fitted on this volume
 (as the converter did for the training data), run through the generator in tile batches, mapped back to
 the target's physical unit (HU / SUV / MR a.u.) and resampled onto the input's own voxel grid.
-The output NIfTI has the input's shape and affine; it is written atomically.
+
+The output has the input's grid and is written atomically, as NIfTI (`--output` ending in .nii or
+.nii.gz) or as a DICOM series (`--output` a folder name without suffix, or `--output-format dicom`):
+one file per slice, a new series (new Series and SOP Instance UIDs) in the source's study with its
+Patient, Study and Frame of Reference modules, the input's geometry tags, ImageType
+DERIVED\\SECONDARY and a SeriesDescription naming the model; CT as int16 in HU, PET in Bq/ml
+(Units BQML) with the source's radiopharmaceutical and decay tags, MR as the source's. A NIfTI
+input gets a new minimal Patient/Study (PatientID ANONYMOUS). An existing output folder is
+replaced only when it is empty or an earlier medgan-tf series.
+
+Many volumes, one model load: `--inputs CSV --output-dir DIR`. The CSV needs an `input` (or
+`source`, so a pairs CSV works as it is) column; optional `patient_id` names each output
+(`DIR/<patient_id>.nii.gz`, or `DIR/<patient_id>/` for DICOM) and optional `output` sets it. A
+volume that fails is reported with its path and reason, the others go on; the exit status is 1 when
+any failed.
 
 Examples:
   medgan-tf translate --model savedmodels/pet_denoise --input low_dose.nii.gz --output denoised.nii.gz
   medgan-tf translate --model savedmodels/pet_ct/3 --input dicom/PET_series/ --output pseudo_ct.nii.gz
   medgan-tf translate --model savedmodels/pet_ct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
+  medgan-tf translate --model savedmodels/pet_ct --input dicom/PET_series/ --output dicom/synthetic_CT
+  medgan-tf translate --model savedmodels/pet_ct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
 """
 
 from __future__ import annotations
@@ -18,18 +34,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "translate a whole NIfTI volume or DICOM series with an exported model → NIfTI on the input's grid"
+HELP = "translate whole NIfTI volumes or DICOM series with an exported model → NIfTI or DICOM on the input's grid"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL",
                         help="export folder (a version, or the base folder → highest version) or a run directory")
-    parser.add_argument("--input", type=Path, required=True, metavar="VOL", help="NIfTI file or DICOM series folder")
+    parser.add_argument("--input", type=Path, metavar="VOL", help="NIfTI file or DICOM series folder (one volume)")
     parser.add_argument("--extra-input", type=Path, action="append", default=[], metavar="VOL",
-                        help="multi-source models: the extra source volume(s), repeated in training order (the "
-                        "pairs CSV's source_2, source_3, …); each is resampled onto --input's grid and normalized "
-                        "by its modality. 2.5D context slices are assembled from the volumes automatically")
-    parser.add_argument("--output", type=Path, required=True, metavar="VOL", help="output NIfTI (.nii or .nii.gz)")
+                        help="multi-source models, with --input: the extra source volume(s), repeated in training "
+                        "order (the pairs CSV's source_2, source_3, …); each is resampled onto --input's grid and "
+                        "normalized by its modality. 2.5D context slices are assembled from the volumes automatically")
+    parser.add_argument("--output", type=Path, metavar="VOL",
+                        help="with --input: output NIfTI (.nii or .nii.gz) or DICOM series folder (a name without suffix)")
+    parser.add_argument("--inputs", type=Path, metavar="CSV",
+                        help="many volumes: a CSV with an 'input' (or 'source') column and optional 'patient_id' and "
+                        "'output' columns; relative inputs are relative to the CSV; needs --output-dir")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="with --inputs: where the outputs go (<patient_id>.nii.gz, or <patient_id>/ for DICOM)")
+    parser.add_argument("--output-format", choices=("nifti", "dicom"), default=None,
+                        help="nifti or dicom (a series folder: one file per slice, a new series in the source's study); "
+                        "default: from the --output name, nifti for --inputs")
     parser.add_argument("--batch-size", type=int, default=8, help="S×S tiles (slices) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
                         help="overlap of neighbouring tiles on slices larger than the model's field of view, "
@@ -42,31 +67,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgan_tf.errors import UserError
     from medgan_tf.serving.loading import load_model
-    from medgan_tf.serving.translation import check_nifti_path, translate_file
+    from medgan_tf.serving.outputs import resolve_format
+    from medgan_tf.serving.translation import translate_file
 
-    check_nifti_path(args.output)
+    if args.inputs is not None:
+        return _run_many(args)
+    if args.input is None or args.output is None:
+        raise UserError("give --input VOL --output VOL (one volume) or --inputs CSV --output-dir DIR (many)")
+    if args.output_dir is not None:
+        raise UserError("--output-dir goes with --inputs; with --input give --output")
+    output_format = resolve_format(args.output, args.output_format)
     if not args.input.exists():
-        from medgan_tf.errors import UserError
-
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
     for path in args.extra_input:
         if not path.exists():
-            from medgan_tf.errors import UserError
-
             raise UserError(f"extra input {path} does not exist; expected a NIfTI file or a DICOM series folder")
     model = load_model(args.model, precision=args.precision)
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
         extra_inputs=args.extra_input,
+        output_format=output_format,
     )
     volume = translation.volume
     if not args.quiet:
         height, width, num_slices = translation.grid_shape
         size = model.config.data.image_size
         tiles = "" if translation.tiles_per_slice == 1 else f" in {translation.tiles_per_slice} tiles of {size}² each"
+        kind = "DICOM series " if output_format == "dicom" else ""
         print(
-            f"wrote {args.output}: {volume.modality} in {volume.unit}, shape {volume.shape}, "
+            f"wrote {kind}{args.output}: {volume.modality} in {volume.unit}, shape {volume.shape}, "
             f"{num_slices} slices of {height}×{width}{tiles} through the model"
         )
     return 0
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    import sys
+
+    from medgan_tf.errors import UserError
+    from medgan_tf.serving.batch import read_inputs_csv, translate_many
+    from medgan_tf.serving.loading import load_model
+
+    if args.output_dir is None or args.input is not None or args.output is not None:
+        raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
+    if args.extra_input:
+        raise UserError("--extra-input goes with --input (one volume); --inputs translates one-source models")
+    output_format = args.output_format or "nifti"
+    items = read_inputs_csv(args.inputs, args.output_dir, output_format)
+    model = load_model(args.model, precision=args.precision)
+    result = translate_many(model, items, output_format=output_format, batch_size=args.batch_size,
+                            tile_overlap=args.tile_overlap, quiet=args.quiet)
+    print(f"translated {len(result.written)} of {len(items)} volumes into {args.output_dir}")
+    for path, reason in result.failed:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    return 1 if result.failed else 0

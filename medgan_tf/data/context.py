@@ -161,6 +161,15 @@ def extra_sources_on_grid(
     return out
 
 
+def extra_sources(
+    paths: Sequence[str], grid: tuple[tuple[int, int, int], np.ndarray], keep: np.ndarray, data_config: DataConfig
+) -> tuple[list[np.ndarray], list[dict[str, Any]], list[Any]]:
+    """The extra sources of a pair on the first source's `grid`, normalized → (normalized stacks,
+    normalization params, Volumes); see `extra_sources_on_grid` and `normalize_extra_sources`."""
+    on_grid = extra_sources_on_grid(paths, grid, data_config)
+    return (*normalize_extra_sources(on_grid, keep, data_config), [volume for _, _, volume in on_grid])
+
+
 def normalize_extra_sources(
     extras: Sequence[tuple[np.ndarray, np.ndarray, Any]], keep: np.ndarray, data_config: DataConfig
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:

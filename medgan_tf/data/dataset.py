@@ -5,6 +5,7 @@ On-disk layout written by `pipelines.convert`:
     DIR/manifest.json                 written last: its presence means the conversion completed
     DIR/train/data-SSSSS-of-NNNNN.tfrecord.gz   GZIP TFRecords, schema in `medgan_tf.data.schema`
     DIR/val/data-SSSSS-of-NNNNN.tfrecord.gz
+    DIR/test/data-SSSSS-of-NNNNN.tfrecord.gz    the held-out split, when one was converted
 
 `make_dataset` yields (source, target) float32 batches (B, S, S, 1) in [-1, 1];
 `iterate_records` yields every record of a split with its patient key and normalization
@@ -35,13 +36,16 @@ RECONVERT = "convert the dataset again (medgan-tf convert … --overwrite) or re
 
 
 def shard_files(data_dir: str | Path, split: str) -> list[str]:
-    """Sorted shard paths of `split`: the ones the manifest lists (each checked to exist and to
+    """Sorted shard paths of `split` of a dataset with a manifest.json (UserError without one): the ones the manifest lists (each checked to exist and to
     start with the GZIP header), or every DIR/split/*.tfrecord.gz for a manifest that lists none.
     UserError naming the file for a missing or empty listed shard, or when there are no shards."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     import tensorflow as tf
 
+    # Without manifest.json a folder is not a dataset (yet): an interrupted or unfinished conversion,
+    # local or on an object store, never gets one.
+    read_manifest(data_dir)
     pattern = str(Path(data_dir) / split / "*.tfrecord.gz")
     found = sorted(tf.io.gfile.glob(pattern))
     listed = listed_shards(data_dir, split)
@@ -222,7 +226,8 @@ def _window_parser(data_dir: str | Path, context_slices: int, source_channels: i
 def iterate_records(data_dir: str | Path, split: str) -> Iterator[dict[str, Any]]:
     """Every record of `split` in file order as numpy: {"source", "target" (S, S, 1) float32 in
     [-1, 1], "patient_key", "slice_index", "spacing", "source_params", "target_params"} where
-    *_params are the `normalization.denormalize` parameters of that slice's volume."""
+    *_params are the `normalization.denormalize` parameters of that slice's volume; plus "mask"
+    (uint8 (S, S, 1), 1 inside) for records converted with a mask."""
     from medgan_tf.data.schema import parse_example_numpy
 
     for serialized in _serialized_records(data_dir, split):

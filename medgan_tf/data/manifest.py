@@ -5,6 +5,7 @@ A converted dataset directory:
     DIR/manifest.json                              written last: its presence means complete
     DIR/train/data-SSSSS-of-NNNNN.tfrecord.gz      records, schema in `medgan_tf.data.schema`
     DIR/val/data-SSSSS-of-NNNNN.tfrecord.gz
+    DIR/test/data-SSSSS-of-NNNNN.tfrecord.gz     when a test split was asked for
 
 The manifest holds the task, the grid (image size, spacing), the data config, counts per split,
 every converted volume's summary (pseudonymous key, normalization parameters, split) and every
@@ -63,6 +64,7 @@ def build_manifest(
         "counts": counts,
         "converted_pairs": len(volumes),
         "rejected_pairs": len(rejected),
+        "masked_pairs": sum(1 for v in volumes if "mask" in v),
         "pet_unit": pet_units[0] if len(pet_units) == 1 else (pet_units or None),
         "volumes": list(volumes),
         "rejected": list(rejected),
@@ -114,6 +116,14 @@ def manifest_task(manifest: Mapping[str, Any]) -> str | None:
 def manifest_image_size(manifest: Mapping[str, Any]) -> int | None:
     size = manifest.get("image_size") or manifest.get("config", {}).get("image_size")
     return int(size) if size is not None else None
+
+
+def manifest_spacing(manifest: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The model-grid voxel size (mm) the dataset was converted at; None when not recorded."""
+    spacing = manifest.get("spacing_mm") or manifest.get("config", {}).get("spacing_mm")
+    if not isinstance(spacing, (list, tuple)) or len(spacing) != 3:
+        return None
+    return tuple(float(v) for v in spacing)  # type: ignore[return-value]
 
 
 def check_compatible(

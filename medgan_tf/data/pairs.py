@@ -8,7 +8,9 @@ A pair that cannot be used raises `PairRejected` with a one-line reason that nam
 the problem but never a path, file or folder name (the manifest stores it; names can identify a
 patient) and a `detail` for the user's terminal.
 
-`assign_splits` assigns patients to train/val deterministically from their pseudonym.
+`assign_splits` assigns patients to train/val/test deterministically from their pseudonym, except
+the patients whose rows name their split (the CSV's optional `split` column). An optional `mask`
+column names a body/evaluation mask volume on the source's frame, carried into the records.
 """
 
 from __future__ import annotations
@@ -17,34 +19,37 @@ import csv
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from medgan_tf.config import DataConfig
 from medgan_tf.errors import UserError
 
-SPLITS = ("train", "val")
-SPLIT_RULE = ("converted patients ranked by SHA-256 of patient_key; the first round(val_fraction * n) "
-              "(≥ 1, ≤ n − 1) go to val")
+SPLITS = ("train", "val", "test")
+SPLIT_RULE = ("a split named in the pairs CSV wins; the other converted patients ranked by SHA-256 of patient_key: "
+              "the first round(test_fraction * n) (≥ 1 when test_fraction > 0 and n ≥ 3) go to test, the next "
+              "round(val_fraction * n) (≥ 1 when val_fraction > 0 and n ≥ 2) to val, the rest (≥ 1) to train")
+OPTIONAL_COLUMNS = ("split", "mask")
 
 
-def read_pairs_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of the pairs CSV with paths resolved against the CSV folder; UserError on a bad header."""
+def read_pairs_csv(path: str | Path, base: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the pairs CSV with paths resolved against the CSV folder (or `base`, the folder of
+    a CSV read from an object store); UserError on a bad header."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,source,target")
     try:
-        rows = _read_rows(path)
+        rows = _read_rows(path, base)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         why = error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
         raise UserError(f"cannot read the pairs CSV {path} ({why}); expected a readable UTF-8 CSV") from None
     if not rows:
         raise UserError(f"{path} has no pairs; expected at least one row after the header")
-    return rows
+    return mark_split_conflicts(rows)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path, base: str | None = None) -> list[dict[str, Any]]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"patient_id", "source", "target"} - set(reader.fieldnames or [])
@@ -55,13 +60,14 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             resolved = {}
             for side in ("source", "target"):
                 value = (row.get(side) or "").strip()
-                resolved[side] = str((path.parent / value).resolve()) if value else ""
+                resolved[side] = resolve_input(base or str(path.parent), value) if value else ""
             rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved,
-                         "extra_sources": _extra_sources(path, row, reader.fieldnames or [])})
+                         **optional_columns(row, base or str(path.parent)),
+                         "extra_sources": _extra_sources(path, base or str(path.parent), row, reader.fieldnames or [])})
     return rows
 
 
-def _extra_sources(path: Path, row: dict[str, Any], fieldnames: list[str]) -> list[str]:
+def _extra_sources(path: Path, base: str, row: dict[str, Any], fieldnames: list[str]) -> list[str]:
     """Resolved paths of the extra source columns source_2, source_3, … (multi-channel sources,
     `medgan_tf.data.context`), in column-number order; [] for the paper's one-source CSV."""
     numbered = sorted((int(name.split("_")[1]), name) for name in fieldnames if re.fullmatch(r"source_\d+", name))
@@ -69,18 +75,77 @@ def _extra_sources(path: Path, row: dict[str, Any], fieldnames: list[str]) -> li
         raise UserError(f"{path}: extra source columns {[name for _, name in numbered]} must be source_2, source_3, … "
                         "without gaps")
     values = [(row.get(name) or "").strip() for _, name in numbered]
-    return [str((path.parent / value).resolve()) if value else "" for value in values]
+    return [resolve_input(base, value) if value else "" for value in values]
 
 
-def assign_splits(patient_keys: Iterable[str], val_fraction: float) -> dict[str, str]:
-    """Patient key → "train" | "val", deterministic: patients ranked by SHA-256 of their key,
-    the first round(val_fraction·n) (at least 1 when n ≥ 2, at most n − 1) go to val. Ranking by
-    hash (rather than thresholding it) keeps both splits non-empty even for 2–4 patients."""
-    keys = sorted(set(patient_keys), key=lambda key: hashlib.sha256(key.encode()).hexdigest())
-    if len(keys) < 2:
-        return {key: "train" for key in keys}
-    num_val = min(len(keys) - 1, max(1, int(round(val_fraction * len(keys)))))
-    return {key: ("val" if rank < num_val else "train") for rank, key in enumerate(keys)}
+def resolve_input(base: str, value: str) -> str:
+    """A path of the pairs CSV: absolute or with a scheme (`gs://…`) as written, else relative to
+    `base` (the CSV's folder, local or in an object store)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return value
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", base):
+        import posixpath
+
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, value))}"
+    return str((Path(base) / value).resolve())
+
+
+def optional_columns(row: dict[str, Any], base: str) -> dict[str, str]:
+    """The optional `split` (lower-cased, "" when blank) and `mask` (resolved path, "" when
+    blank) of one CSV row; a split outside `SPLITS` is kept as written and rejected by
+    `check_row`, so the rest of the CSV still converts."""
+    split = (row.get("split") or "").strip()
+    mask = (row.get("mask") or "").strip()
+    return {"split": split.lower() if split.lower() in SPLITS else split,
+            "mask": resolve_input(base, mask) if mask else ""}
+
+
+def mark_split_conflicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with `split_conflict` set (a reason) for every row of a patient whose rows name
+    different splits: such a patient cannot be placed, and `check_row` rejects all its rows."""
+    named: dict[str, dict[str, list[int]]] = {}
+    for row in rows:
+        if row.get("split") in SPLITS and row["patient_id"]:
+            named.setdefault(row["patient_id"], {}).setdefault(row["split"], []).append(row["row"])
+    for row in rows:
+        splits = named.get(row["patient_id"], {})
+        if len(splits) > 1:
+            lines = "; ".join(f"{split} on line{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}"
+                              for split, n in sorted(splits.items()))
+            row["split_conflict"] = f"split: this patient's rows name different splits ({lines}); name one"
+    return rows
+
+
+def check_row(row: dict[str, Any]) -> str:
+    """The split a CSV row names ("" for the hash split); PairRejected for a split that is not
+    train, val or test (any case) or that contradicts another row of the same patient."""
+    if row.get("split_conflict"):
+        raise PairRejected(row["split_conflict"])
+    split = row.get("split", "")
+    if split and split not in SPLITS:
+        shown = repr(split) if re.fullmatch(r"[\w-]{1,20}", split) else "(not a split name)"
+        raise PairRejected(f"split: {shown} is not one of {', '.join(SPLITS)} (any case) or blank")
+    return split
+
+
+def assign_splits(patient_keys: Iterable[str], val_fraction: float, test_fraction: float = 0.0,
+                  named: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Patient key → "train" | "val" | "test", deterministic. A patient in `named` (key → split,
+    from the pairs CSV) gets that split; the others are ranked by SHA-256 of their key: the first
+    round(test_fraction·n) go to test (at least 1 when test_fraction > 0 and n ≥ 3), the next
+    round(val_fraction·n) to val (at least 1 when val_fraction > 0 and n ≥ 2), the rest to train,
+    which keeps at least one. Ranking by hash (rather than thresholding it) keeps the splits
+    non-empty even for 2–4 patients."""
+    named = {key: split for key, split in (named or {}).items() if split in SPLITS}
+    keys = sorted(set(patient_keys) - set(named), key=lambda key: hashlib.sha256(key.encode()).hexdigest())
+    n = len(keys)
+    num_test = min(n - 1, max(1, int(round(test_fraction * n)))) if test_fraction > 0 and n >= 3 else 0
+    num_val = int(round(val_fraction * n))
+    num_val = max(0, min(n - num_test - 1, max(1, num_val) if val_fraction > 0 else num_val))
+    ranked = {key: ("test" if rank < num_test else "val" if rank < num_test + num_val else "train")
+              for rank, key in enumerate(keys)}
+    return {**ranked, **named}
 
 
 class PairRejected(Exception):
@@ -112,12 +177,14 @@ def convert_pair(
     patient_key: str,
     data_config: DataConfig,
     extra_source_paths: tuple[str, ...] | list[str] = (),
+    mask_path: str = "",
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
     Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
-    With `data_config.context_slices` > 0 or extra sources (`extra_source_paths`, on the first
-    source's grid), each record also carries its 2.5D / multi-source window (`data.context`).
+    Records carry the 2.5D / multi-source window of `data.context` when K > 0 or `extra_source_paths`.
+    With `mask_path` (a mask volume on the source's frame), every record also carries the mask
+    on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
     """
     from medgan_tf.data import context, geometry, normalization, schema
     from medgan_tf.data.io import VolumeReadError, read_volume
@@ -149,7 +216,6 @@ def convert_pair(
     keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
     if keep.size == 0:
         raise PairRejected("no axial slice is covered by both volumes")
-    extras = context.extra_sources_on_grid(extra_source_paths, (source_array.shape, grid_affine), data_config)
 
     # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
     source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
@@ -159,14 +225,15 @@ def convert_pair(
         target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
     source_norm = normalization.normalize(source_array, source_params)
     target_norm = normalization.normalize(target_array, target_params)
-    extra_norm, extra_params = context.normalize_extra_sources(extras, keep, data_config)
+    extra_norm, extra_params, extra_volumes = context.extra_sources(extra_source_paths, (source_array.shape, grid_affine), keep, data_config)
     window = context.window_features([source_norm, *extra_norm], keep, data_config, [source_params, *extra_params])
+    mask = mask_on_grid(mask_path, source_array.shape, grid_affine) if mask_path else None
     records = [
         (
             int(k),
             schema.encode_example(
                 source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params,
-                extra_features=window(int(k)),
+                extra_features=window(int(k)), **({"mask_slice": mask[:, :, k]} if mask is not None else {}),
             ),
         )
         for k in keep
@@ -179,9 +246,27 @@ def convert_pair(
         "source": _volume_summary(source, source_params),
         "target": _volume_summary(target, target_params),
     }
-    for index, ((_, _, volume), params) in enumerate(zip(extras, extra_params), start=2):
-        summary[f"source_{index}"] = _volume_summary(volume, params)
+    summary.update({f"source_{i}": _volume_summary(v, p) for i, (v, p) in enumerate(zip(extra_volumes, extra_params), start=2)})
+    if mask is not None:
+        summary["mask"] = {"voxels": int(mask[..., keep].sum()), "shape": list(mask.shape)}
     return records, summary
+
+
+def mask_on_grid(mask_path: str, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:
+    """The mask volume at `mask_path` on the model grid (`shape`, `grid_affine`) by world
+    coordinates: uint8, 1 where the nearest mask voxel is non-zero, 0 elsewhere and outside the
+    mask's extent. PairRejected when it cannot be read or does not overlap the grid."""
+    from medgan_tf.data import geometry
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    try:
+        volume = read_volume(mask_path)
+    except VolumeReadError as error:
+        raise PairRejected(f"mask: {error.reason}", f"mask: {error.detail}") from None
+    if geometry.overlap_fraction(volume, shape, grid_affine) <= 0:
+        raise PairRejected("mask: does not overlap the source in world space; expected a mask on the source's frame")
+    inside = (np.asarray(volume.array) != 0).astype(np.float32)
+    return (geometry.resample(inside, volume.affine, shape, grid_affine, order=0, fill=0.0) > 0.5).astype(np.uint8)
 
 
 def _volume_summary(volume: Any, params: dict[str, Any]) -> dict[str, Any]:

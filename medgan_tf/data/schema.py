@@ -13,6 +13,10 @@ One record = one axial slice pair on the model grid:
 | {source,target}_high | float         | physical value that maps to +1                       |
 | {source,target}_unit | bytes         | "HU" / "SUV" / "Bq/ml" / "a.u."                      |
 | {source,target}_kind | bytes         | normalization kind ("window", "scale", "percentile") |
+| mask (optional)      | bytes         | uint8 (S, S), 1 inside the body/evaluation mask      |
+
+`mask` is present only in records of pairs converted with a mask (the pairs CSV's `mask` column);
+records without it are byte for byte what they were before masks existed.
 
 2.5D / multi-source records (`medgan_tf.data.context`; only when K_max > 0 or C > 1) add:
 
@@ -43,6 +47,7 @@ def encode_example(
     source_norm_params: Mapping[str, Any],
     target_norm_params: Mapping[str, Any],
     extra_features: Mapping[str, tuple[str, Any]] | None = None,
+    mask_slice: np.ndarray | None = None,
 ) -> bytes:
     """Serialize one normalized slice pair, each float32 (S, S) or (S, S, 1), to a tf.train.Example.
 
@@ -74,7 +79,18 @@ def encode_example(
         features[f"{side}_unit"] = ("bytes", str(params["unit"]).encode())
         features[f"{side}_kind"] = ("bytes", str(params["kind"]).encode())
     features.update(extra_features or {})  # e.g. `stack_features`
+    if mask_slice is not None:
+        features["mask"] = ("bytes", encode_mask(mask_slice, source.shape))
     return _example_bytes(features)
+
+
+def encode_mask(mask_slice: np.ndarray, shape: tuple[int, ...]) -> bytes:
+    """A mask slice (S, S) or (S, S, 1), non-zero inside → uint8 0/1 bytes of `shape`."""
+    mask = np.asarray(mask_slice)
+    mask = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask slice of shape {mask.shape}; expected the image slices' {tuple(shape)}")
+    return np.ascontiguousarray(mask != 0, dtype=np.uint8).tobytes()
 
 
 def _varint(value: int) -> bytes:
@@ -151,6 +167,22 @@ def parse_example(serialized: Any) -> dict[str, Any]:
     return parsed
 
 
+def parse_example_with_mask(serialized: Any) -> dict[str, Any]:
+    """`parse_example` plus "mask": uint8 (S, S, 1), all ones for a record without a mask (the
+    whole slice counts), for readers that use masks."""
+    import tensorflow as tf
+
+    parsed = parse_example(serialized)
+    raw = tf.io.parse_single_example(serialized, {"mask": tf.io.FixedLenFeature([], tf.string, default_value="")})["mask"]
+    shape = tf.shape(parsed["source"])
+    parsed["mask"] = tf.cond(
+        tf.equal(tf.strings.length(raw), 0),
+        lambda: tf.ones(shape, tf.uint8),
+        lambda: tf.reshape(tf.io.decode_raw(raw, tf.uint8), shape),
+    )
+    return parsed
+
+
 def parse_example_numpy(serialized: bytes) -> dict[str, Any]:
     """Pure-python/numpy parse (no graph): for tests and tools that inspect records."""
     from tensorflow.core.example import example_pb2
@@ -172,6 +204,8 @@ def parse_example_numpy(serialized: bytes) -> dict[str, Any]:
             "high": float(feature[f"{side}_high"].float_list.value[0]),
         }
     out.update(_stack_numpy(feature, size))
+    if "mask" in feature:  # only records converted with a mask carry one
+        out["mask"] = np.frombuffer(feature["mask"].bytes_list.value[0], dtype=np.uint8).reshape(size + (1,))
     return out
 
 

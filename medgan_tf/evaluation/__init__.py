@@ -4,5 +4,10 @@
     datasets  — `evaluate_dataset`: a model on a converted dataset split
     reports   — Markdown tables (paper Tables I/II), `write_report` (metrics.json/.md, figure)
     figures   — slice figures and multi-method comparisons (paper Figs. 4/5)
-    protocols — the field's volume protocols (SynthRAD2023/2025, low-dose PET) and a body mask
+    protocols — the field's volume protocols (SynthRAD2023/2025, low-dose PET), the paper's on
+                volumes, and a body mask
+    cases     — the evaluation CSV and one patient's volumes on the target's grid
+    volumes   — `evaluate_volumes`: model / prediction, input and baselines scored by a protocol
+    baselines — `fit_baselines`: input, Gaussian, non-local means, intensity map
+    volume_reports — metrics.json, per_patient.csv, metrics.md and the volume figures
 """

@@ -137,3 +137,9 @@ def write_consistency(measure: Mapping[str, Any] | None, out_dir: str | Path) ->
     temporary.write_text(json.dumps(measure, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)
     return {"consistency": path}
+
+
+def read_consistency(report_dir: str | Path) -> dict[str, Any] | None:
+    """REPORT_DIR/slice_consistency.json as written by `write_consistency`, None when absent."""
+    path = Path(report_dir) / CONSISTENCY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

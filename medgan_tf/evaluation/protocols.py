@@ -14,17 +14,22 @@ Each protocol is implemented once, from its published code:
 SSIM follows Wang et al. 2004 (IEEE TIP 13(4)) as scikit-image's `structural_similarity`
 computes it with the defaults the challenge code relies on (it passes only `data_range`): a
 7-voxel uniform window (scipy `uniform_filter`, mode "reflect"), K1 = 0.01, K2 = 0.03, sample
-covariance (N/(N−1)). `PROTOCOLS` maps a protocol name to its metric columns and its function
-`(prediction, target, mask, **kwargs) -> dict[str, float]`.
+covariance (N/(N−1)). `PROTOCOLS` maps a protocol name to its function `(prediction, target,
+mask, **kwargs) -> dict[str, float]`; the columns each protocol reports, with their titles,
+formats and better directions, are the entries of the one metric table `medgan_tf.metrics.METRICS`
+that name the protocol. `paper` scores volumes slice by slice with the paper's metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy import ndimage
+
+from medgan_tf.metrics import METRICS, PROTOCOL_NAMES, metric_names, to_255
 
 WIN_SIZE = 7  # skimage's default uniform window, used by both SynthRAD scripts
 CROP = (WIN_SIZE - 1) // 2  # border skimage (and the challenges) drop from the SSIM map
@@ -242,38 +247,69 @@ def body_mask(ct, threshold: float = -300.0) -> tuple[np.ndarray, str]:
     return mask, description
 
 
-@dataclasses.dataclass(frozen=True)
-class ProtocolMetric:
-    """One column of a protocol: key in the result dict, title, format spec, better direction."""
+def paper(prediction, target, mask=None, *, target_params: Mapping | None = None, **_) -> dict[str, float]:
+    """The paper's per-slice metrics (§3.3, Tables I/II; `medgan_tf.metrics`) on a volume pair
+    (Z, Y, X) in physical units: each axial slice z of both volumes is normalized with the
+    target's normalization parameters `target_params` (`medgan_tf.data.normalization`; without
+    them, the target's min–max range → [−1, 1]), mapped to 0–255, and scored; MAE is in physical
+    units. The value of each metric is its mean over the slices (finite values; +inf only when
+    every slice is exact). `mask` is not used (the paper scores whole slices); a metric whose
+    smallest slice side exceeds the volume's is left out."""
+    from medgan_tf.data import normalization
 
-    name: str
-    title: str
-    fmt: str
-    higher_is_better: bool
+    pred, ref = _pair(prediction, target)
+    if target_params is None:
+        target_params = {"kind": "window", "low": float(ref.min()), "high": float(ref.max()) or 1.0}
+    names = [n for n in metric_names(protocol="paper") if METRICS.get(n).function is not None
+             and METRICS.get(n).minimum_size <= min(ref.shape[1:])]
+    per_slice: dict[str, list[float]] = {n: [] for n in names}
+    for p_slice, r_slice in zip(pred, ref):
+        p255, r255 = (to_255(normalization.normalize(a, target_params)) for a in (p_slice, r_slice))
+        for name in names:
+            metric = METRICS.get(name)
+            args = (p_slice, r_slice) if metric.scale == "physical" else (p255, r255)
+            per_slice[name].append(float(metric.function(*args)))
+    out = {}
+    for name, values in per_slice.items():
+        finite = [v for v in values if math.isfinite(v)]
+        out[name] = float(np.mean(finite)) if finite else float(values[0]) if values else float("nan")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """A named evaluation protocol: its fixed metric columns (region errors of `pet` are extra
-    keys named `<metric>_<label>`) and its function."""
+    """A named evaluation protocol and its function `(prediction, target, mask, **kwargs) ->
+    {metric: value}`. Its columns are the metric table's entries that name it
+    (`medgan_tf.metrics.METRICS`, `Metric.protocols`); per-region errors of `pet` are extra keys
+    `<metric>_<label>` of the table's region metrics."""
 
-    metrics: tuple[ProtocolMetric, ...]
+    name: str
     function: Callable[..., dict[str, float]]
     description: str
+    source: str
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The protocol's columns, in table order."""
+        return metric_names(protocol=self.name)
 
-_MAE = ProtocolMetric("mae", "MAE (HU)", ".1f", False)
-_PSNR = ProtocolMetric("psnr", "PSNR (dB)", ".2f", True)
+    @property
+    def region_metrics(self) -> tuple[str, ...]:
+        return metric_names(protocol=self.name, region=True)
+
 
 PROTOCOLS: Mapping[str, Protocol] = {
+    "paper": Protocol(
+        "paper", paper, "the MedGAN paper's metrics (Tables I/II) per axial slice on the 0–255 scale",
+        "Armanious et al., arXiv 1806.06397, §3.3"),
     "synthrad2023": Protocol(
-        (_MAE, _PSNR, ProtocolMetric("ssim", "SSIM", ".4f", True)), synthrad2023,
-        "SynthRAD2023 synthetic-CT image metrics inside the body mask"),
+        "synthrad2023", synthrad2023, "SynthRAD2023 synthetic-CT image metrics inside the body mask",
+        "github.com/SynthRAD2023/metrics functions/image_metrics.py"),
     "synthrad2025": Protocol(
-        (_MAE, _PSNR, ProtocolMetric("ms_ssim", "MS-SSIM", ".4f", True)), synthrad2025,
-        "SynthRAD2025 synthetic-CT image metrics inside the body mask"),
+        "synthrad2025", synthrad2025, "SynthRAD2025 synthetic-CT image metrics inside the body mask",
+        "github.com/SynthRAD2025/evaluation image_metrics.py"),
     "pet": Protocol(
-        (ProtocolMetric("nrmse", "NRMSE", ".4f", False), _PSNR,
-         ProtocolMetric("ssim", "SSIM", ".4f", True)), pet,
-        "UDPET low-dose PET metrics, with per-region SUV and activity % errors"),
+        "pet", pet, "UDPET low-dose PET metrics, with per-region SUV and activity % errors",
+        "UDPET challenge evaluation script (udpet-challenge.github.io)"),
 }
+assert tuple(PROTOCOLS) == PROTOCOL_NAMES

@@ -87,7 +87,9 @@ def report_markdown(result: EvaluationResult, *, title: str) -> str:
         f"{len(result.slices)} slices from {len(per_patient)} patients. SSIM, PSNR, MSE, VIF (pixel) and "
         "UQI on the 0–255 scale, mean ± sd over slices; PSNR averages the finite slices and \"(k×∞)\" "
         "counts slices reproduced exactly. " + mae_line + " " + lpips_line + "\n",
-        markdown_table({"model": summary["output"], "input (untouched)": summary["input"]}, unit=result.unit),
+        markdown_table({"model": summary["output"], "input (untouched)": summary["input"],
+                        **{name: summary[name] for name in result.baselines}}, unit=result.unit),
+        *(f"- `{name}`: {text}\n" for name, text in result.baseline_descriptions.items()),
         "## Per patient (model output)\n",
         markdown_table(
             {f"{key} ({entry['num_slices']} slices)": entry["output"] for key, entry in per_patient.items()},

@@ -28,11 +28,12 @@ ROLES = ("output", "input")
 
 
 def report_columns() -> tuple[str, ...]:
-    """Columns of every report: every metric of the table, in table order (read at call time, so
-    a metric registered by a plug-in appears in the reports)."""
-    return tuple(metrics.METRICS.names())
+    """Columns of every per-slice (paper protocol) report: the table's metrics of the `paper`
+    protocol, in table order (read at call time, so a metric registered by a plug-in appears in
+    the reports)."""
+    return metrics.metric_names(protocol="paper")
 
-Summary = dict[str, Any]  # {"mean": float | None, "sd": float | None, "n": int, "n_infinite": int}
+Summary = dict[str, Any]  # {"mean", "sd", "median": float | None, "n": int, "n_infinite": int}
 PredictFn = Callable[[np.ndarray], Any]
 DenormalizeFn = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
 
@@ -70,10 +71,17 @@ class EvaluationResult:
     unit: str | None = None
     lpips_available: bool = False
     lpips_reason: str = ""
+    # Classical baselines scored on the same slices: {name: [per-slice scores, in `slices` order]}
+    # and {name: what was fitted} (`medgan_tf.evaluation.baselines`).
+    baselines: dict[str, list[dict[str, float | None]]] = dataclasses.field(default_factory=dict)
+    baseline_descriptions: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, Summary]]:
-        """{"output" | "input": {metric: Summary}} over all slices (mean ± sample sd)."""
-        return _summarize_slices(self.slices)
+        """{"output" | "input" | <baseline>: {metric: Summary}} over all slices (mean ± sample sd)."""
+        summary = _summarize_slices(self.slices)
+        for name, rows in self.baselines.items():
+            summary[name] = {metric: summarize(row.get(metric) for row in rows) for metric in report_columns()}
+        return summary
 
     def per_patient(self) -> dict[str, dict[str, Any]]:
         """{patient_key: {"num_slices": n, "output": {...}, "input": {...}}}, patients sorted."""
@@ -104,6 +112,8 @@ class EvaluationResult:
                 "summary": self.summary(),
                 "per_patient": self.per_patient(),
                 "slices": [dataclasses.asdict(scores) for scores in self.slices],
+                "baselines": {name: {"description": self.baseline_descriptions.get(name, ""), "slices": rows}
+                              for name, rows in self.baselines.items()},
             }
         )
 
@@ -120,19 +130,24 @@ class EvaluationResult:
                 rows[role] = row
             slices.append(SliceScores(entry["patient_key"], int(entry["slice_index"]), rows["output"], rows["input"]))
         lpips = data.get("lpips", {})
+        baselines = {name: [{k: (math.inf if k == "psnr" and v is None else v) for k, v in row.items()}
+                            for row in entry["slices"]] for name, entry in data.get("baselines", {}).items()}
         return cls(
             slices=slices,
             unit=data.get("unit"),
             lpips_available=bool(lpips.get("available", False)),
             lpips_reason=lpips.get("reason", ""),
+            baselines=baselines,
+            baseline_descriptions={name: entry.get("description", "") for name, entry in data.get("baselines", {}).items()},
         )
 
 
 def summarize(values: Iterable[float | None]) -> Summary:
     """Mean ± sample sd of the finite values; None entries (unavailable) are skipped, ±inf counted.
 
-    Returns {"mean", "sd", "n", "n_infinite"}: n counts finite values; mean is None when there are
-    no values at all and +inf when every value is +inf; sd is None below 2 finite values."""
+    Returns {"mean", "sd", "median", "n", "n_infinite"}: n counts finite values; mean (and median)
+    is None when there are no values at all and +inf when every value is +inf; sd is None below 2
+    finite values; the median is over all present values (an infinite one counts as the largest)."""
     present = [float(value) for value in values if value is not None]
     finite = np.array([value for value in present if math.isfinite(value)], dtype=np.float64)
     infinite = [value for value in present if not math.isfinite(value)]
@@ -143,7 +158,9 @@ def summarize(values: Iterable[float | None]) -> Summary:
     else:
         mean = None
     sd = float(finite.std(ddof=1)) if finite.size >= 2 else None
-    return {"mean": mean, "sd": sd, "n": int(finite.size), "n_infinite": len(infinite)}
+    ordered = sorted(value for value in present if not math.isnan(value))
+    median = None if not ordered else (mean if not finite.size else float(np.median(ordered)))
+    return {"mean": mean, "sd": sd, "median": median, "n": int(finite.size), "n_infinite": len(infinite)}
 
 
 def _summarize_slices(slices: Sequence[SliceScores]) -> dict[str, dict[str, Summary]]:
@@ -178,7 +195,7 @@ def as_slice(image: Any, what: str) -> np.ndarray:
     return array
 
 
-def _score(
+def score_slice(
     candidate: np.ndarray,
     target: np.ndarray,
     record: Mapping[str, Any],
@@ -189,7 +206,8 @@ def _score(
     without `denormalize_fn`), None for metrics that cannot be computed here (LPIPS)."""
     scores: dict[str, float | None] = {}
     physical = None
-    for name, metric in metrics.METRICS.items():
+    for name in report_columns():
+        metric = metrics.METRICS.get(name)
         if metric.function is None:
             scores[name] = None
         elif metric.scale == "physical":
@@ -269,8 +287,8 @@ def evaluate_slices(
             scores = SliceScores(
                 patient_key=str(record["patient_key"]),
                 slice_index=int(record["slice_index"]),
-                output=_score(output, target, record, denormalize_fn),
-                input=_score(source, target, record, input_denormalize),
+                output=score_slice(output, target, record, denormalize_fn),
+                input=score_slice(source, target, record, input_denormalize),
             )
             slices.append(scores)
             example = ExampleSlice(scores.patient_key, scores.slice_index, source, output, target)

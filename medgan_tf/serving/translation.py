@@ -234,16 +234,20 @@ def translate_file(
     tile_overlap: float = 0.25,
     quiet: bool = False,
     extra_inputs: tuple[str | Path, ...] | list[str | Path] = (),
+    output_format: str | None = None,
 ) -> Translation:
-    """Read `input_path` (NIfTI file or DICOM series folder), translate, write NIfTI `output_path`.
+    """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path`:
+    NIfTI, or a DICOM series folder (`output_format` "dicom", or a name without a NIfTI suffix;
+    `medgan_tf.serving.outputs`).
 
     `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`;
     `extra_inputs` are the extra source volumes of a multi-source model (source_2, … in order).
     A progress bar (keras Progbar on stdout) counts tiles unless `quiet`.
     """
     from medgan_tf.data.io import VolumeReadError, read_volume
+    from medgan_tf.serving.outputs import resolve_format, write_output
 
-    output_path = check_nifti_path(output_path)
+    output_format = resolve_format(output_path, output_format)
     if not isinstance(model, TranslationModel):
         model = load_model(model)
     try:
@@ -269,5 +273,5 @@ def translate_file(
 
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes)
-    write_nifti_atomic(translation.volume, output_path)
+    write_output(translation.volume, volume, model, output_path, output_format)
     return translation

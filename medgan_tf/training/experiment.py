@@ -118,6 +118,7 @@ def train_experiment(
     elif (run_dir / checkpoints.CONFIG_FILE).exists():
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --logdir")
     manifest = check_compatible(data_dir, task=config.task, image_size=config.data.image_size, split="train")
+    config = follow_dataset_grid(config, manifest, data_dir)
     if not resume:  # a model trained on a multi-source dataset uses every source it holds
         config = adopt_dataset_sources(config, manifest)
     check_context(manifest, config.data, data_dir)
@@ -126,6 +127,22 @@ def train_experiment(
     log.info("training %s on %s into %s", config.model, config.task, run_dir)
     return driver.train(config, run_dir, data_dir=data_dir, runtime=runtime, resume=resume, quiet=quiet,
                         log_every=log_every)
+
+
+def follow_dataset_grid(config: config_lib.ExperimentConfig, manifest: dict, data_dir: str | Path) -> config_lib.ExperimentConfig:
+    """`config` with the model-grid spacing the dataset was converted at (its manifest's
+    `spacing_mm`, e.g. from `convert --spacing`), so that the run, its export and `translate`
+    resample to the grid the network learnt; a manifest without one leaves `config` as it is."""
+    import dataclasses
+
+    from medgan_tf.data.manifest import manifest_spacing
+
+    spacing = manifest_spacing(manifest)
+    if spacing is None or spacing == tuple(float(v) for v in config.data.spacing_mm):
+        return config
+    log.info("model grid: %s mm, as %s was converted (the task preset says %s mm)", "×".join(f"{v:g}" for v in spacing),
+             data_dir, "×".join(f"{v:g}" for v in config.data.spacing_mm))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, spacing_mm=spacing))
 
 
 def _resolve_run_data(run_dir: Path, data_dir: str | Path | None, record: dict | None, data_changed: bool) -> Path:

@@ -36,6 +36,7 @@ import numpy as np
 from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.errors import UserError
+from medgan_tf.evaluation.consistency import append_consistency_table, overall_consistency, read_consistency, write_consistency
 from medgan_tf.metrics import minimum_slice_size
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,8 @@ def parse_list(text: str | None, what: str) -> list[str]:
 
 def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = (), context_slices: int = 0) -> list[Entry]:
     """The runs to make: each model once, then pix2pix at each sweep depth (depth 1 *is* the
-    registered pix2pix recipe, so it reuses that run when pix2pix is among the models), then,
-    with `context_slices` K > 0, each model again as a 2.5D model (2D vs 2.5D under one budget)."""
-    if context_slices < 0:
-        raise UserError(f"--context-slices must be ≥ 0; received {context_slices}")
+    registered pix2pix recipe, so it reuses that run when pix2pix is among the models), then each
+    model again as a 2.5D model when `context_slices` K > 0 (2D vs 2.5D under one budget)."""
     known = presets.MODELS.names()
     unknown = [name for name in models if name not in known]
     if unknown:
@@ -119,8 +118,7 @@ def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = (), context_slice
         if depth == recipe_depth and SWEEP_MODEL in names:
             continue
         entries.append(Entry(f"{SWEEP_MODEL}_ublocks{depth}", SWEEP_MODEL, depth))
-    if context_slices:
-        entries += [Entry(f"{name}_context{context_slices}", name, context_slices=context_slices) for name in models]
+    entries += [Entry(f"{name}_context{context_slices}", name, context_slices=context_slices) for name in models if context_slices > 0]
     return entries
 
 
@@ -153,11 +151,10 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
         "train.checkpoint_every_steps": max(1, min(500, settings.budget_steps // 10)),
         "train.image_summary_every_steps": max(1, settings.budget_steps),
         "train.deterministic": settings.deterministic,
+        "data.context_slices": entry.context_slices,
     }
     if entry.num_ublocks is not None:
         updates["generator.num_ublocks"] = entry.num_ublocks
-    if entry.context_slices:
-        updates["data.context_slices"] = entry.context_slices
     return config_lib.override(config, updates)
 
 
@@ -234,7 +231,6 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
     metrics.md, figure.png and the example slices) in run_dir/evaluation."""
     import keras
 
-    from medgan_tf.evaluation.consistency import write_consistency
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import write_report
     from medgan_tf.serving.loading import load_model
@@ -272,13 +268,11 @@ def _save_examples(path: Path, examples) -> None:
 
 def load_evaluation(run_dir: Path):
     """The cached EvaluationResult of a run, with its example slices."""
-    from medgan_tf.evaluation.consistency import CONSISTENCY_FILE
     from medgan_tf.evaluation.scoring import EvaluationResult, ExampleSlice
 
     directory = run_dir / EVALUATION_DIR
     result = EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
-    consistency = directory / CONSISTENCY_FILE
-    result.slice_consistency = json.loads(consistency.read_text()) if consistency.is_file() else None
+    result.slice_consistency = read_consistency(directory)
     with np.load(directory / EXAMPLES_FILE) as arrays:
         result.examples = [
             ExampleSlice(str(key), int(index), source, output, target)
@@ -322,11 +316,15 @@ def reproduce(
     ublocks_sweep: Sequence[int] = (),
     data_dir: Path | None = None,
     runtime=None,
+    protocol: str = "paper",
+    pairs: Path | None = None,
 ) -> dict:
     """Train, score and report every selected variant (and the pix2pix depth sweep) into out_dir.
 
     runtime: a `training.runtime.Runtime` (set up once by the caller; default: the CPU/GPU auto
-    settings). Returns the content of results.json.
+    settings). protocol: besides the paper's tables, the tables in a volume protocol
+    (`medgan_tf.workflows.protocol_tables`) on the volumes of `pairs` (default: held-out synthetic
+    patients). Returns the content of results.json.
     """
     from medgan_tf.workflows import comparison
 
@@ -346,6 +344,7 @@ def reproduce(
         from medgan_tf.training import runtime as runtime_lib
 
         runtime = runtime_lib.setup("auto", "auto", "auto")
+    data_given = data_dir is not None
     data_dir = _resolve_data(settings, data_dir)
 
     started = time.perf_counter()
@@ -357,16 +356,17 @@ def reproduce(
     payload = comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
                                           wall_seconds=time.perf_counter() - started)
     if settings.context_slices:  # 2D vs 2.5D: how much each output jumps between slices
-        from medgan_tf.evaluation.consistency import append_consistency_table
-
         append_consistency_table(out_dir / "table.md", {e.label: rows[e.name]["slice_consistency"] for e in entries})
+    if protocol != "paper":
+        from medgan_tf.workflows.protocol_tables import write_protocol_tables
+
+        labels = {entry.name: entry.label for entry in entries if entry.num_ublocks is None}
+        payload["files"].update(write_protocol_tables(out_dir, settings, labels, protocol, pairs, data_given))
     return payload
 
 
 def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict:
     """One row of results.json: what was trained, how long, and every metric's summary."""
-    from medgan_tf.evaluation.consistency import overall_consistency
-
     experiment = experiment_config(entry, settings)
     return {
         "method": entry.label,

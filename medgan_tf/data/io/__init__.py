@@ -64,6 +64,10 @@ class Volume:
     modality: DICOM modality code ("CT", "PT", "MR", ...) or "OT" when unknown.
     unit:     "HU" | "SUV" | "Bq/ml" | "a.u.".
     metadata: non-identifying facts only (source format, file count, SUV factor, ...).
+    dicom_header: for a DICOM series, the first slice's pydicom Dataset (pixel data dropped) —
+              the Patient, Study, Frame of Reference and PET modules a DICOM output copies; for a
+              volume derived from one (a translation), the header of its source; None otherwise.
+              It identifies the patient: nothing that stores data (records, manifests) keeps it.
     """
 
     array: np.ndarray
@@ -71,6 +75,7 @@ class Volume:
     modality: str = "OT"
     unit: str = "a.u."
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dicom_header: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -147,12 +152,13 @@ def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write `volume` in the format `path` names (a `.nii`/`.nii.gz` file)."""
+    """Write `volume` in the format `path` names: a `.nii`/`.nii.gz` file, or a DICOM series
+    folder for any other name (see `medgan_tf.data.io.dicom_writer`)."""
     path = Path(path)
     for candidate in formats():
         if candidate.writes(path):
             return candidate.write(volume, path)
-    raise ValueError(f"{path}: no volume format writes this path; expected a .nii or .nii.gz file name")
+    raise ValueError(f"{path}: no volume format writes this path; expected a .nii or .nii.gz file name or a folder")
 
 
 def write_nifti(volume: Volume, path: str | Path) -> Path:

@@ -24,7 +24,8 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class DicomSeriesFormat:
-    """A folder holding the DICOM files of one series (reading; a folder is never a NIfTI file)."""
+    """A folder holding the DICOM files of one series (a folder is never a NIfTI file). Writing
+    is `medgan_tf.data.io.dicom_writer`: any name that is not a NIfTI file name is a folder."""
 
     name = "DICOM series"
 
@@ -32,13 +33,15 @@ class DicomSeriesFormat:
         return path.is_dir()
 
     def writes(self, path: Path) -> bool:
-        return False  # reading only, for now
+        return path.is_dir() or not (path.suffix or path.exists())  # "out.png" is no folder name
 
     def read(self, path: Path, modality_hint: str | None) -> Volume:  # noqa: ARG002 — DICOM names its modality
         return _read_dicom_series(path)
 
     def write(self, volume: Volume, path: Path) -> Path:
-        raise NotImplementedError("writing DICOM series is not supported yet")
+        from medgan_tf.data.io.dicom_writer import write_dicom_series
+
+        return write_dicom_series(volume, path)
 
 
 def _read_dicom_series(folder: Path) -> Volume:
@@ -61,12 +64,15 @@ def _read_dicom_series(folder: Path) -> Volume:
     modality = str(first.get("Modality", "OT")).strip() or "OT"
     metadata: dict[str, Any] = {"format": "dicom", "num_files": len(images)}
     array, unit = _physical_units(first, modality, array, metadata)
+    if "PixelData" in first:  # the header a DICOM output copies its modules from; pixels are in `array`
+        del first.PixelData
     return Volume(
         array=np.ascontiguousarray(array, dtype=np.float32),
         affine=affine,
         modality=modality,
         unit=unit,
         metadata=metadata,
+        dicom_header=first,
     )
 
 

@@ -1,0 +1,189 @@
+"""The evaluation CSV and the volumes of one patient, all on the target's grid.
+
+The CSV (`medgan-tf evaluate --pairs CSV`) has a header and one row per patient:
+
+    patient_id   required; names the row in reports (and the mask file under `--mask-dir`)
+    target       required; the reference volume (NIfTI file or DICOM series folder)
+    source       the model's input (needed with `--model`, for the input row and the baselines)
+    prediction   an existing output volume of any tool (scored when there is no `--model`)
+    mask         optional body/evaluation mask volume (any grid; > 0 is inside)
+    labels       optional integer label map (lesions, organs) for the pet protocol's regions
+    split        optional train | val | test: train rows fit baselines, val rows choose their
+                 parameters, the others are scored
+    suv_factor   optional Bq/ml → SUV factor; or weight_kg, injected_dose_bq, half_life_s and
+                 optional delay_s (injection → scan start) from which it is computed
+
+Relative paths are resolved against the CSV's folder. Every volume is read in physical units and
+put on the target's voxel grid by world coordinates (`medgan_tf.data.geometry.resample`; labels
+and masks by nearest neighbour); arrays are returned in (Z, Y, X) = (k, j, i) order, so axis 0
+indexes the axial slices the protocols and figures expect.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgan_tf.errors import UserError
+
+PATH_COLUMNS = ("target", "source", "prediction", "mask", "labels")
+SUV_COLUMNS = ("weight_kg", "injected_dose_bq", "half_life_s", "delay_s")
+TRAINING_SPLITS = ("train", "val")
+
+
+@dataclasses.dataclass
+class Row:
+    """One CSV row: paths resolved (None when the column is absent or empty)."""
+
+    line: int
+    patient_id: str
+    paths: dict[str, Path | None]
+    split: str
+    suv: dict[str, float]
+
+
+def _number(row: dict, column: str, path: Path, line: int) -> float | None:
+    text = (row.get(column) or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{path}:{line}: {column} {text!r} is not a number") from None
+
+
+def read_evaluation_csv(path: str | Path, mask_dir: str | Path | None = None) -> list[Row]:
+    """Rows of the evaluation CSV; UserError for a missing file, a header without patient_id and
+    target or without source/prediction, a bad split or number, or a duplicate patient_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,target,source|prediction")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in reader.fieldnames or []]
+            raw = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"cannot read the pairs CSV {path} ({type(error).__name__}: {error})") from None
+    missing = {"patient_id", "target"} - set(header)
+    if missing or not {"source", "prediction"} & set(header):
+        raise UserError(f"{path}: header {header} lacks {sorted(missing) or ['source or prediction']}; expected "
+                        "patient_id,target and source and/or prediction (optional mask, labels, split, SUV columns)")
+    rows, seen = [], set()
+    for line, row in enumerate(raw, start=2):
+        patient_id = (row.get("patient_id") or "").strip()
+        if not patient_id or patient_id in seen:
+            raise UserError(f"{path}:{line}: {'duplicate' if patient_id else 'empty'} patient_id {patient_id!r}")
+        seen.add(patient_id)
+        paths = {c: (path.parent / row[c].strip()).resolve() if (row.get(c) or "").strip() else None
+                 for c in PATH_COLUMNS}
+        if paths["target"] is None:
+            raise UserError(f"{path}:{line}: empty target for patient {patient_id}")
+        if paths["mask"] is None and mask_dir is not None:
+            paths["mask"] = _mask_file(Path(mask_dir), patient_id)
+        split = (row.get("split") or "").strip().lower()
+        if split not in ("", "test", *TRAINING_SPLITS):
+            raise UserError(f"{path}:{line}: split {split!r}; expected train, val, test or empty")
+        suv = {c: v for c in ("suv_factor", *SUV_COLUMNS) if (v := _number(row, c, path, line)) is not None}
+        rows.append(Row(line, patient_id, paths, split, suv))
+    if not rows:
+        raise UserError(f"{path} has no rows; expected at least one patient after the header")
+    return rows
+
+
+def _mask_file(mask_dir: Path, patient_id: str) -> Path | None:
+    """`--mask-dir`: DIR/<patient_id>.nii.gz, .nii, or a DICOM folder DIR/<patient_id>."""
+    for candidate in (mask_dir / f"{patient_id}.nii.gz", mask_dir / f"{patient_id}.nii", mask_dir / patient_id):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def suv_factor(row: Row, target_unit: str) -> tuple[float | None, str]:
+    """Bq/ml → SUV factor for the target and where it came from: 1 when the target is already in
+    SUV (a DICOM series whose header allowed it), the CSV's `suv_factor`, or body-weight SUV
+    weight [g] / (dose [Bq] · 2^(−delay / half-life)) from the CSV's columns; else None."""
+    if target_unit == "SUV":
+        return 1.0, "the target is in SUV (DICOM header)"
+    if "suv_factor" in row.suv:
+        return row.suv["suv_factor"], "the CSV's suv_factor column"
+    weight, dose, half_life = (row.suv.get(c) for c in SUV_COLUMNS[:3])
+    if weight and dose and half_life:
+        decayed = dose * 2.0 ** (-row.suv.get("delay_s", 0.0) / half_life)
+        return weight * 1000.0 / decayed, "weight_kg, injected_dose_bq, half_life_s, delay_s columns"
+    return None, f"no SUV information (target in {target_unit}); SUVs are shown in {target_unit}"
+
+
+def read(path: Path, what: str, patient_id: str, modality_hint: str | None = None):
+    """read_volume with a one-line UserError naming the patient, the column and the path."""
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    try:
+        return read_volume(path, modality_hint=modality_hint)
+    except VolumeReadError as error:
+        raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
+
+
+def zyx(array: np.ndarray) -> np.ndarray:
+    """(i, j, k) volume array → (Z, Y, X) = (k, j, i)."""
+    return np.ascontiguousarray(np.transpose(np.asarray(array), (2, 1, 0)))
+
+
+def on_grid(array: np.ndarray, affine: np.ndarray, target: Any, *, order: int = 1, fill: float | None = None) -> np.ndarray:
+    """`array` (i, j, k on `affine`) sampled on the target Volume's grid by world coordinates, in
+    (Z, Y, X) order; exactly the input when it already is on that grid (no interpolation)."""
+    from medgan_tf.data import geometry
+
+    array = np.asarray(array, dtype=np.float32)
+    if array.shape == target.array.shape and np.allclose(affine, target.affine, atol=1e-5):
+        return zyx(array)
+    fill = float(np.min(array)) if fill is None else fill
+    return zyx(geometry.resample(array, affine, target.array.shape, target.affine, order=order, fill=fill))
+
+
+@dataclasses.dataclass
+class Case:
+    """One patient on the target's grid, (Z, Y, X) arrays in physical units."""
+
+    row: Row
+    target: np.ndarray
+    target_volume: Any  # medgan_tf.data.io.Volume (grid, unit)
+    source_volume: Any | None
+    prediction: np.ndarray | None
+    mask: np.ndarray | None
+    labels: np.ndarray | None
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        return tuple(reversed(self.target_volume.spacing))
+
+    def source_on_target(self) -> np.ndarray:
+        return on_grid(self.source_volume.array, self.source_volume.affine, self.target_volume)
+
+
+def load_case(row: Row, target_modality: str, source_modality: str, *, need_source: bool) -> Case:
+    """Read one row's volumes and put prediction, mask and labels on the target's grid."""
+    target = read(row.paths["target"], "target", row.patient_id, target_modality)
+    source = None
+    if row.paths["source"] is not None:
+        source = read(row.paths["source"], "source", row.patient_id, source_modality)
+    elif need_source:
+        raise UserError(f"patient {row.patient_id}: no source volume (the CSV's source column is needed with --model)")
+    prediction = None
+    if row.paths["prediction"] is not None and not need_source:
+        volume = read(row.paths["prediction"], "prediction", row.patient_id, target_modality)
+        prediction = on_grid(volume.array, volume.affine, target)
+    mask = labels = None
+    if row.paths["mask"] is not None:
+        volume = read(row.paths["mask"], "mask", row.patient_id)
+        mask = on_grid(volume.array, volume.affine, target, order=0, fill=0.0) > 0
+        if not mask.any():
+            raise UserError(f"patient {row.patient_id}: mask {row.paths['mask']} is empty on the target's grid")
+    if row.paths["labels"] is not None:
+        volume = read(row.paths["labels"], "labels", row.patient_id)
+        labels = np.rint(on_grid(volume.array, volume.affine, target, order=0, fill=0.0)).astype(np.int32)
+    return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels)

@@ -1,0 +1,264 @@
+"""Scoring whole volumes in physical units on the target's grid (`medgan-tf evaluate --pairs`).
+
+Per scored patient (`medgan_tf.evaluation.cases`): the model translates the source volume (any
+field of view: `medgan_tf.serving.translation.translate_volume` tiles it) — or an existing
+`prediction` volume is taken as is — and the output is resampled onto the target's grid by world
+coordinates; the untouched input (where units allow) and the task's classical baselines
+(`medgan_tf.evaluation.baselines`, fitted on the CSV's train/val rows) go the same way. Each of
+these rows is scored against the target by one protocol (`medgan_tf.evaluation.protocols`),
+inside the given mask or a computed body mask. A patient that cannot be read is reported and
+skipped; the others are scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from medgan_tf.errors import UserError
+from medgan_tf.evaluation import baselines as baselines_lib
+from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, suv_factor
+from medgan_tf.evaluation.protocols import PROTOCOLS, body_mask
+from medgan_tf.evaluation.scoring import Summary, summarize
+
+log = logging.getLogger(__name__)
+
+MASKED_PROTOCOLS = ("synthrad2023", "synthrad2025")
+HISTOGRAM_SAMPLES = 200_000
+
+
+def default_protocol(task: str, target_unit: str | None = None) -> str:
+    """`--pairs` without `--protocol`: synthrad2023 for synthetic CT (pet_ct, or any HU target),
+    pet for pet_denoise, paper otherwise."""
+    if task == "pet_ct" or target_unit == "HU":
+        return "synthrad2023"
+    return "pet" if task == "pet_denoise" else "paper"
+
+
+@dataclasses.dataclass
+class VolumeEvaluation:
+    """Per-patient protocol scores of every row (model, input, baselines) and what the figures need."""
+
+    protocol: str
+    task: str
+    unit: str
+    rows: list[str]
+    per_patient: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    baselines: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    figure: dict[str, Any] = dataclasses.field(default_factory=dict)
+    histogram: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"output": [], "target": []})
+    regions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def metric_keys(self) -> list[str]:
+        """Every key any patient's scores hold, protocol columns first."""
+        keys = list(PROTOCOLS[self.protocol].metrics)
+        for entry in self.per_patient:
+            for scores in entry["scores"].values():
+                keys += [k for k in scores if k not in keys]
+        return keys
+
+    def summary(self) -> dict[str, dict[str, Summary]]:
+        """{row: {metric: Summary (mean, sd, median over patients)}}."""
+        keys = self.metric_keys()
+        return {row: {key: summarize(e["scores"].get(row, {}).get(key) for e in self.per_patient) for key in keys}
+                for row in self.rows}
+
+
+def _pairs_for_fitting(rows: Sequence[Row], task: str, notes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(source on the target grid, target) arrays of rows that have a source; a row that cannot
+    be read is left out, and `notes` says so."""
+    data = _data_config(task)
+    pairs = []
+    for row in rows:
+        if row.paths["source"] is None:
+            continue
+        try:
+            case = load_case(row, data.target_modality, data.source_modality, need_source=True)
+        except UserError as error:
+            log.error("%s", error)
+            notes.append(f"not used for the baselines ({row.split or 'evaluated'} row): {error}")
+            continue
+        pairs.append((case.source_on_target(), case.target))
+    return pairs
+
+
+def _data_config(task: str):
+    from medgan_tf import presets
+
+    try:
+        return presets.task_preset(task).data
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> tuple[list, list[str]]:
+    """The task's baselines fitted on the CSV's train rows and chosen on its val rows; with
+    neither, on the scored rows themselves (the notes say so: optimistic for the baselines)."""
+    train = [r for r in rows if r.split == "train"]
+    val = [r for r in rows if r.split == "val"]
+    notes, name = [], "validation"
+    if not train and not val:
+        val, name = list(scored), "evaluated (no train/val rows in the CSV)"
+        notes.append("baseline parameters were chosen on the evaluated volumes themselves (the CSV has no "
+                     "train/val rows), which favours the baselines")
+    if task not in baselines_lib.TASKS_WITH_BASELINES:
+        return [], []  # the input row is the task's classical reference (identity)
+    train_pairs, val_pairs = _pairs_for_fitting(train, task, notes), _pairs_for_fitting(val, task, notes)
+    if not train_pairs and not val_pairs:
+        return [], notes + ["no classical baselines: no row has a source volume"]
+    return baselines_lib.fit_baselines(task, train_pairs, val_pairs, validation_name=name), notes
+
+
+def _mask_for(case: Case, protocol: str) -> tuple[np.ndarray | None, str]:
+    if protocol not in MASKED_PROTOCOLS:
+        return None, "not used by this protocol (whole volume)"
+    if case.mask is not None:
+        return case.mask, "given"
+    mask, description = body_mask(case.target)
+    if not mask.any():
+        raise UserError(f"patient {case.row.patient_id}: the computed body mask is empty ({description})")
+    return mask, f"computed: {description}"
+
+
+def _protocol_kwargs(case: Case, protocol: str, task: str) -> tuple[dict[str, Any], str]:
+    kwargs: dict[str, Any] = {"labels": case.labels,
+                              "voxel_volume_ml": float(np.prod(case.spacing_zyx)) / 1000.0}
+    factor, suv_note = suv_factor(case.row, case.target_volume.unit)
+    kwargs["suv_factor"] = factor if factor is not None else 1.0
+    kwargs["suv_known"] = factor is not None
+    if protocol == "paper":
+        from medgan_tf.data import normalization
+
+        data = _data_config(task)
+        kwargs["target_params"] = normalization.fit(case.target, data.target_normalization, unit=case.target_volume.unit)
+    return kwargs, suv_note
+
+
+def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float):
+    """{row name: candidate (Z, Y, X) on the target grid} for one case."""
+    out = {}
+    if model is not None:
+        from medgan_tf.serving.translation import translate_volume
+
+        volume = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap).volume
+        out["model"] = on_grid(volume.array, volume.affine, case.target_volume)
+    else:
+        if case.prediction is None:
+            raise UserError(f"patient {case.row.patient_id}: no prediction volume (and no --model to make one)")
+        out["model"] = case.prediction
+    if case.source_volume is not None:
+        source = case.source_volume
+        for baseline in [baselines_lib.INPUT, *baselines]:
+            if baseline.name in rows:
+                out[baseline.name] = on_grid(baseline.apply(source.array), source.affine, case.target_volume)
+    return out
+
+
+def evaluate_volumes(
+    rows: Sequence[Row],
+    task: str,
+    protocol: str,
+    *,
+    model=None,
+    batch_size: int = 8,
+    tile_overlap: float = 0.25,
+    progress: Callable[[str], None] | None = None,
+    fitted: tuple[list, list[str]] | None = None,
+) -> VolumeEvaluation:
+    """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
+    column), the untouched input and the task's baselines, per patient. See the module docstring.
+    `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
+    one CSV share them); default: fitted here."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    data = _data_config(task)
+    scored = [r for r in rows if r.split not in ("train", "val")]
+    if not scored:
+        raise UserError("every row of the CSV is a train or val row; nothing to score (mark rows test or leave split empty)")
+    has_source = any(r.paths["source"] is not None for r in scored)
+    if fitted is not None:
+        baselines, notes = fitted[0], list(fitted[1])
+    elif has_source:
+        baselines, notes = fit_csv_baselines(rows, scored, task)
+    else:
+        baselines, notes = [], ["no input or baseline rows: the CSV has no source column"]
+    row_names = ["model"]
+    unit_ok = task != "pet_ct" and data.source_modality == data.target_modality
+    if has_source and unit_ok:
+        row_names.append("input")
+    elif has_source:
+        notes.append(f"no input row: the input ({data.source_modality}) and the target ({data.target_modality}) "
+                     "are in different units")
+    row_names += [b.name for b in baselines]
+    if model is not None and any(r.paths["prediction"] is not None for r in scored):
+        notes.append("the CSV's prediction column was not scored: --model translated the sources instead")
+    result = VolumeEvaluation(protocol, task, "", row_names, baselines={b.name: b.describe() for b in baselines},
+                              notes=notes)
+    for index, row in enumerate(scored, start=1):
+        if progress is not None:
+            progress(f"[{index}/{len(scored)}] {row.patient_id}")
+        try:
+            _score_case(result, row, model, baselines, batch_size, tile_overlap)
+        except UserError as error:
+            log.error("%s", error)
+            result.failures.append({"patient_id": row.patient_id, "reason": str(error)})
+    if not result.per_patient:
+        raise UserError(f"no patient could be scored ({len(result.failures)} failed: {result.failures[0]['reason']})")
+    return result
+
+
+def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float) -> None:
+    data = _data_config(result.task)
+    case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None)
+    result.unit = result.unit or case.target_volume.unit
+    if case.source_volume is not None and data.source_modality == data.target_modality:
+        _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)
+    mask, mask_note = _mask_for(case, result.protocol)
+    kwargs, suv_note = _protocol_kwargs(case, result.protocol, result.task)
+    candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
+    function = PROTOCOLS[result.protocol].function
+    known = kwargs.pop("suv_known")
+    try:
+        scores = {name: function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
+    except ValueError as error:
+        raise UserError(f"patient {row.patient_id}: {error}") from None
+    result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
+                               "suv_known": known, "scores": scores})
+    _keep_for_figures(result, case, candidates, mask, kwargs)
+
+
+def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
+    """Same-unit comparisons only: a source in Bq/ml against a target in SUV would score the unit."""
+    if unit != target_unit and "a.u." not in (unit, target_unit):
+        raise UserError(f"patient {row.patient_id}: the {what} is in {unit} but the target in {target_unit}; "
+                        "give both in one unit (e.g. both DICOM with SUV headers, or both Bq/ml)")
+
+
+def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, kwargs) -> None:
+    """The first patient's volumes for the three-plane figure; voxel samples for the histogram;
+    per-region SUVmean of target and model for the Bland–Altman plot."""
+    inside = mask if mask is not None else np.ones(case.target.shape, dtype=bool)
+    if not result.figure:
+        source = candidates.get("input")
+        if source is None and case.source_volume is not None:
+            source = case.source_on_target()
+        result.figure = {"patient_id": case.row.patient_id, "input": source, "output": candidates["model"],
+                         "target": case.target, "mask": mask, "spacing": case.spacing_zyx}
+    rng = np.random.default_rng(len(result.per_patient))
+    index = np.flatnonzero(inside)
+    index = rng.choice(index, min(index.size, HISTOGRAM_SAMPLES), replace=False) if index.size else index
+    result.histogram["output"].append(candidates["model"].ravel()[index])
+    result.histogram["target"].append(case.target.ravel()[index])
+    if case.labels is not None:
+        factor = kwargs["suv_factor"]
+        for label in np.unique(case.labels[case.labels > 0]):
+            region = case.labels == label
+            result.regions.append({"patient_id": case.row.patient_id, "label": int(label),
+                                   "target_suvmean": float(case.target[region].mean() * factor),
+                                   "model_suvmean": float(candidates["model"][region].mean() * factor)})

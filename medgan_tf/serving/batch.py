@@ -1,0 +1,118 @@
+"""Many volumes with one model load: `translate --inputs CSV --output-dir DIR`.
+
+The CSV has a header row and one volume per row:
+
+  input (or source)  NIfTI file or DICOM series folder; required. `source` lets the pairs CSV of
+                     `medgan-tf convert`/`synth` be used as it is (its `target` column is ignored).
+  patient_id         optional; names the output (`<patient_id>.nii.gz`, or folder `<patient_id>/`
+                     for DICOM). Without it, the input's own name is used.
+  output             optional; the output's path, overriding the name above.
+
+Relative input paths are relative to the CSV's folder, relative outputs to DIR. Each row is
+translated and written (atomically) on its own: a failing row is reported with its path and reason,
+the rest continue, and the result lists both.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from medgan_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchItem:
+    """One CSV row: its line number in the file, the input and where its output goes."""
+
+    line: int
+    input: Path
+    output: Path
+
+
+@dataclasses.dataclass
+class BatchResult:
+    written: list[Path] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # (input, one-line reason)
+
+
+def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format: str) -> list[BatchItem]:
+    """The rows of `csv_path` as BatchItems with outputs under `output_dir` (see the module doc).
+
+    Raises UserError for a missing or headerless CSV, one without an `input`/`source` column, an
+    empty input cell, or two rows writing the same output.
+    """
+    csv_path, output_dir = Path(csv_path), Path(output_dir)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = [(reader.line_num, row) for row in reader]  # line numbers as an editor shows them
+            columns = [str(name).strip() for name in reader.fieldnames or []]
+    except OSError as error:
+        raise UserError(f"cannot read --inputs {csv_path}: {error.strerror or error}") from None
+    column = "input" if "input" in columns else "source" if "source" in columns else None
+    if column is None:
+        raise UserError(f"--inputs {csv_path} has columns {columns}; expected an 'input' (or 'source') column, "
+                        "optionally 'patient_id' and 'output'")
+    items, seen = [], {}
+    for line, row in rows:
+        row = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if not row.get(column):
+            raise UserError(f"--inputs {csv_path} line {line}: empty {column!r} cell")
+        source = _resolve(csv_path.parent, row[column])
+        output = Path(row["output"]) if row.get("output") else Path(_output_name(row.get("patient_id"), source, output_format))
+        output = output if output.is_absolute() else output_dir / output
+        if output in seen:
+            raise UserError(f"--inputs {csv_path}: lines {seen[output]} and {line} both write {output}; "
+                            "give them different patient_id or output values")
+        seen[output] = line
+        items.append(BatchItem(line, source, output))
+    return items
+
+
+def _resolve(folder: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
+def _output_name(patient_id: str | None, source: Path, output_format: str) -> str:
+    """`<patient_id>` (or the input's name without its NIfTI suffix), made safe as a file name."""
+    name = patient_id or re.sub(r"\.nii(\.gz)?$", "", source.name)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "volume"
+    return f"{name}.nii.gz" if output_format == "nifti" else name
+
+
+def translate_many(
+    model: Any,
+    items: list[BatchItem],
+    *,
+    output_format: str,
+    echo: Callable[[str], None] = print,
+    **options: Any,
+) -> BatchResult:
+    """Translate every item with the one loaded `model` (`translation.translate_file(model,
+    input, output, output_format=…, **options)` per row). Says "[n/N] input → output" before
+    each row and names the input and reason of a row that fails (a UserError or an unexpected
+    error); the loop goes on."""
+    from medgan_tf.serving.translation import translate_file
+
+    result = BatchResult()
+    for number, item in enumerate(items, start=1):
+        echo(f"[{number}/{len(items)}] {item.input} → {item.output}")
+        try:
+            translate_file(model, item.input, item.output, output_format=output_format, **options)
+        except UserError as error:
+            reason = str(error)
+        except Exception as error:  # noqa: BLE001 — one broken volume must not stop the others
+            reason = f"{type(error).__name__}: {error}"
+        else:
+            result.written.append(item.output)
+            echo(f"[{number}/{len(items)}] wrote {item.output}")
+            continue
+        reason = " ".join(reason.split())
+        result.failed.append((item.input, reason))
+        echo(f"[{number}/{len(items)}] FAILED {item.input}: {reason}")
+    return result

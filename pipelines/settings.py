@@ -1,0 +1,41 @@
+"""What a conversion writes, decided before and after the Beam steps: the data config from the
+converter's options (grid and split fractions over the task preset) and the split of each converted
+patient (named in the pairs CSV, else the hash split of `medgan_tf.data.pairs.assign_splits`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from medgan_tf.config import DataConfig, check_image_size
+from medgan_tf.data.pairs import SPLITS, assign_splits
+from medgan_tf.errors import UserError
+from medgan_tf.presets import TASK_PRESETS
+
+
+def splits_of(summaries: list[dict[str, Any]], data_config: DataConfig) -> dict[str, str]:
+    """Patient key → split for the converted volumes' summaries: the split a CSV row named, else
+    the hash split (`assign_splits`). The pipeline and the manifest both use this."""
+    named = {s["patient_key"]: s["split_named"] for s in summaries if s.get("split_named")}
+    return assign_splits([s["patient_key"] for s in summaries], data_config.val_fraction, data_config.test_fraction, named)
+
+
+def written_splits(rows: list[dict[str, Any]], data_config: DataConfig) -> tuple[str, ...]:
+    """The splits whose shards are written: train and val always, test when it can hold patients."""
+    wants_test = data_config.test_fraction > 0 or any(row.get("split") == "test" for row in rows)
+    return tuple(split for split in SPLITS if split != "test" or wants_test)
+
+
+def converter_data_config(args: argparse.Namespace) -> DataConfig:
+    """The task preset with the grid and split fractions the user named (--image-size, --spacing,
+    --val-fraction, --test-fraction)."""
+    preset = TASK_PRESETS[args.task]
+    chosen = {"image_size": getattr(args, "image_size", None), "spacing_mm": getattr(args, "spacing", None),
+              "val_fraction": getattr(args, "val_fraction", None), "test_fraction": getattr(args, "test_fraction", None)}
+    data_config = dataclasses.replace(preset, **{k: v for k, v in chosen.items() if v is not None})
+    check_image_size(data_config.image_size, power_of_two=False)
+    if data_config.val_fraction + data_config.test_fraction >= 1:
+        raise UserError(f"--val-fraction {data_config.val_fraction} + --test-fraction {data_config.test_fraction} "
+                        "leaves no patient for train; expected a sum below 1")
+    return data_config
