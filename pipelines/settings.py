@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from medgan_tf.config import DataConfig, check_image_size
+from medgan_tf.data.context import converter_context
 from medgan_tf.data.pairs import SPLITS, assign_splits
 from medgan_tf.errors import UserError
 from medgan_tf.presets import TASK_PRESETS
@@ -27,9 +28,10 @@ def written_splits(rows: list[dict[str, Any]], data_config: DataConfig) -> tuple
     return tuple(split for split in SPLITS if split != "test" or wants_test)
 
 
-def converter_data_config(args: argparse.Namespace) -> DataConfig:
+def converter_data_config(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]] = ()) -> DataConfig:
     """The task preset with the grid and split fractions the user named (--image-size, --spacing,
-    --val-fraction, --test-fraction)."""
+    --val-fraction, --test-fraction) and the 2.5D / multi-source windows of `rows` (the pairs CSV's
+    extra source columns, --context-slices, --extra-source-modalities; `medgan_tf.data.context`)."""
     preset = TASK_PRESETS[args.task]
     chosen = {"image_size": getattr(args, "image_size", None), "spacing_mm": getattr(args, "spacing", None),
               "val_fraction": getattr(args, "val_fraction", None), "test_fraction": getattr(args, "test_fraction", None)}
@@ -38,4 +40,5 @@ def converter_data_config(args: argparse.Namespace) -> DataConfig:
     if data_config.val_fraction + data_config.test_fraction >= 1:
         raise UserError(f"--val-fraction {data_config.val_fraction} + --test-fraction {data_config.test_fraction} "
                         "leaves no patient for train; expected a sum below 1")
-    return data_config
+    return converter_context(data_config, rows, getattr(args, "context_slices", 0) or 0,
+                             getattr(args, "extra_source_modalities", None))
