@@ -65,7 +65,7 @@ from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, 
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output, worker
-from pipelines.settings import converter_data_config, splits_of, written_splits
+from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import add_arguments
 
 REJECTED = "rejected"
@@ -247,8 +247,9 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     started = time.monotonic()
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
+    data_config = converter_data_config(args)  # options first: a bad one is named before any input is read
     rows = filesystems.read_pairs(args.pairs)
-    data_config = converter_data_config(args, rows)
+    data_config = with_windows(data_config, rows, args)
     salt, salt_source = resolve_salt(args.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))

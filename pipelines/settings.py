@@ -28,10 +28,9 @@ def written_splits(rows: list[dict[str, Any]], data_config: DataConfig) -> tuple
     return tuple(split for split in SPLITS if split != "test" or wants_test)
 
 
-def converter_data_config(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]] = ()) -> DataConfig:
+def converter_data_config(args: argparse.Namespace) -> DataConfig:
     """The task preset with the grid and split fractions the user named (--image-size, --spacing,
-    --val-fraction, --test-fraction) and the 2.5D / multi-source windows of `rows` (the pairs CSV's
-    extra source columns, --context-slices, --extra-source-modalities; `medgan_tf.data.context`)."""
+    --val-fraction, --test-fraction)."""
     preset = TASK_PRESETS[args.task]
     chosen = {"image_size": getattr(args, "image_size", None), "spacing_mm": getattr(args, "spacing", None),
               "val_fraction": getattr(args, "val_fraction", None), "test_fraction": getattr(args, "test_fraction", None)}
@@ -40,5 +39,11 @@ def converter_data_config(args: argparse.Namespace, rows: Sequence[Mapping[str, 
     if data_config.val_fraction + data_config.test_fraction >= 1:
         raise UserError(f"--val-fraction {data_config.val_fraction} + --test-fraction {data_config.test_fraction} "
                         "leaves no patient for train; expected a sum below 1")
+    return data_config
+
+
+def with_windows(data_config: DataConfig, rows: Sequence[Mapping[str, Any]], args: argparse.Namespace) -> DataConfig:
+    """`data_config` with the 2.5D / multi-source windows to store (`medgan_tf.data.context`): K of
+    --context-slices and one modality per extra source column of `rows` (--extra-source-modalities)."""
     return converter_context(data_config, rows, getattr(args, "context_slices", 0) or 0,
                              getattr(args, "extra_source_modalities", None))
