@@ -119,6 +119,26 @@ class DataConfig:
     max_shift_pixels: int = 8
     shuffle_buffer: int = 512
     num_shards: int = 4
+    # 2.5D and multi-channel sources (beyond the paper; 0 and () are the paper's 2D, one-source model):
+    # K adjacent slices on each side of the centre slice, and the modalities of the extra source
+    # volumes (pairs CSV columns source_2, source_3, …). See `medgan_tf.data.context`.
+    context_slices: int = 0
+    extra_source_modalities: tuple[str, ...] = ()
+
+    @property
+    def source_channels(self) -> int:
+        """C: source volumes per pair (the first source plus the extra ones)."""
+        return 1 + len(self.extra_source_modalities)
+
+    @property
+    def input_channels(self) -> int:
+        """(2K+1)·C: channels of the generator's input and of the discriminator's condition."""
+        return (2 * self.context_slices + 1) * self.source_channels
+
+    @property
+    def centre_channel(self) -> int:
+        """Index of the centre slice of the first source among the input channels (= K)."""
+        return self.context_slices
 
 
 @dataclass(frozen=True)
@@ -201,8 +221,16 @@ def to_json(config: Any) -> str:
     return json.dumps(to_dict(config), indent=2, sort_keys=True)
 
 
+# A block an export adds to its assets/config.json: the serving input derived from the config
+# (channels of `serving_default`'s input and their order); informative, ignored when read back.
+SERVING_INPUT_KEY = "serving_input"
+
+
 def experiment_from_json(text: str) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, json.loads(text))
+    values = json.loads(text)
+    if isinstance(values, dict):
+        values.pop(SERVING_INPUT_KEY, None)
+    return from_dict(ExperimentConfig, values)
 
 
 def diff(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -241,6 +269,8 @@ def override(config: Any, updates: Mapping[str, Any]) -> Any:
 # The U-block halves the slice down to a 1×1 bottleneck, and the 16×16 PatchGAN needs at least one
 # full patch: slices are a power of two of at least 8.
 MINIMUM_IMAGE_SIZE = 8
+# Modalities an extra source channel may have (each has a default normalization in data.context).
+SOURCE_MODALITIES = ("CT", "PT", "MR")
 CHOICES = {
     "generator.normalization": ("instance", "batch"),
     "discriminator.normalization": ("instance", "batch", "none"),
@@ -296,6 +326,12 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         value = _field(config, dotted)
         if not isinstance(value, int) or value < 1:
             raise UserError(f"{dotted} must be a positive integer; received {value!r}")
+    context = config.data.context_slices
+    if not isinstance(context, int) or context < 0:
+        raise UserError(f"data.context_slices (--context-slices) must be an integer ≥ 0; received {context!r}")
+    for modality in config.data.extra_source_modalities:
+        if modality not in SOURCE_MODALITIES:
+            raise UserError(f"data.extra_source_modalities: {modality!r} is not one of {', '.join(SOURCE_MODALITIES)}")
     for dotted in ("train.steps_per_epoch", "train.validate_every_steps"):
         steps = _field(config, dotted)
         if steps is not None and (not isinstance(steps, int) or steps < 1):

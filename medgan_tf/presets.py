@@ -72,14 +72,15 @@ def casnet_generator(config: ExperimentConfig) -> Any:
     """The paper's CasNet of `config.generator.num_ublocks` U-blocks (§2.4)."""
     from medgan_tf.models import build_casnet
 
-    return build_casnet(config.generator, config.data.image_size)
+    return build_casnet(config.generator, config.data.image_size, input_channels=config.data.input_channels)
 
 
 def patchgan_discriminator(config: ExperimentConfig) -> Any:
     """The paper's conditional 16×16 spectral-normalized PatchGAN (§2.4.3)."""
     from medgan_tf.models import build_discriminator
 
-    return build_discriminator(config.discriminator, config.data.image_size, channels=config.generator.channels)
+    return build_discriminator(config.discriminator, config.data.image_size, channels=config.generator.channels,
+                               source_channels=config.data.input_channels, source_centre=config.data.centre_channel)
 
 
 # --------------------------------------------------------------------------- recipes

@@ -65,7 +65,7 @@ from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, 
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output, worker
-from pipelines.settings import converter_data_config, splits_of, written_splits
+from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import add_arguments
 
 REJECTED = "rejected"
@@ -151,9 +151,9 @@ class ConvertPairFn(beam.DoFn):
             if not key:
                 raise PairRejected("empty patient_id")
             named_split = check_row(row)
-            with filesystems.staged(row["source"], "source") as source, filesystems.staged(row["target"], "target") as target, \
-                    filesystems.staged(row.get("mask", ""), "mask") as mask:
-                records, summary = convert_pair(source, target, key, self._config, **({"mask_path": mask} if mask else {}))
+            with filesystems.staged_row(row) as local:
+                records, summary = convert_pair(local["source"], local["target"], key, self._config, local["extra_sources"],
+                                                **({"mask_path": local["mask"]} if local["mask"] else {}))
             summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
@@ -247,8 +247,9 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
     started = time.monotonic()
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
-    data_config = converter_data_config(args)
+    data_config = converter_data_config(args)  # options first: a bad one is named before any input is read
     rows = filesystems.read_pairs(args.pairs)
+    data_config = with_windows(data_config, rows, args)
     salt, salt_source = resolve_salt(args.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))
@@ -370,8 +371,8 @@ def _identity_free(reason: str, row: dict[str, Any]) -> str:
     """`reason` for the manifest, withheld if it quotes the pair's paths, file names or patient ID
     (reasons are built without them; this is the last line of defence). A name that is a plain
     word ("truncated", "PET") is not checked: reasons use words."""
-    quoted = [row["source"], row["target"], row["patient_id"]]
-    quoted += [name for name in (Path(p).name for p in (row["source"], row["target"]) if p) if not name.isalpha()]
+    quoted = [row["source"], row["target"], *row.get("extra_sources", ()), row["patient_id"]]
+    quoted += [name for name in (Path(p).name for p in quoted[:-1] if p) if not name.isalpha()]
     if any(len(text) >= 4 and text in reason for text in quoted):
         return "reason withheld: it quoted the input's path or patient ID (see the converter's messages)"
     return reason

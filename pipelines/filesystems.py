@@ -166,3 +166,17 @@ class RemoteOutput:
         if existing and self.join(MANIFEST) not in existing:
             with contextlib.suppress(Exception):
                 FileSystems.delete(existing)
+
+
+@contextlib.contextmanager
+def staged_row(row: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every volume of one pairs-CSV row staged locally (`staged`): {"source", "target", "mask"
+    ("" when none), "extra_sources" (source_2, … of a multi-source CSV)}; copies removed on exit."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            "source": stack.enter_context(staged(row["source"], "source")),
+            "target": stack.enter_context(staged(row["target"], "target")),
+            "mask": stack.enter_context(staged(row.get("mask", ""), "mask")),
+            "extra_sources": [stack.enter_context(staged(path, f"source_{index}"))
+                              for index, path in enumerate(row.get("extra_sources", ()), start=2)],
+        }

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--num-shards", type=int, default=None, help="train shards (val and test get half; default from the task preset)")
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner, PortableRunner: with --job_endpoint=embed --environment_type=LOOPBACK it runs here, no Java needed, ...)")
     parser.add_argument("--num-workers", type=int, default=None, help="DirectRunner: N local worker processes (multi_processing)")
+    parser.add_argument("--context-slices", type=int, default=0, metavar="K",
+                        help="2.5D: store with every slice its K neighbours on each side (edge slices repeat), so a "
+                        "model can be trained on any K' ≤ K (train --context-slices); default 0, the paper's 2D slices")
+    parser.add_argument("--extra-source-modalities", default=None, metavar="M2,M3,...",
+                        help="modality (CT, PT or MR) of each extra source column source_2, source_3, … of the pairs "
+                        "CSV; picks its normalization; default: the task's source modality for each")
     return parser
 
 

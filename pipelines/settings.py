@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from medgan_tf.config import DataConfig, check_image_size
+from medgan_tf.data.context import converter_context
 from medgan_tf.data.pairs import SPLITS, assign_splits
 from medgan_tf.errors import UserError
 from medgan_tf.presets import TASK_PRESETS
@@ -39,3 +40,10 @@ def converter_data_config(args: argparse.Namespace) -> DataConfig:
         raise UserError(f"--val-fraction {data_config.val_fraction} + --test-fraction {data_config.test_fraction} "
                         "leaves no patient for train; expected a sum below 1")
     return data_config
+
+
+def with_windows(data_config: DataConfig, rows: Sequence[Mapping[str, Any]], args: argparse.Namespace) -> DataConfig:
+    """`data_config` with the 2.5D / multi-source windows to store (`medgan_tf.data.context`): K of
+    --context-slices and one modality per extra source column of `rows` (--extra-source-modalities)."""
+    return converter_context(data_config, rows, getattr(args, "context_slices", 0) or 0,
+                             getattr(args, "extra_source_modalities", None))

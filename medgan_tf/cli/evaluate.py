@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_records(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
+    from medgan_tf.evaluation.consistency import consistency_line, write_consistency
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import report_markdown, write_report
     from medgan_tf.serving.loading import load_model
@@ -109,14 +110,17 @@ def _run_records(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else Path("reports") / f"{model.config.task}-{args.split}"
     title = f"{model.config.model} on {model.config.task} ({args.split} split of {args.data.name or args.data})"
     paths = write_report(result, out_dir, title=title, figure_slices=args.figure_slices)
+    paths.update(write_consistency(getattr(result, "slice_consistency", None), out_dir))
     summary = result.to_dict()
     if args.json:
         payload = {"model": str(args.model), "data": str(args.data), "split": args.split, "protocol": "paper",
                    "report": {key: str(value) for key, value in paths.items()},
-                   **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")}}
+                   **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")},
+                   "slice_consistency": getattr(result, "slice_consistency", None)}
         _print_json(payload)
     else:
         print(report_markdown(result, title=title))
+        print(consistency_line(getattr(result, "slice_consistency", None)))
         print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0
 

@@ -56,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     description = normalization_description(experiment)
     size = experiment.data.image_size
     print(f"exported {version_dir} from the {which} checkpoint ({source})")
-    print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
+    channels = description["input_channels"]
+    if channels == 1:
+        print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
+    else:
+        print(f"  serving_default: source float32 (-1, {size}, {size}, {channels}) in [-1, 1] "
+              f"({2 * description['context_slices'] + 1} slices × {description['source_channels']} source(s)) "
+              f"→ output (-1, {size}, {size}, 1)")
     print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
     precision = read_precision(version_dir)
     print(f"  computes in:     {precision['compute_dtype']} ({precision['chosen']})")

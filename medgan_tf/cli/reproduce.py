@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="slice size S, a power of two (default: the task's, 256)")
     parser.add_argument("--base-filters", type=int, help="first-layer width of each U-block (default 64)")
     parser.add_argument("--ublocks-sweep", help="comma-separated CasNet depths to train pix2pix with (Fig. 6), e.g. 1,2,3")
+    parser.add_argument("--context-slices", type=int, default=0, metavar="K",
+                        help="also train every model as a 2.5D model seeing K neighbouring slices per side, under the "
+                        "same budget, and report both with their slice-to-slice consistency (default 0: 2D only); "
+                        "--data must be converted with --context-slices ≥ K (the built-in data is made so)")
     parser.add_argument("--out", type=Path, help="report folder (default reports/reproduce-<task>)")
     parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="paper",
                         help="paper (default): Tables I/II on the paper's per-slice metrics; synthrad2023|synthrad2025|"
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         sweep = [int(depth) for depth in sweep_text]
     except ValueError as error:
         raise UserError(f"--ublocks-sweep: expected integers like 1,2,3; received {args.ublocks_sweep!r}") from error
+    if args.context_slices < 0:
+        raise UserError(f"--context-slices must be ≥ 0; received {args.context_slices}")
     if args.figure_slices < 1:
         raise UserError(f"--figure-slices must be ≥ 1; received {args.figure_slices}")
     settings = reproduce.Settings(
@@ -82,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
         vgg_weights=args.vgg_weights,
         figure_slices=args.figure_slices,
         deterministic=args.deterministic,
+        context_slices=args.context_slices,
     )
     # Validate everything cheap before the runtime (and TensorFlow's devices) are set up.
-    reproduce.plan(models, sweep)
+    reproduce.plan(models, sweep, args.context_slices)
     out_dir = args.out or Path("reports") / f"reproduce-{args.task}"
     rt = runtime.setup("auto", args.xla, args.mixed_precision)
     if args.pairs is not None and args.protocol == "paper":

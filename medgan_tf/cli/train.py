@@ -54,6 +54,7 @@ FIELD_FLAGS = {
     "deterministic": "train.deterministic",
     "image_size": "data.image_size",
     "augment": "data.augment",
+    "context_slices": "data.context_slices",
     "ublocks": "generator.num_ublocks",
     "base_filters": "generator.base_filters",
     "normalization": "generator.normalization",
@@ -80,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--data-changed", action="store_true",
                       help="with --resume: continue on purpose on a --data other than the run's own, or on its "
                       "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
+
+    what.add_argument("--context-slices", type=int, metavar="K",
+                      help="2.5D: the generator and the discriminator's condition see the 2K+1 adjacent source slices "
+                      "(edge slices repeat) and G still outputs the centre slice; K ≤ the K the data was converted "
+                      "with; default 0 (the paper's 2D model). Every source of a multi-source dataset (source_2, …) "
+                      "is used, each as 2K+1 channels")
 
     size = parser.add_argument_group("model size (small values for smoke runs)")
     size.add_argument("--image-size", type=int, help="slice size S (S×S), a power of two; default 256")
@@ -176,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     if data_dir is None and saved is None:
         from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
-        data_dir = ensure_builtin_dataset(experiment.task, experiment.data.image_size)
+        data_dir = ensure_builtin_dataset(experiment.task, experiment.data.image_size,
+                                          context_slices=experiment.data.context_slices)
         log.info("no --data given: using the built-in synthetic %s dataset at %s (made by `medgan-tf synth` + "
                  "`medgan-tf convert`)", experiment.task, data_dir)
 

@@ -24,6 +24,7 @@ any failed.
 Examples:
   medgan-tf translate --model savedmodels/pet_denoise --input low_dose.nii.gz --output denoised.nii.gz
   medgan-tf translate --model savedmodels/pet_ct/3 --input dicom/PET_series/ --output pseudo_ct.nii.gz
+  medgan-tf translate --model savedmodels/pet_ct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
   medgan-tf translate --model savedmodels/pet_ct --input dicom/PET_series/ --output dicom/synthetic_CT
   medgan-tf translate --model savedmodels/pet_ct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
 """
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL",
                         help="export folder (a version, or the base folder → highest version) or a run directory")
     parser.add_argument("--input", type=Path, metavar="VOL", help="NIfTI file or DICOM series folder (one volume)")
+    parser.add_argument("--extra-input", type=Path, action="append", default=[], metavar="VOL",
+                        help="multi-source models, with --input: the extra source volume(s), repeated in training "
+                        "order (the pairs CSV's source_2, source_3, …); each is resampled onto --input's grid and "
+                        "normalized by its modality. 2.5D context slices are assembled from the volumes automatically")
     parser.add_argument("--output", type=Path, metavar="VOL",
                         help="with --input: output NIfTI (.nii or .nii.gz) or DICOM series folder (a name without suffix)")
     parser.add_argument("--inputs", type=Path, metavar="CSV",
@@ -76,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
     output_format = resolve_format(args.output, args.output_format)
     if not args.input.exists():
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
+    for path in args.extra_input:
+        if not path.exists():
+            raise UserError(f"extra input {path} does not exist; expected a NIfTI file or a DICOM series folder")
     model = load_model(args.model, precision=args.precision)
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
+        extra_inputs=args.extra_input,
         output_format=output_format,
     )
     volume = translation.volume
@@ -103,6 +112,8 @@ def _run_many(args: argparse.Namespace) -> int:
 
     if args.output_dir is None or args.input is not None or args.output is not None:
         raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
+    if args.extra_input:
+        raise UserError("--extra-input goes with --input (one volume); --inputs translates one-source models")
     output_format = args.output_format or "nifti"
     items = read_inputs_csv(args.inputs, args.output_dir, output_format)
     model = load_model(args.model, precision=args.precision)

@@ -122,7 +122,8 @@ def _augment(source: Any, target: Any, seed: Any, max_shift_pixels: int) -> tupl
     i.e. background) for both images of a pair, from a stateless seed (reproducible)."""
     import tensorflow as tf
 
-    pair = tf.concat([source, target], axis=-1)  # (S, S, 2): one transform for both
+    channels = tf.shape(source)[-1]  # 1, or (2K+1)·C for a 2.5D / multi-source window
+    pair = tf.concat([source, target], axis=-1)  # (S, S, channels + 1): one transform for both
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 0)
     shift_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
@@ -132,8 +133,8 @@ def _augment(source: Any, target: Any, seed: Any, max_shift_pixels: int) -> tupl
         shift = max_shift_pixels
         padded = tf.pad(pair, [[shift, shift], [shift, shift], [0, 0]], constant_values=-1.0)
         offsets = tf.random.stateless_uniform([2], shift_seed, minval=0, maxval=2 * shift + 1, dtype=tf.int32)
-        pair = tf.slice(padded, tf.stack([offsets[0], offsets[1], 0]), tf.stack([size, size, 2]))
-    return pair[..., :1], pair[..., 1:]
+        pair = tf.slice(padded, tf.stack([offsets[0], offsets[1], 0]), tf.stack([size, size, channels + 1]))
+    return pair[..., :channels], pair[..., channels:]
 
 
 def _records(data_dir: str | Path, split: str, *, deterministic: bool, shuffle_files: bool, seed: int) -> Any:
@@ -164,8 +165,13 @@ def make_dataset(
     max_shift_pixels: int = 8,
     shuffle_buffer: int = 512,
     drop_remainder: bool = False,
+    context_slices: int = 0,
+    source_channels: int = 1,
 ) -> Any:
     """(source, target) float32 (B, S, S, 1) batches in [-1, 1] from DIR/split/*.tfrecord.gz.
+
+    With `context_slices` K > 0 or `source_channels` C > 1, source is the (B, S, S, (2K+1)·C)
+    window of `medgan_tf.data.context` (K ≤ the converted maximum, C ≤ the converted sources).
 
     Parallel interleaved reads → parse → shuffle → repeat → paired augmentation (flip, shift) →
     batch → prefetch. With `deterministic=True` the order and the augmentation are a function
@@ -176,8 +182,12 @@ def make_dataset(
     from medgan_tf.data.schema import parse_example
 
     dataset = _records(data_dir, split, deterministic=deterministic, shuffle_files=shuffle, seed=seed)
-    dataset = dataset.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    dataset = dataset.map(lambda record: (record["source"], record["target"]))
+    if context_slices > 0 or source_channels > 1:
+        dataset = dataset.map(_window_parser(data_dir, context_slices, source_channels),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    else:
+        dataset = dataset.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        dataset = dataset.map(lambda record: (record["source"], record["target"]))
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -196,6 +206,21 @@ def make_dataset(
     options.deterministic = deterministic
     dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _window_parser(data_dir: str | Path, context_slices: int, source_channels: int) -> Any:
+    """serialized record → (window (S, S, (2K+1)·C), target (S, S, 1)) for a converted 2.5D /
+    multi-source dataset; a UserError when it holds fewer context slices or sources."""
+    from medgan_tf.data import context
+    from medgan_tf.data.schema import parse_stack
+
+    stored_k, stored_c, _ = context.stored_context(read_manifest(data_dir))
+    if context_slices > stored_k or source_channels > stored_c or not context.uses_stack(stored_k, stored_c):
+        raise UserError(f"{data_dir} holds windows of --context-slices {stored_k} and {stored_c} source(s); a model "
+                        f"with --context-slices {context_slices} and {source_channels} source(s) cannot read it: "
+                        f"convert again with --context-slices {context_slices}")
+    indices = context.select_channels(stored_k, stored_c, context_slices, source_channels)
+    return lambda serialized: parse_stack(serialized, indices, (2 * stored_k + 1) * stored_c)
 
 
 def iterate_records(data_dir: str | Path, split: str) -> Iterator[dict[str, Any]]:

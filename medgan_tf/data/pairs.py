@@ -62,8 +62,20 @@ def _read_rows(path: Path, base: str | None = None) -> list[dict[str, Any]]:
                 value = (row.get(side) or "").strip()
                 resolved[side] = resolve_input(base or str(path.parent), value) if value else ""
             rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved,
-                         **optional_columns(row, base or str(path.parent))})
+                         **optional_columns(row, base or str(path.parent)),
+                         "extra_sources": _extra_sources(path, base or str(path.parent), row, reader.fieldnames or [])})
     return rows
+
+
+def _extra_sources(path: Path, base: str, row: dict[str, Any], fieldnames: list[str]) -> list[str]:
+    """Resolved paths of the extra source columns source_2, source_3, … (multi-channel sources,
+    `medgan_tf.data.context`), in column-number order; [] for the paper's one-source CSV."""
+    numbered = sorted((int(name.split("_")[1]), name) for name in fieldnames if re.fullmatch(r"source_\d+", name))
+    if [n for n, _ in numbered] != list(range(2, 2 + len(numbered))):
+        raise UserError(f"{path}: extra source columns {[name for _, name in numbered]} must be source_2, source_3, … "
+                        "without gaps")
+    values = [(row.get(name) or "").strip() for _, name in numbered]
+    return [resolve_input(base, value) if value else "" for value in values]
 
 
 def resolve_input(base: str, value: str) -> str:
@@ -164,15 +176,17 @@ def convert_pair(
     target_path: str,
     patient_key: str,
     data_config: DataConfig,
+    extra_source_paths: tuple[str, ...] | list[str] = (),
     mask_path: str = "",
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
     Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
+    Records carry the 2.5D / multi-source window of `data.context` when K > 0 or `extra_source_paths`.
     With `mask_path` (a mask volume on the source's frame), every record also carries the mask
     on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
     """
-    from medgan_tf.data import geometry, normalization, schema
+    from medgan_tf.data import context, geometry, normalization, schema
     from medgan_tf.data.io import VolumeReadError, read_volume
 
     volumes = {}
@@ -211,13 +225,15 @@ def convert_pair(
         target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
     source_norm = normalization.normalize(source_array, source_params)
     target_norm = normalization.normalize(target_array, target_params)
+    extra_norm, extra_params, extra_volumes = context.extra_sources(extra_source_paths, (source_array.shape, grid_affine), keep, data_config)
+    window = context.window_features([source_norm, *extra_norm], keep, data_config, [source_params, *extra_params])
     mask = mask_on_grid(mask_path, source_array.shape, grid_affine) if mask_path else None
     records = [
         (
             int(k),
             schema.encode_example(
                 source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params,
-                **({"mask_slice": mask[:, :, k]} if mask is not None else {}),
+                extra_features=window(int(k)), **({"mask_slice": mask[:, :, k]} if mask is not None else {}),
             ),
         )
         for k in keep
@@ -230,6 +246,7 @@ def convert_pair(
         "source": _volume_summary(source, source_params),
         "target": _volume_summary(target, target_params),
     }
+    summary.update({f"source_{i}": _volume_summary(v, p) for i, (v, p) in enumerate(zip(extra_volumes, extra_params), start=2)})
     if mask is not None:
         summary["mask"] = {"voxels": int(mask[..., keep].sum()), "shape": list(mask.shape)}
     return records, summary

@@ -17,6 +17,16 @@ One record = one axial slice pair on the model grid:
 
 `mask` is present only in records of pairs converted with a mask (the pairs CSV's `mask` column);
 records without it are byte for byte what they were before masks existed.
+
+2.5D / multi-source records (`medgan_tf.data.context`; only when K_max > 0 or C > 1) add:
+
+| feature              | type          | meaning                                              |
+|----------------------|---------------|------------------------------------------------------|
+| source_stack         | bytes         | float32 (S, S, (2·K_max+1)·C), channel order of `context.channel_layout` |
+| context_slices       | int64         | K_max                                                |
+| source_channels      | int64         | C (source, source_2, … of the pairs CSV)             |
+| channel_low/high     | float × C     | each source's normalization parameters               |
+| channel_units/kinds  | bytes         | each source's unit / normalization kind, comma-separated |
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ def encode_example(
     spacing: tuple[float, float, float],
     source_norm_params: Mapping[str, Any],
     target_norm_params: Mapping[str, Any],
+    extra_features: Mapping[str, tuple[str, Any]] | None = None,
     mask_slice: np.ndarray | None = None,
 ) -> bytes:
     """Serialize one normalized slice pair, each float32 (S, S) or (S, S, 1), to a tf.train.Example.
@@ -67,6 +78,7 @@ def encode_example(
         features[f"{side}_high"] = ("float", [params["high"]])
         features[f"{side}_unit"] = ("bytes", str(params["unit"]).encode())
         features[f"{side}_kind"] = ("bytes", str(params["kind"]).encode())
+    features.update(extra_features or {})  # e.g. `stack_features`
     if mask_slice is not None:
         features["mask"] = ("bytes", encode_mask(mask_slice, source.shape))
     return _example_bytes(features)
@@ -191,6 +203,71 @@ def parse_example_numpy(serialized: bytes) -> dict[str, Any]:
             "low": float(feature[f"{side}_low"].float_list.value[0]),
             "high": float(feature[f"{side}_high"].float_list.value[0]),
         }
+    out.update(_stack_numpy(feature, size))
     if "mask" in feature:  # only records converted with a mask carry one
         out["mask"] = np.frombuffer(feature["mask"].bytes_list.value[0], dtype=np.uint8).reshape(size + (1,))
     return out
+
+
+# --------------------------------------------------------------------------- 2.5D / multi-source window
+
+STACK_FEATURE = "source_stack"
+
+
+def stack_features(
+    window: np.ndarray, context_slices: int, channel_params: list[Mapping[str, Any]]
+) -> dict[str, tuple[str, Any]]:
+    """The extra features of a 2.5D / multi-source record: `window` float32 (S, S, (2K+1)·C)
+    (`context.stack_windows` at one slice) and each source's normalization parameters."""
+    window = np.asarray(window, dtype="<f4")
+    width = 2 * int(context_slices) + 1
+    if window.ndim != 3 or window.shape[-1] != width * len(channel_params):
+        raise ValueError(f"expected a window (S, S, {width}·{len(channel_params)}); got {window.shape}")
+    return {
+        STACK_FEATURE: ("bytes", np.ascontiguousarray(window).tobytes()),
+        "context_slices": ("int64", [int(context_slices)]),
+        "source_channels": ("int64", [len(channel_params)]),
+        "channel_low": ("float", [float(p["low"]) for p in channel_params]),
+        "channel_high": ("float", [float(p["high"]) for p in channel_params]),
+        "channel_units": ("bytes", ",".join(str(p["unit"]) for p in channel_params).encode()),
+        "channel_kinds": ("bytes", ",".join(str(p["kind"]) for p in channel_params).encode()),
+    }
+
+
+def parse_stack(serialized: Any, channel_indices: list[int], channels_stored: int) -> tuple[Any, Any]:
+    """One serialized 2.5D / multi-source record → (window (S, S, len(channel_indices)), target
+    (S, S, 1)), the window's channels picked from the stored (S, S, `channels_stored`) stack."""
+    import tensorflow as tf
+
+    spec = {
+        STACK_FEATURE: tf.io.FixedLenFeature([], tf.string),
+        "target": tf.io.FixedLenFeature([], tf.string),
+        "height": tf.io.FixedLenFeature([], tf.int64),
+        "width": tf.io.FixedLenFeature([], tf.int64),
+    }
+    parsed = tf.io.parse_single_example(serialized, spec)
+    height, width = tf.cast(parsed["height"], tf.int32), tf.cast(parsed["width"], tf.int32)
+    stack = tf.reshape(tf.io.decode_raw(parsed[STACK_FEATURE], tf.float32, little_endian=True),
+                       tf.stack([height, width, channels_stored]))
+    target = tf.reshape(tf.io.decode_raw(parsed["target"], tf.float32, little_endian=True), tf.stack([height, width, 1]))
+    return tf.gather(stack, channel_indices, axis=-1), target
+
+
+def _stack_numpy(feature: Any, size: tuple[int, int]) -> dict[str, Any]:
+    """The 2.5D / multi-source fields of a record for `parse_example_numpy` ({} for a 2D record)."""
+    if STACK_FEATURE not in feature:
+        return {}
+    channels = int(feature["source_channels"].int64_list.value[0])
+    context_slices = int(feature["context_slices"].int64_list.value[0])
+    units = feature["channel_units"].bytes_list.value[0].decode().split(",")
+    kinds = feature["channel_kinds"].bytes_list.value[0].decode().split(",")
+    return {
+        STACK_FEATURE: np.frombuffer(feature[STACK_FEATURE].bytes_list.value[0], dtype="<f4").reshape(size + (-1,)),
+        "context_slices": context_slices,
+        "source_channels": channels,
+        "channel_params": [
+            {"kind": kinds[c], "unit": units[c], "low": float(feature["channel_low"].float_list.value[c]),
+             "high": float(feature["channel_high"].float_list.value[c])}
+            for c in range(channels)
+        ],
+    }

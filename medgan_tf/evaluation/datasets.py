@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from medgan_tf.data import normalization
+from medgan_tf.data import context, normalization
 from medgan_tf.data.dataset import iterate_records
 from medgan_tf.data.manifest import manifest_task, read_manifest
 from medgan_tf.errors import UserError
+from medgan_tf.evaluation.consistency import SliceCollector
 from medgan_tf.evaluation.scoring import EvaluationResult, evaluate_slices, score_slice
 from medgan_tf.serving.loading import TranslationModel
 
@@ -36,6 +38,8 @@ def evaluate_dataset(
 
     Returns an `EvaluationResult`: the metric table's metrics on the 0–255 scale for the
     model output and the untouched input, per slice and per patient, and MAE in the target's
+    physical unit from each record's normalization parameters; `result.slice_consistency` holds
+    the output's adjacent-slice consistency against the target's (`evaluation.consistency`).
     physical unit from each record's normalization parameters. With `baselines`, the task's
     classical baselines (`score_record_baselines`) are scored on the same slices too.
     """
@@ -60,20 +64,49 @@ def evaluate_dataset(
     def denormalize(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
         return normalization.denormalize(image, record["target_params"])
 
+    collector = SliceCollector()
+    all_records, predict = _model_inputs(all_records, model, collector)
     # Input MAE is meaningful only when the source was normalized with the target's parameters.
     shared = bool(model.normalization["target"].get("share_source"))
     result = evaluate_slices(
         all_records,
-        model,
+        predict,
         batch_size,
         denormalize,
         unit=str(first["target_params"]["unit"]),
         source_in_target_units=shared,
         num_examples=num_examples,
     )
+    # Adjacent-slice consistency of the output vs the target (evaluation.consistency).
+    result.slice_consistency = collector.result()
     if baselines:
         score_record_baselines(result, data_dir, split, model.config.task, denormalize if shared else None, max_slices)
     return result
+
+
+def _model_inputs(records: Iterable[Mapping[str, Any]], model: TranslationModel, collector: SliceCollector):
+    """(records, predict_fn) for `evaluate_slices`: predict_fn feeds the model each record's input
+    window (the record's own source slice for the paper's model; the 2.5D / multi-source window of
+    `medgan_tf.data.context` otherwise) and hands every output to `collector`. evaluate_slices calls
+    predict_fn on the records it has just read, in order, so a queue pairs batches and records."""
+    data = model.config.data
+    pending: collections.deque = collections.deque()
+
+    def tracked():
+        for record in records:
+            pending.append(record)
+            yield record
+
+    def predict(sources: np.ndarray) -> np.ndarray:
+        batch = [pending.popleft() for _ in range(len(sources))]
+        if context.uses_stack(data.context_slices, data.source_channels):
+            sources = np.stack([context.record_window(record, data) for record in batch]).astype(np.float32)
+        outputs = np.asarray(model(sources), dtype=np.float32)
+        for record, output in zip(batch, outputs):
+            collector.add(record, output)
+        return outputs
+
+    return tracked(), predict
 
 
 def _patient_volumes(records) -> dict[str, dict[str, Any]]:

@@ -75,11 +75,13 @@ def build_networks(
     if generator_builder is not None:
         generator = generator_builder(config)
     else:
-        generator = build_casnet(config.generator, image_size)
+        generator = build_casnet(config.generator, image_size, input_channels=config.data.input_channels)
     if discriminator_builder is not None:
         discriminator = discriminator_builder(config)
     else:
-        discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels)
+        discriminator = build_discriminator(config.discriminator, image_size, channels=config.generator.channels,
+                                            source_channels=config.data.input_channels,
+                                            source_centre=config.data.centre_channel)
     layers = feature_extractor_layers(config.losses)
     feature_extractor = None
     if layers:

@@ -21,7 +21,12 @@ FEATURES = "features"
 
 
 def build_discriminator(
-    discriminator: DiscriminatorConfig, image_size: int, channels: int = 1, name: str = "discriminator"
+    discriminator: DiscriminatorConfig,
+    image_size: int,
+    channels: int = 1,
+    name: str = "discriminator",
+    source_channels: int | None = None,
+    source_centre: int = 0,
 ) -> keras.Model:
     """The conditional PatchGAN of pix2pix (`NLayerDiscriminator`, n_layers = 1) with spectral
     normalization on every conv (paper §2.4.3, eq. 8).
@@ -45,7 +50,13 @@ def build_discriminator(
         hidden 2 (B, S/2, S/2, 128)] — the D_i of eq. 6, hidden layers after their activation.
 
     Convs followed by a normalization carry no bias (the norm's beta replaces it); the first
-    conv, like pix2pix's, has no normalization and so keeps its bias. The kernels start
+    conv, like pix2pix's, has no normalization and so keeps its bias.
+
+    2.5D / multi-source condition (`source_channels` ≠ `channels`, `medgan_tf.data.context`): the
+    source input has `source_channels` channels and the convs see all of them; the raw-pair
+    feature (i = 0, the perceptual loss's pixel term) stays the pair the paper means, candidate
+    and the centre slice `source_centre` of the first source, so the term keeps its scale.
+    The kernels start
     spectrally normalized (`initialize_spectral_normalization`); afterwards only
     `renormalize_spectral_kernels` (Algorithm 1 line 12) rescales them, never a forward pass.
     """
@@ -54,10 +65,13 @@ def build_discriminator(
         raise ValueError("discriminator.filters must list at least one hidden conv width; received ()")
     # ---- arguments → graph
     candidate = keras.Input((image_size, image_size, channels), name="candidate_image")
-    source = keras.Input((image_size, image_size, channels), name="source_image")
+    source = keras.Input((image_size, image_size, source_channels or channels), name="source_image")
     pair = keras.layers.Concatenate(axis=-1, name="input_pair")([candidate, source])
 
     features = [pair]
+    if source_channels not in (None, channels):
+        centre = keras.layers.Lambda(lambda s: s[..., source_centre : source_centre + channels], name="source_centre")(source)
+        features = [keras.layers.Concatenate(axis=-1, name="raw_pair")([candidate, centre])]
     x = pair
     count = len(discriminator.filters)
     for index, filters in enumerate(discriminator.filters, start=1):

@@ -36,10 +36,13 @@ def _num_down_convs(image_size: int) -> int:
     return int(math.log2(image_size))
 
 
-def build_ublock(generator: GeneratorConfig, image_size: int, name: str = "ublock") -> keras.Model:
+def build_ublock(
+    generator: GeneratorConfig, image_size: int, name: str = "ublock", input_channels: int | None = None
+) -> keras.Model:
     """One U-block: the pix2pix `unet_256` generator generalised to `image_size`.
 
-    Input and output (B, image_size, image_size, channels); output in [-1, 1] (tanh, float32).
+    Input (B, image_size, image_size, input_channels) (default `generator.channels`), output
+    (B, image_size, image_size, channels) in [-1, 1] (tanh, float32).
 
     Encoder (n = log2(image_size) convs, k4 s2): conv → [LeakyReLU 0.2 → conv → norm] × (n−2)
     → LeakyReLU → conv (innermost, no norm). Decoder: [ReLU → transposed conv → norm → concat with
@@ -50,7 +53,7 @@ def build_ublock(generator: GeneratorConfig, image_size: int, name: str = "ubloc
     # ---- arguments → graph
     widths = encoder_widths(generator, image_size)
     num_down = len(widths)
-    inputs = keras.Input((image_size, image_size, generator.channels), name=f"{name}_input")
+    inputs = keras.Input((image_size, image_size, input_channels or generator.channels), name=f"{name}_input")
 
     skips = []
     x = inputs
@@ -80,23 +83,29 @@ def build_ublock(generator: GeneratorConfig, image_size: int, name: str = "ubloc
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_casnet(generator: GeneratorConfig, image_size: int, name: str = "casnet") -> keras.Model:
+def build_casnet(
+    generator: GeneratorConfig, image_size: int, name: str = "casnet", input_channels: int | None = None
+) -> keras.Model:
     """CasNet(N): `generator.num_ublocks` U-blocks chained, the output image of block k being the
     input of block k+1 (paper §2.4.2, Fig. 2).
 
-    Input (B, S, S, channels) in [-1, 1] → output (B, S, S, channels) in [-1, 1], float32.
+    Input (B, S, S, input_channels) in [-1, 1] → output (B, S, S, channels) in [-1, 1], float32.
+    `input_channels` defaults to `generator.channels` (the paper's model); a 2.5D / multi-source
+    model ((2K+1)·C channels, `medgan_tf.data.context`) widens only the first conv of the first
+    U-block, the later blocks refine its one-channel output as in the paper.
     Each U-block is a nested `keras.Model` named `ublock_<k>`.
     """
     if generator.num_ublocks < 1:
         raise ValueError(f"num_ublocks must be ≥ 1; received {generator.num_ublocks}")
-    inputs = keras.Input((image_size, image_size, generator.channels), name="source_image")
+    inputs = keras.Input((image_size, image_size, input_channels or generator.channels), name="source_image")
     x = inputs
     for index in range(1, generator.num_ublocks + 1):
-        x = build_ublock(generator, image_size, name=f"ublock_{index}")(x)
+        x = build_ublock(generator, image_size, name=f"ublock_{index}",
+                         input_channels=input_channels if index == 1 else None)(x)
     return keras.Model(inputs, x, name=name)
 
 
-def ublock_trainable_params(generator: GeneratorConfig, image_size: int) -> int:
+def ublock_trainable_params(generator: GeneratorConfig, image_size: int, input_channels: int | None = None) -> int:
     """Trainable parameter count of one U-block by arithmetic, without building it.
 
     Mirrors `build_ublock` layer by layer; `tests/test_models.py` checks the two agree.
@@ -106,7 +115,7 @@ def ublock_trainable_params(generator: GeneratorConfig, image_size: int) -> int:
     kernel = 4 * 4
     norm = 2  # gamma + beta per channel (instance and batch norm alike)
     total = 0
-    previous = channels
+    previous = input_channels or channels
     for level, filters in enumerate(widths):
         total += kernel * previous * filters
         if 0 < level < len(widths) - 1:

@@ -4,7 +4,8 @@ Layout (TF Serving's model base path = OUT, numeric versions, the highest is ser
 
     OUT/<version>/saved_model.pb
     OUT/<version>/variables/
-    OUT/<version>/assets/config.json          the run's resolved ExperimentConfig
+    OUT/<version>/assets/config.json          the run's resolved ExperimentConfig (+ "serving_input":
+                                              the input's channel count C_in and order)
     OUT/<version>/assets/normalization.json   how physical units map to the model's [-1, 1]
     OUT/<version>/assets/precision.json       the graph's compute precision (float32 | bfloat16)
 
@@ -36,6 +37,7 @@ from medgan_tf.serving.signatures import (
     build_module,
     normalization_description,
 )
+from medgan_tf.serving.channels import serving_input
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def export_generator(
     if final.exists():
         raise UserError(f"{final} already exists; pick another --version or leave it out for the next free one")
     size = int(experiment.data.image_size)
-    expected_shape = (None, size, size, 1)
+    expected_shape = (None, size, size, int(experiment.data.input_channels))
     if tuple(generator.input_shape) != expected_shape:
         raise UserError(
             f"the generator takes {tuple(generator.input_shape)}; expected {expected_shape} from the config"
@@ -139,7 +141,8 @@ def export_generator(
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".export-{int(version)}-"))
     asset_dir = Path(tempfile.mkdtemp(prefix="medgan-export-assets-"))
     try:
-        (asset_dir / CONFIG_ASSET).write_text(config_lib.to_json(experiment) + "\n")
+        config_asset = {**config_lib.to_dict(experiment), config_lib.SERVING_INPUT_KEY: serving_input(experiment.data)}
+        (asset_dir / CONFIG_ASSET).write_text(json.dumps(config_asset, indent=2, sort_keys=True) + "\n")
         (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
         (asset_dir / PRECISION_ASSET).write_text(
             json.dumps(precision_description(compute_dtype, reason), indent=2, sort_keys=True) + "\n"

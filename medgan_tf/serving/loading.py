@@ -45,8 +45,9 @@ class TranslationModel(Protocol):
     path:          where it was loaded from.
     config:        the run's ExperimentConfig.
     normalization: the normalization description (`signatures.normalization_description`).
-    image_size:    S; calling the model maps normalized float32 (B, S, S, 1) slices in [-1, 1]
-                   to the normalized output of the same shape.
+    image_size:    S; calling the model maps normalized float32 (B, S, S, C_in) slices in [-1, 1]
+                   to the normalized output (B, S, S, 1); C_in = `config.data.input_channels`
+                   (1, or (2K+1)·C for a 2.5D / multi-source model, `medgan_tf.data.context`).
     """
 
     path: Path
@@ -125,11 +126,14 @@ def check_finite(array: np.ndarray, name: str, per_slice: bool = True) -> np.nda
     return array
 
 
-def check_slices(images: Any, size: int, name: str = INPUT_NAME) -> np.ndarray:
-    """`images` as float32 (B, S, S, 1) (B ≥ 0) with finite values, or a UserError naming the expected spec."""
-    expected = f"float32 (batch, {size}, {size}, 1)"
+def check_slices(images: Any, size: int, name: str = INPUT_NAME, channels: int = 1) -> np.ndarray:
+    """`images` as float32 (B, S, S, channels) (B ≥ 0) with finite values, or a UserError naming the
+    expected spec (channels = C_in of a 2.5D / multi-source model, 1 for the paper's)."""
+    expected = f"float32 (batch, {size}, {size}, {channels})"
+    if channels > 1:
+        expected += f" ({channels} channels: the 2.5D / multi-source window)"
     array = _as_float32(images, name, expected)
-    if array.ndim != 4 or array.shape[1:] != (size, size, 1):
+    if array.ndim != 4 or array.shape[1:] != (size, size, channels):
         raise UserError(f"{name}: expected {expected}; received shape {array.shape}")
     return check_finite(array, name)
 
@@ -202,7 +206,7 @@ class ExportedModel:
         return {name: CheckedSignature(function) for name, function in self.loaded.signatures.items()}
 
     def _check(self, images: Any, name: str = INPUT_NAME) -> np.ndarray:
-        return check_slices(images, self.image_size, name)
+        return check_slices(images, self.image_size, name, self.config.data.input_channels)
 
     def __call__(self, source: Any) -> np.ndarray:
         """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
@@ -273,9 +277,9 @@ class RunModel:
 
     def __call__(self, source: Any) -> np.ndarray:
         """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
-        array = check_slices(source, self.image_size)
+        array = check_slices(source, self.image_size, channels=self.config.data.input_channels)
         if len(array) == 0:  # the network fails on an empty batch; the answer is known
-            return np.zeros_like(array)
+            return np.zeros((0, self.image_size, self.image_size, 1), np.float32)
         return np.asarray(self.generator(array, training=False), dtype=np.float32)
 
 

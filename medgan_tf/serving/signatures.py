@@ -1,6 +1,9 @@
 """The serving graph of an export: its signatures and the normalization description they follow.
 
-Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 0):
+Signatures (S = the run's `data.image_size`; every image is float32 (B, S, S, 1), any B ≥ 0; a
+2.5D / multi-source model's `source` is (B, S, S, C_in) with C_in = (2K+1)·C channels in the order
+of `medgan_tf.data.context`, stated in the signature and in the assets, each source normalized with
+its own window: `source_{i}_low`/`source_{i}_high` for a per-volume extra source i ≥ 2):
 
 - `serving_default`: input `source` = normalized source slices in [-1, 1] → output `output` =
   the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode).
@@ -38,7 +41,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from medgan_tf import config as config_lib
+from medgan_tf.data.context import extra_normalization
 from medgan_tf.errors import UserError
+from medgan_tf.serving.channels import channel_windows, serving_input
 
 CONFIG_ASSET = "config.json"
 NORMALIZATION_ASSET = "normalization.json"
@@ -84,6 +89,7 @@ def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[s
     source = side(data.source_normalization, data.source_modality)
     target = side(data.target_normalization, data.target_modality)
     target["share_source"] = bool(data.target_normalization.share_source)
+    extras = [side(extra_normalization(modality), modality) for modality in data.extra_source_modalities]
     return {
         "format": NORMALIZATION_FORMAT,
         "task": experiment.task,
@@ -93,19 +99,27 @@ def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[s
         "physical = low + (normalized + 1)/2*(high - low)",
         "source": source,
         "target": target,
-        "physical_inputs": physical_input_names(source, target),
+        "physical_inputs": physical_input_names(source, target, extras),
+        **serving_input(data),
+        "extra_sources": extras,
     }
+
 
 
 def _target_needs_own_parameters(target: Mapping[str, Any]) -> bool:
     return bool(target["per_volume"]) and not bool(target.get("share_source"))
 
 
-def physical_input_names(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
-    """Input names of the `physical` signature for these source/target descriptions."""
+def physical_input_names(
+    source: Mapping[str, Any], target: Mapping[str, Any], extras: list[Mapping[str, Any]] | tuple = ()
+) -> list[str]:
+    """Input names of the `physical` signature for these source/target (and extra source) descriptions."""
     names = [INPUT_NAME]
     if source["per_volume"]:
         names += ["source_low", "source_high"]
+    for index, extra in enumerate(extras, start=2):
+        if extra["per_volume"]:
+            names += [f"source_{index}_low", f"source_{index}_high"]
     if _target_needs_own_parameters(target):
         names += ["target_low", "target_high"]
     return names
@@ -151,11 +165,11 @@ def _percentile(values, q: float):
     return flat[below] + fraction * (flat[above] - flat[below])
 
 
-def _image_spec(name: str, size: int):
-    """The TensorSpec of an image input: float32 (None, size, size, 1) named `name`."""
+def _image_spec(name: str, size: int, channels: int = 1):
+    """The TensorSpec of an image input: float32 (None, size, size, channels) named `name`."""
     import tensorflow as tf
 
-    return tf.TensorSpec([None, size, size, 1], tf.float32, name=name)
+    return tf.TensorSpec([None, size, size, channels], tf.float32, name=name)
 
 
 def _parameter_spec(name: str):
@@ -165,7 +179,7 @@ def _parameter_spec(name: str):
     return tf.TensorSpec([None], tf.float32, name=name)
 
 
-def _check_images(images, name: str, size: int):
+def _check_images(images, name: str, size: int, channels: int = 1):
     """`images` as (B, size, size, 1), after assertions that it is.
 
     The input_signature fixes the rank for Python callers that pass numpy arrays (and casts
@@ -178,12 +192,14 @@ def _check_images(images, name: str, size: int):
     """
     import tensorflow as tf
 
-    expected = f"float32 (batch, {size}, {size}, 1)"
+    expected = f"float32 (batch, {size}, {size}, {channels})"
+    if channels > 1:
+        expected += f" ({channels} channels: the 2.5D / multi-source window, see assets/normalization.json)"
     shape = tf.shape(images)
     padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]  # rank < 4 → zeros
     runtime_rank = tf.reduce_sum(tf.sign(shape + 1))  # data-dependent, so never constant-folded
     valid = tf.logical_and(
-        tf.equal(runtime_rank, 4), tf.reduce_all(tf.equal(padded[1:], tf.constant([size, size, 1])))
+        tf.equal(runtime_rank, 4), tf.reduce_all(tf.equal(padded[1:], tf.constant([size, size, channels])))
     )
     check = tf.debugging.Assert(valid, [f"{name}: expected {expected}; received shape", shape], summarize=8)
     with tf.control_dependencies([check]):
@@ -191,9 +207,9 @@ def _check_images(images, name: str, size: int):
         return tf.identity(images)
 
 
-def _check_source(images, size: int):
-    """The `source` input (B, size, size, 1) after the shape assertion, then the finiteness one."""
-    return _check_finite(_check_images(images, INPUT_NAME, size), INPUT_NAME)
+def _check_source(images, size: int, channels: int = 1):
+    """The `source` input (B, size, size, channels) after the shape assertion, then the finiteness one."""
+    return _check_finite(_check_images(images, INPUT_NAME, size, channels), INPUT_NAME)
 
 
 def _check_parameters(images, values, what: str):
@@ -267,8 +283,9 @@ def _to_physical(images, low, high):
     return (images + 1.0) * (0.5 * (high - low)) + low
 
 
-def _serving_module(generator, size: int):
-    """A tf.Module named "medgan" tracking `generator`, with the `serve` (serving_default) tf.function."""
+def _serving_module(generator, size: int, channels: int = 1):
+    """A tf.Module named "medgan" tracking `generator`, with the `serve` (serving_default) tf.function;
+    its input has `channels` channels (1, or the (2K+1)·C of a 2.5D / multi-source model)."""
     import tensorflow as tf
 
     class ServingModule(tf.Module):
@@ -285,10 +302,10 @@ def _serving_module(generator, size: int):
 
             return tf.cond(tf.shape(normalized)[0] > 0, run, lambda: tf.zeros([0, size, size, 1], tf.float32))
 
-        @tf.function(input_signature=[_image_spec(INPUT_NAME, size)])
+        @tf.function(input_signature=[_image_spec(INPUT_NAME, size, channels)])
         def serve(self, source_images):
-            """Normalized (B, S, S, 1) source in [-1, 1] → normalized output in [-1, 1]."""
-            return {OUTPUT_NAME: self.forward(_check_source(source_images, size))}
+            """Normalized (B, S, S, C_in) source in [-1, 1] → normalized output (B, S, S, 1) in [-1, 1]."""
+            return {OUTPUT_NAME: self.forward(_check_source(source_images, size, channels))}
 
     return ServingModule()
 
@@ -299,14 +316,23 @@ def _physical_function(module, description: Mapping[str, Any]):
 
     size = int(description["image_size"])
     source, target = description["source"], description["target"]
+    extras = description.get("extra_sources", [])
+    channels = int(description.get("input_channels", 1))
 
-    def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None):
-        source_images = _check_source(source_images, size)
+    def physical(source_images, source_low=None, source_high=None, target_low=None, target_high=None, **extra):
+        source_images = _check_source(source_images, size, channels)
         if source["per_volume"]:
             low_in, high_in = _checked_window(source_images, source_low, source_high, "source")
         else:
             low_in, high_in = _fixed_window(source)
-        output = module.forward(_to_normalized(source_images, low_in, high_in))
+        if channels == 1:
+            normalized = _to_normalized(source_images, low_in, high_in)
+        else:
+            windows = [(low_in, high_in)] + [
+                _checked_window(source_images, extra[f"source_{i}_low"], extra[f"source_{i}_high"], f"source_{i}")
+                if side["per_volume"] else _fixed_window(side) for i, side in enumerate(extras, start=2)]
+            normalized = _to_normalized(source_images, *channel_windows(source_images, windows, channels))
+        output = module.forward(normalized)
         if not target["per_volume"]:
             low_out, high_out = _fixed_window(target)
         elif target.get("share_source"):
@@ -315,8 +341,8 @@ def _physical_function(module, description: Mapping[str, Any]):
             low_out, high_out = _checked_window(source_images, target_low, target_high, "target")
         return {OUTPUT_NAME: _to_physical(output, low_out, high_out)}
 
-    names = physical_input_names(source, target)
-    specs = [_image_spec(INPUT_NAME, size)] + [_parameter_spec(name) for name in names[1:]]
+    names = physical_input_names(source, target, extras)
+    specs = [_image_spec(INPUT_NAME, size, channels)] + [_parameter_spec(name) for name in names[1:]]
     # The signature's input keys are the TensorSpec names, so `*inputs` keeps exactly `names`.
     return tf.function(
         lambda *inputs: physical(**dict(zip(["source_images"] + names[1:], inputs))), input_signature=specs
@@ -355,7 +381,7 @@ def build_module(generator, description: Mapping[str, Any]):
     Returns (module, signatures): signatures maps each signature name to its tf.function, which is
     also an attribute of the module so that tf.saved_model.save tracks it.
     """
-    module = _serving_module(generator, int(description["image_size"]))
+    module = _serving_module(generator, int(description["image_size"]), int(description.get("input_channels", 1)))
     module.physical = _physical_function(module, description)
     signatures = {SERVING_SIGNATURE: module.serve, PHYSICAL_SIGNATURE: module.physical}
     if description["source"]["per_volume"]:

@@ -38,7 +38,8 @@ def predict_slices(
     batch_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(K, S, S, 1) normalized slices → (K, S, S, 1) outputs, `batch_size` at a time;
+    """(K, S, S, C_in) normalized slices (C_in = 1, or a 2.5D / multi-source window) → (K, S, S, 1)
+    outputs, `batch_size` at a time;
     `progress(done)` is called after every batch.
 
     Raises a UserError naming the slice indices (0 … K−1) if the model returns NaN/inf for any
@@ -47,7 +48,7 @@ def predict_slices(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1; received {batch_size}")
-    outputs = [np.zeros((0, *np.shape(slices)[1:]), np.float32)]  # K = 0 → an empty stack
+    outputs = [np.zeros((0, *np.shape(slices)[1:3], 1), np.float32)]  # K = 0 → an empty stack
     for start in range(0, len(slices), batch_size):
         outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
         if progress is not None:
@@ -89,15 +90,17 @@ def translate_grid(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """(H, W, K) normalized model-grid stack (H, W ≥ `tile`) → ((H, W, K) float32 outputs, tiles
-    per slice).
+    per slice). A (H, W, K, C_in) stack holds each slice's 2.5D / multi-source input window
+    (`medgan_tf.data.context.stack_windows`); the output is still one channel.
 
     Each slice is cut into overlapping `tile`×`tile` tiles (a single tile when H = W = `tile`),
     the tiles go through `model` `batch_size` at a time and are blended back; `progress(done,
     total)` counts tiles.
     """
-    slices = np.moveaxis(normalized, 2, 0)[..., None]  # (K, H, W, 1)
+    slices = np.moveaxis(normalized, 2, 0)  # (K, H, W, C_in)
+    slices = slices[..., None] if slices.ndim == 3 else slices
     positions = tile_grid(slices.shape[1:3], tile, tile_overlap)
-    tiles = split_tiles(slices, positions, tile)  # (K·P, S, S, 1)
+    tiles = split_tiles(slices, positions, tile)  # (K·P, S, S, C_in)
     total = len(tiles)
     outputs = predict_slices(model, tiles, batch_size, None if progress is None else lambda done: progress(done, total))
     stitched = stitch_tiles(outputs, positions, slices.shape[1:3], tile_overlap)
@@ -111,8 +114,13 @@ def translate_volume(
     batch_size: int = 8,
     tile_overlap: float = 0.25,
     progress: Callable[[int, int], None] | None = None,
+    extra_volumes: tuple[Any, ...] | list[Any] = (),
 ) -> Translation:
     """Translate a whole source `Volume` (physical units) → output Volume on the same grid.
+
+    A 2.5D / multi-source model gets its window assembled here (`medgan_tf.data.context`): the
+    `extra_volumes` (source_2, … in training order) put on the first source's model grid and
+    normalized with their own parameters, and each slice's 2K+1 neighbours (end slices repeat).
 
     The output has the input's shape and affine, the task's target modality, and values in the
     target unit (for a target that shares the source's normalization, e.g. PET denoising, the
@@ -149,6 +157,7 @@ def translate_volume(
     if description["target"].get("share_source"):
         target_params["unit"] = volume.unit
     normalized = np.asarray(normalization.normalize(grid_array, source_params), dtype=np.float32)
+    normalized = _input_window(normalized, extra_volumes, (grid_array.shape, grid_affine), data)
     outputs, tiles_per_slice = translate_grid(
         model, normalized, size, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress
     )
@@ -163,6 +172,30 @@ def translate_volume(
     )
     grid_shape = tuple(int(v) for v in grid_array.shape)
     return Translation(output, source_params, target_params, grid_shape, grid_affine, tiles_per_slice)
+
+
+def _input_window(normalized: np.ndarray, extra_volumes: Any, grid: tuple, data: Any) -> np.ndarray:
+    """The (H, W, Z) normalized first source, or for a 2.5D / multi-source model the
+    (H, W, Z, (2K+1)·C) windows with the extra sources resampled onto `grid` and normalized."""
+    from medgan_tf.data import context, geometry, normalization
+
+    expected = len(data.extra_source_modalities)
+    if len(extra_volumes) != expected:
+        raise UserError(f"this model takes {1 + expected} source volume(s) ({', '.join(('source',) + data.extra_source_modalities)}); "
+                        f"received {1 + len(extra_volumes)} (give the extra ones with --extra-input, in training order)")
+    if not context.uses_stack(data.context_slices, data.source_channels):
+        return normalized
+    shape, affine = grid
+    stacks = [normalized]
+    for index, (volume, modality) in enumerate(zip(extra_volumes, data.extra_source_modalities), start=2):
+        if volume.modality not in ("OT", modality):
+            raise UserError(f"extra input {index - 1} (source_{index}) has modality {volume.modality}; the model expects {modality}")
+        array, _ = geometry.to_model_grid(volume, tuple(data.spacing_mm), int(data.image_size), grid=grid)
+        covered = geometry.coverage(volume, shape, affine)
+        params = normalization.fit(array[covered] if np.any(covered) else array, context.extra_normalization(modality),
+                                   unit=volume.unit)
+        stacks.append(np.asarray(normalization.normalize(array, params), dtype=np.float32))
+    return context.stack_windows(stacks, data.context_slices)
 
 
 def check_nifti_path(path: str | Path) -> Path:
@@ -200,13 +233,15 @@ def translate_file(
     batch_size: int = 8,
     tile_overlap: float = 0.25,
     quiet: bool = False,
+    extra_inputs: tuple[str | Path, ...] | list[str | Path] = (),
     output_format: str | None = None,
 ) -> Translation:
     """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path`:
     NIfTI, or a DICOM series folder (`output_format` "dicom", or a name without a NIfTI suffix;
     `medgan_tf.serving.outputs`).
 
-    `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`.
+    `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`;
+    `extra_inputs` are the extra source volumes of a multi-source model (source_2, … in order).
     A progress bar (keras Progbar on stdout) counts tiles unless `quiet`.
     """
     from medgan_tf.data.io import VolumeReadError, read_volume
@@ -219,6 +254,12 @@ def translate_file(
         volume = read_volume(input_path, modality_hint=model.config.data.source_modality)
     except VolumeReadError as error:
         raise UserError(f"cannot read input {error.path}: {error.reason}") from None
+    extra_volumes = []
+    for path, modality in zip(extra_inputs, model.config.data.extra_source_modalities + ("OT",) * len(extra_inputs)):
+        try:
+            extra_volumes.append(read_volume(path, modality_hint=modality))
+        except VolumeReadError as error:
+            raise UserError(f"cannot read extra input {error.path}: {error.reason}") from None
     progress = None
     if not quiet:
         import keras
@@ -230,6 +271,7 @@ def translate_file(
                 bar["bar"] = keras.utils.Progbar(total, unit_name="tile")
             bar["bar"].update(done)
 
-    translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress)
+    translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
+                                   extra_volumes=extra_volumes)
     write_output(translation.volume, volume, model, output_path, output_format)
     return translation

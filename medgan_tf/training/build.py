@@ -28,6 +28,7 @@ def build_model(config: config_lib.ExperimentConfig, vgg_weights: str | None = N
         networks.feature_extractor,
         losses=config.losses,
         generator_steps=config.train.generator_steps,
+        source_centre=config.data.centre_channel,
         name=f"{config.model}_gan",
     )
     train = config.train

@@ -55,10 +55,12 @@ class TrainingData:
 def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, global_batch: int) -> TrainingData:
     """Batches from a converted dataset directory (`medgan-tf convert` output)."""
     from medgan_tf.data import dataset as dataset_lib
+    from medgan_tf.data.context import check_context, reader_options
     from medgan_tf.data.manifest import check_compatible, split_slices
 
     train = experiment.train
     manifest = check_compatible(data_dir, task=experiment.task, image_size=experiment.data.image_size, split="train")
+    check_context(manifest, experiment.data, data_dir)
     counts = split_slices(manifest)
     train_slices = counts["train"]
 
@@ -73,18 +75,21 @@ def tfrecord_data(data_dir: Path, experiment: config_lib.ExperimentConfig, globa
             repeat=True,
             deterministic=train.deterministic,
             seed=train.seed + epoch,
+            **reader_options(experiment.data),
         )
 
     preview_split = "val" if counts.get("val", 0) > 0 else "train"
     try:
-        preview = next(iter(dataset_lib.make_dataset(data_dir, preview_split, 4, shuffle=False, deterministic=True)))
+        preview = next(iter(dataset_lib.make_dataset(data_dir, preview_split, 4, shuffle=False, deterministic=True,
+                                                            **reader_options(experiment.data))))
     except tf.errors.DataLossError as error:
         raise dataset_lib.read_error(data_dir, preview_split, error) from error
 
     def validation_batches():
         if counts.get("val", 0) == 0:
             return []
-        ds = dataset_lib.make_dataset(data_dir, "val", global_batch, shuffle=False, deterministic=True)
+        ds = dataset_lib.make_dataset(data_dir, "val", global_batch, shuffle=False, deterministic=True,
+                                      **reader_options(experiment.data))
         return ds.take(train.validation_steps) if train.validation_steps else ds
 
     return TrainingData(epoch_batches, preview, validation_batches, train_slices,
@@ -337,7 +342,7 @@ def _write_step_summaries(loop: _Loop, values: dict[str, float], image_every: in
         if step == 1 or step % image_every == 0 or step == loop.total_steps:
             source, target = loop.data.preview_batch
             output = model.generator(source, training=False)
-            tf.summary.image("source|output|target|error", image_grid(source, output, target),
+            tf.summary.image("source|output|target|error", image_grid(source, output, target, model.source_centre),
                              max_outputs=int(source.shape[0]))
 
 

@@ -95,6 +95,7 @@ def train_experiment(
     nothing is written before the checks.
     `runtime` comes from `medgan_tf.training.runtime.setup` (strategy, XLA, precision).
     """
+    from medgan_tf.data.context import adopt_dataset_sources, check_context
     from medgan_tf.data.manifest import check_compatible
     from medgan_tf.training import checkpoints, driver
 
@@ -118,6 +119,9 @@ def train_experiment(
         raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --logdir")
     manifest = check_compatible(data_dir, task=config.task, image_size=config.data.image_size, split="train")
     config = follow_dataset_grid(config, manifest, data_dir)
+    if not resume:  # a model trained on a multi-source dataset uses every source it holds
+        config = adopt_dataset_sources(config, manifest)
+    check_context(manifest, config.data, data_dir)
     if runtime.is_chief:
         checkpoints.write_json_atomic(run_dir / DATA_FILE, _data_record(record, data_dir, data_changed, resume))
     log.info("training %s on %s into %s", config.model, config.task, run_dir)

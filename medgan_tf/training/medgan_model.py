@@ -52,6 +52,9 @@ class MedGAN(keras.Model):
             weights neither style nor content.
         losses: the recipe's `LossConfig` — which terms, their weights, layers and references.
         generator_steps: N_G, generator updates per batch before the one discriminator update.
+        source_centre: for a 2.5D / multi-source input ((2K+1)·C channels), the channel of the centre
+            slice of the first source — the one-channel source image where a loss means one (the
+            Fila-sGAN style reference). Unused for the paper's one-channel source.
 
     `call(source)` runs the generator (so `predict` translates images).
     """
@@ -63,6 +66,7 @@ class MedGAN(keras.Model):
         feature_extractor: keras.Model | None = None,
         losses: LossConfig = LossConfig(),
         generator_steps: int = 3,
+        source_centre: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -89,6 +93,7 @@ class MedGAN(keras.Model):
         self.feature_extractor = feature_extractor
         self.loss_config = losses
         self.generator_steps = int(generator_steps)
+        self.source_centre = int(source_centre)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in TEST_LOGS}
         # One traced generator update called N_G times, rather than N_G inlined copies of the
         # CasNet forward/backward graph: at 256²/CasNet-6 on CPU this cut the first step from
@@ -250,8 +255,15 @@ class MedGAN(keras.Model):
         if config.content:
             references["content"] = target_features
         if config.style:
-            references["style"] = self._vgg(source) if config.style_reference == "source" else target_features
+            references["style"] = self._vgg(self.centre_source(source)) if config.style_reference == "source" else target_features
         return references
+
+    def centre_source(self, source):
+        """The one-channel source image y of a batch: `source` itself for the paper's input, the
+        centre slice of the first source for a 2.5D / multi-source input."""
+        if self.generator.input_shape[-1] == 1:
+            return source
+        return source[..., self.source_centre : self.source_centre + 1]
 
     def _generator_losses(self, source, target, references, training: bool):
         """Algorithm 1 lines 4–7 (and the baselines' terms): (weighted total, {term: value}, G(y)).

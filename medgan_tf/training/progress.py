@@ -12,9 +12,11 @@ import tensorflow as tf
 log = logging.getLogger("medgan_tf.training.driver")
 
 
-def image_grid(source, output, target) -> tf.Tensor:
-    """(K, S, 4·S, 1) rows of source | output | target | |error|, all mapped to [0, 1]."""
+def image_grid(source, output, target, source_centre: int = 0) -> tf.Tensor:
+    """(K, S, 4·S, 1) rows of source | output | target | |error|, all mapped to [0, 1]; a 2.5D /
+    multi-source `source` shows its channel `source_centre` (the centre slice of the first source)."""
     output = tf.cast(output, tf.float32)
+    source = source[..., source_centre : source_centre + 1]
     panels = [(source + 1.0) / 2.0, (output + 1.0) / 2.0, (target + 1.0) / 2.0, tf.abs(output - target) / 2.0]
     return tf.clip_by_value(tf.concat(panels, axis=2), 0.0, 1.0)
 

@@ -29,9 +29,11 @@ def cache_root() -> Path:
     return Path(base) / "medgan-tf"
 
 
-def builtin_dataset_dir(task: str, image_size: int, patients: int = 8, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+def builtin_dataset_dir(task: str, image_size: int, patients: int = 8, seed: int = 0, cache_dir: str | Path | None = None,
+                        context_slices: int = 0) -> Path:
     root = Path(cache_dir) if cache_dir else cache_root()
-    return root / "datasets" / f"{task}-s{image_size}-p{patients}-seed{seed}-v{BUILTIN_VERSION}"
+    context = f"-k{context_slices}" if context_slices else ""  # 2.5D windows (medgan_tf.data.context)
+    return root / "datasets" / f"{task}-s{image_size}-p{patients}-seed{seed}{context}-v{BUILTIN_VERSION}"
 
 
 def ensure_builtin_dataset(
@@ -41,15 +43,17 @@ def ensure_builtin_dataset(
     patients: int = 8,
     seed: int = 0,
     num_workers: int | None = None,
+    context_slices: int = 0,
 ) -> Path:
-    """Path of the converted built-in dataset of `task` at `image_size` (made on first use).
+    """Path of the converted built-in dataset of `task` at `image_size` (made on first use), with
+    2.5D windows of `context_slices` neighbours per side when > 0.
 
     The directory has the converter's layout (manifest.json, train/, val/) and works with
     `medgan_tf.data.dataset.make_dataset`.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    out = builtin_dataset_dir(task, image_size, patients, seed, cache_dir)
+    out = builtin_dataset_dir(task, image_size, patients, seed, cache_dir, context_slices)
     if (out / "manifest.json").is_file():
         logging.info("using the cached built-in synthetic %s dataset %s", task, out)
         return out
@@ -61,10 +65,11 @@ def ensure_builtin_dataset(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / "manifest.json").is_file():  # made by another process while we waited
             return out
-        return _build(task, image_size, out, patients, seed, num_workers)
+        return _build(task, image_size, out, patients, seed, num_workers, context_slices)
 
 
-def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_workers: int | None) -> Path:
+def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_workers: int | None,
+           context_slices: int = 0) -> Path:
     import argparse
 
     from medgan_tf.data.synthetic import write_synthetic_dataset
@@ -77,7 +82,7 @@ def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_
         field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
         csv_path = write_synthetic_dataset(task, volumes_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
         argv = ["--pairs", str(csv_path), "--task", task, "--out", str(out), "--image-size", str(image_size),
-                "--salt", BUILTIN_SALT, "--overwrite"]
+                "--salt", BUILTIN_SALT, "--overwrite", "--context-slices", str(context_slices)]
         if num_workers:
             argv += ["--num-workers", str(num_workers)]
         args = add_arguments(argparse.ArgumentParser()).parse_args(argv)

@@ -36,6 +36,7 @@ import numpy as np
 from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.errors import UserError
+from medgan_tf.evaluation.consistency import append_consistency_table, overall_consistency, read_consistency, write_consistency
 from medgan_tf.metrics import minimum_slice_size
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Settings:
     eval_split: str = "val"
     figure_slices: int = 4
     deterministic: bool = False  # op determinism: identical batches for every variant, slower
+    context_slices: int = 0  # > 0: every model also trained as a 2.5D model with K context slices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +77,12 @@ class Entry:
     name: str
     model: str
     num_ublocks: int | None = None
+    context_slices: int = 0  # the 2.5D twin of a model (`medgan_tf.data.context`)
 
     @property
     def label(self) -> str:
+        if self.context_slices:
+            return f"{presets.MODELS.get(self.model).display_name} 2.5D (K={self.context_slices})"
         if self.num_ublocks is not None:
             return f"{presets.MODELS.get(self.model).display_name} (CasNet-{self.num_ublocks})"
         return presets.MODELS.get(self.model).display_name
@@ -93,9 +98,10 @@ def parse_list(text: str | None, what: str) -> list[str]:
     return items
 
 
-def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry]:
+def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = (), context_slices: int = 0) -> list[Entry]:
     """The runs to make: each model once, then pix2pix at each sweep depth (depth 1 *is* the
-    registered pix2pix recipe, so it reuses that run when pix2pix is among the models)."""
+    registered pix2pix recipe, so it reuses that run when pix2pix is among the models), then each
+    model again as a 2.5D model when `context_slices` K > 0 (2D vs 2.5D under one budget)."""
     known = presets.MODELS.names()
     unknown = [name for name in models if name not in known]
     if unknown:
@@ -112,6 +118,7 @@ def plan(models: Sequence[str], ublocks_sweep: Sequence[int] = ()) -> list[Entry
         if depth == recipe_depth and SWEEP_MODEL in names:
             continue
         entries.append(Entry(f"{SWEEP_MODEL}_ublocks{depth}", SWEEP_MODEL, depth))
+    entries += [Entry(f"{name}_context{context_slices}", name, context_slices=context_slices) for name in models if context_slices > 0]
     return entries
 
 
@@ -144,6 +151,7 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
         "train.checkpoint_every_steps": max(1, min(500, settings.budget_steps // 10)),
         "train.image_summary_every_steps": max(1, settings.budget_steps),
         "train.deterministic": settings.deterministic,
+        "data.context_slices": entry.context_slices,
     }
     if entry.num_ublocks is not None:
         updates["generator.num_ublocks"] = entry.num_ublocks
@@ -237,6 +245,7 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
         gc.collect()
     out = run_dir / EVALUATION_DIR
     write_report(result, out, title=title, figure_slices=settings.figure_slices)
+    write_consistency(getattr(result, "slice_consistency", None), out)
     _save_examples(out / EXAMPLES_FILE, result.examples)
     write_json_atomic(out / EVALUATION_STATE, {
         "step": trained_steps(run_dir),
@@ -263,6 +272,7 @@ def load_evaluation(run_dir: Path):
 
     directory = run_dir / EVALUATION_DIR
     result = EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
+    result.slice_consistency = read_consistency(directory)
     with np.load(directory / EXAMPLES_FILE) as arrays:
         result.examples = [
             ExampleSlice(str(key), int(index), source, output, target)
@@ -325,7 +335,7 @@ def reproduce(
                                 why="the paper's metrics need it: VIF needs slices of at least 41×41 for its four scales")
     if not models and not ublocks_sweep:
         raise UserError("nothing to do: give --models and/or --ublocks-sweep")
-    entries = plan(models, ublocks_sweep)
+    entries = plan(models, ublocks_sweep, settings.context_slices)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings)
@@ -345,6 +355,8 @@ def reproduce(
     rows = {entry.name: _row(entry, settings, out_dir, outcomes[entry.name]) for entry in entries}
     payload = comparison.write_comparison(out_dir, settings, entries, rows, outcomes, sweep_runs, data_dir,
                                           wall_seconds=time.perf_counter() - started)
+    if settings.context_slices:  # 2D vs 2.5D: how much each output jumps between slices
+        append_consistency_table(out_dir / "table.md", {e.label: rows[e.name]["slice_consistency"] for e in entries})
     if protocol != "paper":
         from medgan_tf.workflows.protocol_tables import write_protocol_tables
 
@@ -368,6 +380,8 @@ def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict
         "train_seconds": outcome["train_seconds"],
         "num_slices": len(outcome["result"].slices),
         "metrics": outcome["result"].summary()["output"],
+        "context_slices": experiment.data.context_slices,
+        "slice_consistency": overall_consistency(getattr(outcome["result"], "slice_consistency", None)),
     }
 
 
@@ -377,7 +391,7 @@ def _resolve_data(settings: Settings, data_dir: Path | None) -> Path:
     if data_dir is None:
         from medgan_tf.workflows.builtin import ensure_builtin_dataset
 
-        data_dir = ensure_builtin_dataset(settings.task, settings.image_size)
+        data_dir = ensure_builtin_dataset(settings.task, settings.image_size, context_slices=settings.context_slices)
         log.info("no --data given: using the built-in synthetic %s dataset at %s", settings.task, data_dir)
     data_dir = Path(data_dir)
     # Every method is scored on the evaluation split: it must hold slices before anything trains.
