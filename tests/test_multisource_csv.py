@@ -90,7 +90,10 @@ def test_translate_inputs_refuses_columns_that_are_not_the_models_sources(two_so
                  "--output-dir", str(tmp_path / "b"), "--quiet"]) == 2
     assert ("has 0 extra source column(s) (none) but this model takes 2 source volumes (source, source_2 (CT))"
             in capsys.readouterr().err)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["translate", "--model", str(version), "--inputs", str(tmp_path / "plain.csv"), "--extra-input",
+                 str(root / "p0_ct.nii.gz"), "--output-dir", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "with --inputs give the extra sources as the CSV's source_2, source_3, … columns" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_evaluate_pairs_with_a_two_source_model(two_source, one_source_run, tmp_path, capsys):

@@ -53,7 +53,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     Raises UserError for a missing or headerless CSV, one without an `input`/`source` column, an
     empty input cell, extra source columns with a gap, or two rows writing the same output.
     """
-    from medgan_tf.data.pairs import read_extra_sources
+    from medgan_tf.data.pairs import extra_source_columns, read_extra_sources
 
     csv_path, output_dir = Path(csv_path), Path(output_dir)
     try:
@@ -67,6 +67,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     if column is None:
         raise UserError(f"--inputs {csv_path} has columns {columns}; expected an 'input' (or 'source') column, "
                         "optionally 'patient_id' and 'output'")
+    extra_source_columns(csv_path, columns)  # a gap in source_2, source_3, … is refused before any row
     items, seen = [], {}
     for line, row in rows:
         row = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
