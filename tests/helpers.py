@@ -29,18 +29,59 @@ def tiny_config(task: str = "pet_denoise", model: str = "medgan_1g", size: int =
     return dataclasses.replace(config, losses=dataclasses.replace(config.losses, **losses)) if losses else config
 
 
-def make_run(run_dir: Path, task: str, image_size: int = SIZE):
-    """A run directory with config.json and one checkpoint of an untrained tiny generator."""
+def make_run(run_dir: Path, task: str, image_size: int = SIZE, **data):
+    """A run directory with config.json and one checkpoint of an untrained tiny generator; `data`
+    replaces DataConfig fields (e.g. context_slices=1, extra_source_modalities=("CT",) for a 2.5D
+    two-source model)."""
     import tensorflow as tf
 
     from medgan_tf.models.generator import build_casnet
     from medgan_tf.training import checkpoints
 
     experiment = tiny_config(task, "medgan", size=image_size)
+    if data:
+        experiment = config_lib.override(experiment, {f"data.{key}": value for key, value in data.items()})
     checkpoints.write_config(run_dir, experiment)
-    generator = build_casnet(experiment.generator, image_size)
+    generator = build_casnet(experiment.generator, image_size, input_channels=experiment.data.input_channels)
     tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
     return generator, experiment
+
+
+PET_SPACING = (2.8, 2.8, 2.0)  # pet_denoise's grid: volumes written on it need no interpolation
+
+
+def hounsfield_ramp(z_index: int, size: int = SIZE) -> np.ndarray:
+    """The CT `source_2` slice z of `write_two_source_patients`: −800 + 100·z + 3·i HU."""
+    x = np.arange(size, dtype=np.float64)[:, None] * np.ones((1, size))
+    return -800.0 + 100.0 * z_index + 3.0 * x
+
+
+def write_two_source_patients(root: Path, count: int = 3, size: int = SIZE, slices: int = 6) -> Path:
+    """pet_denoise patients with a CT second source, on the task's grid: `root`/p<n>_low (source),
+    p<n>_full (target = 1.2·low + 0.3) and p<n>_ct (`hounsfield_ramp`) .nii.gz, and `root`/pairs.csv
+    with columns patient_id,source,target,source_2 (patient0, patient1, …)."""
+    import nibabel as nib
+
+    affine = np.diag([*PET_SPACING, 1.0])
+    lines = ["patient_id,source,target,source_2"]
+    for number in range(count):
+        rng = np.random.default_rng(number)
+        pet = smooth_volume((size, size, slices), rng, 0.0, 10.0) * (1.0 + 0.1 * np.arange(slices))
+        ct = np.stack([hounsfield_ramp(z, size) for z in range(slices)], axis=-1)
+        for name, array in (("low", pet), ("full", pet * 1.2 + 0.3), ("ct", ct)):
+            nib.Nifti1Image(array.astype(np.float32), affine).to_filename(root / f"p{number}_{name}.nii.gz")
+        lines.append(f"patient{number},p{number}_low.nii.gz,p{number}_full.nii.gz,p{number}_ct.nii.gz")
+    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return root / "pairs.csv"
+
+
+def export_two_source_model(root: Path, size: int = SIZE) -> Path:
+    """An export (no training: untrained weights) of a tiny pet_denoise model with K = 1 context
+    slice and a CT `source_2`: serving_default takes (B, size, size, 6)."""
+    from medgan_tf.serving import export
+
+    make_run(root / "run", "pet_denoise", image_size=size, context_slices=1, extra_source_modalities=("CT",))
+    return export.export_run(root / "run", root / "savedmodels" / "pet_denoise")
 
 
 def assert_save_reload_identical(model, inputs, tmp_path: Path) -> None:

@@ -21,11 +21,11 @@ from medgan_tf.cli import main
 from medgan_tf.data import context
 from medgan_tf.errors import UserError
 
-from helpers import tiny_config  # noqa: E402  (tests/ is on sys.path)
+from helpers import hounsfield_ramp, tiny_config, write_two_source_patients  # noqa: E402  (tests/ is on sys.path)
+
 
 SIZE, SLICES, K = 64, 6, 2  # the dataset (evaluation's VIF needs ≥ 41² slices)
 NET = 32  # the network tests
-PET_SPACING = (2.8, 2.8, 2.0)  # pet_denoise's grid: the volumes are on it already (no interpolation)
 
 
 # --------------------------------------------------------------------------- windows (numpy)
@@ -114,27 +114,13 @@ def test_context_networks_widen_only_the_first_conv_and_keep_the_raw_pair():
 
 
 def _hounsfield(z_index: int) -> np.ndarray:
-    x = np.arange(SIZE, dtype=np.float64)[:, None] * np.ones((1, SIZE))
-    return -800.0 + 100.0 * z_index + 3.0 * x
+    return hounsfield_ramp(z_index, SIZE)
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    import nibabel as nib
-
-    from helpers import smooth_volume
-
     root = tmp_path_factory.mktemp("context")
-    affine = np.diag([*PET_SPACING, 1.0])
-    lines = ["patient_id,source,target,source_2"]
-    for number in range(3):
-        rng = np.random.default_rng(number)
-        pet = smooth_volume((SIZE, SIZE, SLICES), rng, 0.0, 10.0) * (1.0 + 0.1 * np.arange(SLICES))
-        ct = np.stack([_hounsfield(z) for z in range(SLICES)], axis=-1)
-        for name, array in (("low", pet), ("full", pet * 1.2 + 0.3), ("ct", ct)):
-            nib.Nifti1Image(array.astype(np.float32), affine).to_filename(root / f"p{number}_{name}.nii.gz")
-        lines.append(f"patient{number},p{number}_low.nii.gz,p{number}_full.nii.gz,p{number}_ct.nii.gz")
-    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+    write_two_source_patients(root, count=3, size=SIZE, slices=SLICES)
     out = root / "data"
     assert main(["convert", "--pairs", str(root / "pairs.csv"), "--task", "pet_denoise", "--out", str(out),
                  "--image-size", str(SIZE), "--context-slices", str(K), "--extra-source-modalities", "CT",

@@ -24,6 +24,11 @@ Two inputs:
                          rows). Without a mask column or --mask-dir, a body mask is computed and
                          the report says so. Writes metrics.json, per_patient.csv, metrics.md,
                          slices.png (three planes), histogram.png, bland_altman.png (pet regions).
+                         A multi-source --model reads its extra sources from the columns
+                         source_2, source_3, … (training order, as in the converter's pairs
+                         CSV); a patient with an empty one is reported with its line and the
+                         others are scored; extra columns that are not the model's sources are
+                         refused. The input row and the baselines use the first source only.
 
 `--json` prints the summary on stdout: {"summary": {"model": {"mae": {"mean", "sd", "median",
 ...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output", "input" and the baselines).
@@ -55,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, metavar="DIR", help="converted dataset (medgan-tf convert)")
     source.add_argument("--pairs", type=Path, metavar="CSV",
-                        help="whole volumes: patient_id,target,source|prediction[,mask,labels,split,suv_factor|"
-                             "weight_kg,injected_dose_bq,half_life_s,delay_s]; paths relative to the CSV")
+                        help="whole volumes: patient_id,target,source|prediction[,source_2,source_3,…,mask,labels,split,"
+                             "suv_factor|weight_kg,injected_dose_bq,half_life_s,delay_s]; paths relative to the CSV; "
+                             "source_2, … (training order) are a multi-source --model's extra sources")
     parser.add_argument("--split", default="val", choices=SPLITS,
                         help="--data: split to score (default val; test = the held-out split of convert "
                              "--test-fraction or the pairs CSV's split column)")

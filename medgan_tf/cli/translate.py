@@ -18,8 +18,11 @@ replaced only when it is empty or an earlier medgan-tf series.
 Many volumes, one model load: `--inputs CSV --output-dir DIR`. The CSV needs an `input` (or
 `source`, so a pairs CSV works as it is) column; optional `patient_id` names each output
 (`DIR/<patient_id>.nii.gz`, or `DIR/<patient_id>/` for DICOM) and optional `output` sets it. A
-volume that fails is reported with its path and reason, the others go on; the exit status is 1 when
-any failed.
+multi-source model reads its extra sources from the columns `source_2`, `source_3`, … (as in the
+converter's pairs CSV, in training order, relative to the CSV like `source`); a CSV whose extra
+columns do not match the model's sources is refused before anything runs. A volume that fails (an
+empty extra source cell is reported with its line) is reported with its path and reason, the others
+go on; the exit status is 1 when any failed.
 
 Examples:
   medgan-tf translate --model savedmodels/pet_denoise --input low_dose.nii.gz --output denoised.nii.gz
@@ -27,6 +30,7 @@ Examples:
   medgan-tf translate --model savedmodels/pet_ct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
   medgan-tf translate --model savedmodels/pet_ct --input dicom/PET_series/ --output dicom/synthetic_CT
   medgan-tf translate --model savedmodels/pet_ct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
+  medgan-tf translate --model savedmodels/pet_ct/4 --inputs pairs_with_source_2.csv --output-dir out/
 """
 
 from __future__ import annotations
@@ -44,12 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-input", type=Path, action="append", default=[], metavar="VOL",
                         help="multi-source models, with --input: the extra source volume(s), repeated in training "
                         "order (the pairs CSV's source_2, source_3, …); each is resampled onto --input's grid and "
-                        "normalized by its modality. 2.5D context slices are assembled from the volumes automatically")
+                        "normalized by its modality (with --inputs: the CSV's source_2, … columns instead). 2.5D "
+                        "context slices are assembled from the volumes automatically")
     parser.add_argument("--output", type=Path, metavar="VOL",
                         help="with --input: output NIfTI (.nii or .nii.gz) or DICOM series folder (a name without suffix)")
     parser.add_argument("--inputs", type=Path, metavar="CSV",
                         help="many volumes: a CSV with an 'input' (or 'source') column and optional 'patient_id' and "
-                        "'output' columns; relative inputs are relative to the CSV; needs --output-dir")
+                        "'output' columns, plus 'source_2', 'source_3', … (training order) for a multi-source model; "
+                        "relative inputs are relative to the CSV; needs --output-dir")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="with --inputs: where the outputs go (<patient_id>.nii.gz, or <patient_id>/ for DICOM)")
     parser.add_argument("--output-format", choices=("nifti", "dicom"), default=None,
@@ -107,16 +113,18 @@ def _run_many(args: argparse.Namespace) -> int:
     import sys
 
     from medgan_tf.errors import UserError
-    from medgan_tf.serving.batch import read_inputs_csv, translate_many
+    from medgan_tf.serving.batch import check_sources, read_inputs_csv, translate_many
     from medgan_tf.serving.loading import load_model
 
     if args.output_dir is None or args.input is not None or args.output is not None:
         raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
     if args.extra_input:
-        raise UserError("--extra-input goes with --input (one volume); --inputs translates one-source models")
+        raise UserError("--extra-input goes with --input (one volume); with --inputs give the extra sources as the "
+                        "CSV's source_2, source_3, … columns")
     output_format = args.output_format or "nifti"
     items = read_inputs_csv(args.inputs, args.output_dir, output_format)
     model = load_model(args.model, precision=args.precision)
+    check_sources(args.inputs, items, tuple(model.config.data.extra_source_modalities))
     result = translate_many(model, items, output_format=output_format, batch_size=args.batch_size,
                             tile_overlap=args.tile_overlap, quiet=args.quiet)
     print(f"translated {len(result.written)} of {len(items)} volumes into {args.output_dir}")

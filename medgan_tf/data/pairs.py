@@ -63,18 +63,26 @@ def _read_rows(path: Path, base: str | None = None) -> list[dict[str, Any]]:
                 resolved[side] = resolve_input(base or str(path.parent), value) if value else ""
             rows.append({"row": number, "patient_id": (row.get("patient_id") or "").strip(), **resolved,
                          **optional_columns(row, base or str(path.parent)),
-                         "extra_sources": _extra_sources(path, base or str(path.parent), row, reader.fieldnames or [])})
+                         "extra_sources": read_extra_sources(path, base or str(path.parent), row, reader.fieldnames or [])})
     return rows
 
 
-def _extra_sources(path: Path, base: str, row: dict[str, Any], fieldnames: list[str]) -> list[str]:
-    """Resolved paths of the extra source columns source_2, source_3, … (multi-channel sources,
-    `medgan_tf.data.context`), in column-number order; [] for the paper's one-source CSV."""
+def extra_source_columns(path: str | Path, fieldnames: Iterable[str]) -> list[str]:
+    """The extra source columns of a CSV header — source_2, source_3, … (multi-channel sources,
+    `medgan_tf.data.context`) — in column-number order, which is the channel order; [] for the
+    paper's one-source CSV. UserError naming `path` when the numbers have a gap."""
     numbered = sorted((int(name.split("_")[1]), name) for name in fieldnames if re.fullmatch(r"source_\d+", name))
     if [n for n, _ in numbered] != list(range(2, 2 + len(numbered))):
         raise UserError(f"{path}: extra source columns {[name for _, name in numbered]} must be source_2, source_3, … "
                         "without gaps")
-    values = [(row.get(name) or "").strip() for _, name in numbered]
+    return [name for _, name in numbered]
+
+
+def read_extra_sources(path: str | Path, base: str, row: Mapping[str, Any], fieldnames: Iterable[str]) -> list[str]:
+    """One CSV row's extra sources (`extra_source_columns` order) resolved like `source` against
+    `base` (`resolve_input`); "" for an empty cell. The converter, `translate --inputs` and
+    `evaluate --pairs` all read them here."""
+    values = [(row.get(name) or "").strip() for name in extra_source_columns(path, fieldnames)]
     return [resolve_input(base, value) if value else "" for value in values]
 
 

@@ -5,6 +5,9 @@ The CSV (`medgan-tf evaluate --pairs CSV`) has a header and one row per patient:
     patient_id   required; names the row in reports (and the mask file under `--mask-dir`)
     target       required; the reference volume (NIfTI file or DICOM series folder)
     source       the model's input (needed with `--model`, for the input row and the baselines)
+    source_2, …  a multi-source model's extra sources, in training order (the converter's pairs
+                 CSV columns, read by `medgan_tf.data.pairs`); needed with such a `--model`, not
+                 used otherwise (the input row and the baselines take `source` only)
     prediction   an existing output volume of any tool (scored when there is no `--model`)
     mask         optional body/evaluation mask volume (any grid; > 0 is inside)
     labels       optional integer label map (lesions, organs) for the pet protocol's regions
@@ -37,13 +40,16 @@ TRAINING_SPLITS = ("train", "val")
 
 @dataclasses.dataclass
 class Row:
-    """One CSV row: paths resolved (None when the column is absent or empty)."""
+    """One CSV row: paths resolved (None when the column is absent or empty); `extra_sources`
+    one per source_2, … column of the CSV (`csv`), None for an empty cell."""
 
     line: int
     patient_id: str
     paths: dict[str, Path | None]
     split: str
     suv: dict[str, float]
+    extra_sources: list[Path | None] = dataclasses.field(default_factory=list)
+    csv: Path | None = None
 
 
 def _number(row: dict, column: str, path: Path, line: int) -> float | None:
@@ -58,7 +64,10 @@ def _number(row: dict, column: str, path: Path, line: int) -> float | None:
 
 def read_evaluation_csv(path: str | Path, mask_dir: str | Path | None = None) -> list[Row]:
     """Rows of the evaluation CSV; UserError for a missing file, a header without patient_id and
-    target or without source/prediction, a bad split or number, or a duplicate patient_id."""
+    target or without source/prediction, extra source columns with a gap, a bad split or number,
+    or a duplicate patient_id."""
+    from medgan_tf.data.pairs import extra_source_columns, read_extra_sources
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"pairs CSV {path} does not exist; expected a CSV with header patient_id,target,source|prediction")
@@ -73,6 +82,7 @@ def read_evaluation_csv(path: str | Path, mask_dir: str | Path | None = None) ->
     if missing or not {"source", "prediction"} & set(header):
         raise UserError(f"{path}: header {header} lacks {sorted(missing) or ['source or prediction']}; expected "
                         "patient_id,target and source and/or prediction (optional mask, labels, split, SUV columns)")
+    extra_source_columns(path, header)  # a gap in source_2, source_3, … is refused before any row
     rows, seen = [], set()
     for line, row in enumerate(raw, start=2):
         patient_id = (row.get("patient_id") or "").strip()
@@ -89,7 +99,8 @@ def read_evaluation_csv(path: str | Path, mask_dir: str | Path | None = None) ->
         if split not in ("", "test", *TRAINING_SPLITS):
             raise UserError(f"{path}:{line}: split {split!r}; expected train, val, test or empty")
         suv = {c: v for c in ("suv_factor", *SUV_COLUMNS) if (v := _number(row, c, path, line)) is not None}
-        rows.append(Row(line, patient_id, paths, split, suv))
+        extra = [Path(p) if p else None for p in read_extra_sources(path, str(path.parent), row, header)]
+        rows.append(Row(line, patient_id, paths, split, suv, extra, path))
     if not rows:
         raise UserError(f"{path} has no rows; expected at least one patient after the header")
     return rows
@@ -156,6 +167,7 @@ class Case:
     prediction: np.ndarray | None
     mask: np.ndarray | None
     labels: np.ndarray | None
+    extra_source_volumes: list[Any] = dataclasses.field(default_factory=list)  # source_2, … as read
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -165,14 +177,17 @@ class Case:
         return on_grid(self.source_volume.array, self.source_volume.affine, self.target_volume)
 
 
-def load_case(row: Row, target_modality: str, source_modality: str, *, need_source: bool) -> Case:
-    """Read one row's volumes and put prediction, mask and labels on the target's grid."""
+def load_case(row: Row, target_modality: str, source_modality: str, *, need_source: bool,
+              extra_modalities: tuple[str, ...] = ()) -> Case:
+    """Read one row's volumes and put prediction, mask and labels on the target's grid; with
+    `extra_modalities` (a multi-source model's source_2, …) read those sources too, as they are."""
     target = read(row.paths["target"], "target", row.patient_id, target_modality)
     source = None
     if row.paths["source"] is not None:
         source = read(row.paths["source"], "source", row.patient_id, source_modality)
     elif need_source:
         raise UserError(f"patient {row.patient_id}: no source volume (the CSV's source column is needed with --model)")
+    extra_volumes = _extra_sources(row, extra_modalities)
     prediction = None
     if row.paths["prediction"] is not None and not need_source:
         volume = read(row.paths["prediction"], "prediction", row.patient_id, target_modality)
@@ -186,4 +201,20 @@ def load_case(row: Row, target_modality: str, source_modality: str, *, need_sour
     if row.paths["labels"] is not None:
         volume = read(row.paths["labels"], "labels", row.patient_id)
         labels = np.rint(on_grid(volume.array, volume.affine, target, order=0, fill=0.0)).astype(np.int32)
-    return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels)
+    return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels, extra_volumes)
+
+
+def _extra_sources(row: Row, extra_modalities: tuple[str, ...]) -> list[Any]:
+    """The row's source_2, … volumes for a model taking `extra_modalities`; UserError naming the
+    line and the empty cell(s) (the CSV's columns were checked against the model before)."""
+    from medgan_tf.serving.channels import empty_extra_cells, sources_text
+
+    if not extra_modalities:
+        return []
+    cells = (list(row.extra_sources) + [None] * len(extra_modalities))[: len(extra_modalities)]
+    empty = empty_extra_cells(cells)
+    if empty:
+        raise UserError(f"patient {row.patient_id} (line {row.line}): empty {', '.join(empty)} cell; the model takes "
+                        f"{sources_text(extra_modalities)}")
+    return [read(path, f"source_{index}", row.patient_id, modality)
+            for index, (path, modality) in enumerate(zip(cells, extra_modalities), start=2)]

@@ -146,7 +146,8 @@ def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: i
     if model is not None:
         from medgan_tf.serving.translation import translate_volume
 
-        volume = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap).volume
+        volume = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap,
+                                  extra_volumes=case.extra_source_volumes).volume
         out["model"] = on_grid(volume.array, volume.affine, case.target_volume)
     else:
         if case.prediction is None:
@@ -181,6 +182,7 @@ def evaluate_volumes(
     scored = [r for r in rows if r.split not in ("train", "val")]
     if not scored:
         raise UserError("every row of the CSV is a train or val row; nothing to score (mark rows test or leave split empty)")
+    extra_notes = _check_extra_sources(rows, model)
     has_source = any(r.paths["source"] is not None for r in scored)
     if fitted is not None:
         baselines, notes = fitted[0], list(fitted[1])
@@ -199,7 +201,7 @@ def evaluate_volumes(
     if model is not None and any(r.paths["prediction"] is not None for r in scored):
         notes.append("the CSV's prediction column was not scored: --model translated the sources instead")
     result = VolumeEvaluation(protocol, task, "", row_names, baselines={b.name: b.describe() for b in baselines},
-                              notes=notes)
+                              notes=notes + extra_notes)
     for index, row in enumerate(scored, start=1):
         if progress is not None:
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
@@ -213,9 +215,26 @@ def evaluate_volumes(
     return result
 
 
+def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
+    """UserError when a `model` is given and the CSV's source_2, … columns are not its extra
+    sources (`channels.check_extra_columns`); the notes say what the extra sources were used for."""
+    from medgan_tf.serving.channels import check_extra_columns
+
+    given = len(rows[0].extra_sources) if rows else 0
+    if model is not None:
+        check_extra_columns(f"--pairs {rows[0].csv or 'CSV'}", given, tuple(model.config.data.extra_source_modalities))
+    if not given:
+        return []
+    if model is None:
+        return ["the CSV's extra source columns were not used: without --model nothing is translated"]
+    return ["the model read every source column; the input row and the baselines use the first source only"]
+
+
 def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float) -> None:
     data = _data_config(result.task)
-    case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None)
+    extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
+    case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None,
+                     extra_modalities=extras)
     result.unit = result.unit or case.target_volume.unit
     if case.source_volume is not None and data.source_modality == data.target_modality:
         _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)

@@ -7,10 +7,15 @@ The CSV has a header row and one volume per row:
   patient_id         optional; names the output (`<patient_id>.nii.gz`, or folder `<patient_id>/`
                      for DICOM). Without it, the input's own name is used.
   output             optional; the output's path, overriding the name above.
+  source_2, source_3, …  a multi-source model's extra source volumes, in training order (the
+                     converter's pairs CSV columns, read by `medgan_tf.data.pairs`); required
+                     exactly when the model takes them, and then in every row.
 
 Relative input paths are relative to the CSV's folder, relative outputs to DIR. Each row is
 translated and written (atomically) on its own: a failing row is reported with its path and reason,
-the rest continue, and the result lists both.
+the rest continue, and the result lists both. A row with an empty extra source cell fails with its
+line number; extra source columns given to a model that takes other sources stop the job before any
+row runs.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medgan_tf.errors import UserError
+from medgan_tf.serving.channels import check_extra_columns, empty_extra_cells, sources_text
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchItem:
-    """One CSV row: its line number in the file, the input and where its output goes."""
+    """One CSV row: its line number in the file, the input, where its output goes and its extra
+    sources (source_2, … in order; None for an empty cell)."""
 
     line: int
     input: Path
     output: Path
+    extra_inputs: tuple[Path | None, ...] = ()
 
 
 @dataclasses.dataclass
@@ -43,8 +51,10 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     """The rows of `csv_path` as BatchItems with outputs under `output_dir` (see the module doc).
 
     Raises UserError for a missing or headerless CSV, one without an `input`/`source` column, an
-    empty input cell, or two rows writing the same output.
+    empty input cell, extra source columns with a gap, or two rows writing the same output.
     """
+    from medgan_tf.data.pairs import extra_source_columns, read_extra_sources
+
     csv_path, output_dir = Path(csv_path), Path(output_dir)
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -57,6 +67,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     if column is None:
         raise UserError(f"--inputs {csv_path} has columns {columns}; expected an 'input' (or 'source') column, "
                         "optionally 'patient_id' and 'output'")
+    extra_source_columns(csv_path, columns)  # a gap in source_2, source_3, … is refused before any row
     items, seen = [], {}
     for line, row in rows:
         row = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -69,8 +80,25 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
             raise UserError(f"--inputs {csv_path}: lines {seen[output]} and {line} both write {output}; "
                             "give them different patient_id or output values")
         seen[output] = line
-        items.append(BatchItem(line, source, output))
+        extra = read_extra_sources(csv_path, str(csv_path.parent), row, columns)
+        items.append(BatchItem(line, source, output, tuple(Path(path) if path else None for path in extra)))
     return items
+
+
+def check_sources(csv_path: str | Path, items: list[BatchItem], extra_modalities: tuple[str, ...]) -> None:
+    """UserError unless the CSV's extra source columns are the model's (`extra_modalities`:
+    source_2, … of its training data); see `channels.check_extra_columns`."""
+    given = len(items[0].extra_inputs) if items else len(extra_modalities)
+    check_extra_columns(f"--inputs {csv_path}", given, extra_modalities)
+
+
+def _extra_inputs(item: BatchItem, extra_modalities: tuple[str, ...]) -> list[Path]:
+    """The row's extra source paths; UserError naming the line and the empty column(s)."""
+    empty = empty_extra_cells(item.extra_inputs)
+    if empty:
+        raise UserError(f"line {item.line}: empty {', '.join(empty)} cell; this model takes "
+                        f"{sources_text(extra_modalities)}")
+    return [path for path in item.extra_inputs if path is not None]
 
 
 def _resolve(folder: Path, text: str) -> Path:
@@ -94,16 +122,19 @@ def translate_many(
     **options: Any,
 ) -> BatchResult:
     """Translate every item with the one loaded `model` (`translation.translate_file(model,
-    input, output, output_format=…, **options)` per row). Says "[n/N] input → output" before
-    each row and names the input and reason of a row that fails (a UserError or an unexpected
-    error); the loop goes on."""
+    input, output, output_format=…, extra_inputs=…, **options)` per row). Says "[n/N] input →
+    output" before each row and names the input and reason of a row that fails (a UserError, e.g.
+    an empty extra source cell, or an unexpected error); the loop goes on."""
     from medgan_tf.serving.translation import translate_file
 
+    extra_modalities = tuple(model.config.data.extra_source_modalities)
     result = BatchResult()
     for number, item in enumerate(items, start=1):
         echo(f"[{number}/{len(items)}] {item.input} → {item.output}")
         try:
-            translate_file(model, item.input, item.output, output_format=output_format, **options)
+            extra_inputs = _extra_inputs(item, extra_modalities)
+            translate_file(model, item.input, item.output, output_format=output_format, extra_inputs=extra_inputs,
+                           **options)
         except UserError as error:
             reason = str(error)
         except Exception as error:  # noqa: BLE001 — one broken volume must not stop the others

@@ -29,3 +29,30 @@ def channel_windows(images, windows, channels: int):
     low = tf.concat([ones * low for low, _ in windows], axis=-1)
     high = tf.concat([ones * high for _, high in windows], axis=-1)
     return low, high
+
+
+def sources_text(extra_modalities: tuple[str, ...] | list[str]) -> str:
+    """"2 source volumes (source, source_2 (CT))": what a model takes, for messages."""
+    names = ["source", *(f"source_{index} ({modality})" for index, modality in enumerate(extra_modalities, start=2))]
+    return f"{len(names)} source volume{'s' if len(names) > 1 else ''} ({', '.join(names)})"
+
+
+def check_extra_columns(what: str, given: int, extra_modalities: tuple[str, ...] | list[str]) -> None:
+    """UserError unless a CSV (`what`, e.g. "--inputs rows.csv") has exactly the model's extra
+    source columns source_2, … (`given` of them): a one-source model given source_2, or a
+    multi-source model given too few or too many, is a mistake for the whole CSV, not for a row."""
+    from medgan_tf.errors import UserError
+
+    if given == len(extra_modalities):
+        return
+    columns = ", ".join(f"source_{index}" for index in range(2, 2 + given)) or "none"
+    if not extra_modalities:
+        raise UserError(f"{what} has extra source columns ({columns}) but this model takes one source volume; "
+                        "drop those columns or use the multi-source model they were meant for")
+    raise UserError(f"{what} has {given} extra source column(s) ({columns}) but this model takes "
+                    f"{sources_text(extra_modalities)}; give one column per extra source, in training order")
+
+
+def empty_extra_cells(extra_paths: tuple[Any, ...] | list[Any]) -> list[str]:
+    """The names (source_2, …) of a CSV row's empty extra source cells (None or "")."""
+    return [f"source_{index}" for index, path in enumerate(extra_paths, start=2) if not path]
