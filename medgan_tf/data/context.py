@@ -137,7 +137,7 @@ def extra_sources_on_grid(
     non-overlapping volume."""
     from medgan_tf.data import geometry
     from medgan_tf.data.io import VolumeReadError, read_volume
-    from medgan_tf.data.pairs import PairRejected, _code
+    from medgan_tf.data.rejections import PairRejected, modality_code
 
     modalities = data_config.extra_source_modalities
     if len(paths) != len(modalities):
@@ -153,7 +153,7 @@ def extra_sources_on_grid(
         except VolumeReadError as error:
             raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
         if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {_code(volume.modality)}; the conversion expects {modality}")
+            raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; the conversion expects {modality}")
         if geometry.overlap_fraction(volume, shape, affine) < 0.01:
             raise PairRejected(f"{side}: does not overlap the first source in world space")
         array, _ = geometry.to_model_grid(volume, data_config.spacing_mm, data_config.image_size, grid=grid)

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from medgan_tf.config import DataConfig
+from medgan_tf.data.rejections import PairRejected, modality_code
 from medgan_tf.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -156,27 +157,12 @@ def assign_splits(patient_keys: Iterable[str], val_fraction: float, test_fractio
     return {**ranked, **named}
 
 
-class PairRejected(Exception):
-    """A pair that cannot be converted. `reason`: one line for the manifest, without any path,
-    file or folder name; `detail`: the same with such names, for the user's terminal only."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail or reason
-        super().__init__(reason)
-
-
 def unexpected_reason(error: BaseException) -> str:
     """The manifest's reason for an error nobody anticipated: its type (and, for an OS error, the
     system's fixed text) but not its message, which may quote a path."""
     if isinstance(error, OSError) and error.strerror:
         return f"unexpected {type(error).__name__} ({error.strerror})"
     return f"unexpected {type(error).__name__}"
-
-
-def _code(modality: str) -> str:
-    """A modality code as read from a header, if it looks like one (never free text)."""
-    return modality if re.fullmatch(r"[A-Z0-9_]{1,16}", modality) else "(not a modality code)"
 
 
 def convert_pair(
@@ -209,7 +195,7 @@ def convert_pair(
         except VolumeReadError as error:
             raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
         if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {_code(volume.modality)}; task expects {modality}")
+            raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; task expects {modality}")
         volumes[side] = volume
     source, target = volumes["source"], volumes["target"]
     size, spacing = data_config.image_size, tuple(data_config.spacing_mm)

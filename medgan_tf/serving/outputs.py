@@ -8,6 +8,8 @@ after the model. Both are written atomically; the checks run before the model is
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,33 @@ def resolve_format(path: str | Path, output_format: str | None) -> str:
     return output_format
 
 
+def check_nifti_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not str(path).endswith(NIFTI_SUFFIXES):
+        raise UserError(f"output {path} must be a NIfTI file name ending in .nii or .nii.gz")
+    return path
+
+
+def write_nifti_atomic(volume: Any, path: str | Path) -> Path:
+    """`io.write_nifti` through a temporary file in the same folder and a rename: a reader (or a
+    crash) never sees half a file."""
+    from medgan_tf.data.io import write_nifti
+
+    path = check_nifti_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write_nifti(volume, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
 def model_description(model: Any) -> tuple[str, str]:
     """(SeriesDescription, DerivationDescription) naming the model, its task and its version."""
     import medgan_tf
@@ -62,8 +91,6 @@ def write_output(volume: Any, source: Any, model: Any, path: str | Path, output_
     path = Path(path)
     try:
         if output_format == "nifti":
-            from medgan_tf.serving.translation import write_nifti_atomic
-
             return write_nifti_atomic(volume, path)
         from medgan_tf.data.io.dicom_writer import write_dicom_series
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +27,6 @@ from medgan_tf.serving.tiling import check_overlap, split_tiles, stitch_tiles, t
 
 log = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def predict_slices(
@@ -196,33 +193,6 @@ def _input_window(normalized: np.ndarray, extra_volumes: Any, grid: tuple, data:
                                    unit=volume.unit)
         stacks.append(np.asarray(normalization.normalize(array, params), dtype=np.float32))
     return context.stack_windows(stacks, data.context_slices)
-
-
-def check_nifti_path(path: str | Path) -> Path:
-    path = Path(path)
-    if not str(path).endswith(NIFTI_SUFFIXES):
-        raise UserError(f"output {path} must be a NIfTI file name ending in .nii or .nii.gz")
-    return path
-
-
-def write_nifti_atomic(volume: Any, path: str | Path) -> Path:
-    """`io.write_nifti` through a temporary file in the same folder and a rename: a reader (or a
-    crash) never sees half a file."""
-    from medgan_tf.data.io import write_nifti
-
-    path = check_nifti_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write_nifti(volume, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 def translate_file(

@@ -12,7 +12,7 @@ What the files carry (README "From the scanner and back" lists every tag):
 - ImageType DERIVED\\SECONDARY, SeriesDescription and DerivationDescription naming the model;
 - values as 16-bit integers with one RescaleSlope/Intercept for the whole series: CT as int16 in
   HU (slope 1, intercept −1024 whenever the range fits), PET as Units BQML (SUV is turned back
-  into Bq/ml with the source header's factor, `dicom._suv_factor`, and the radiopharmaceutical and
+  into Bq/ml with the source header's factor, `dicom_headers.suv_factor`, and the radiopharmaceutical and
   decay tags are copied so SUV stays computable; intercept 0, as the PET image module requires),
   MR in the volume's own units.
 
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from medgan_tf.data.io import Volume
-from medgan_tf.data.io.dicom import _LPS_TO_RAS, _suv_factor
+from medgan_tf.data.io.dicom_headers import LPS_TO_RAS, suv_factor
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def series_datasets(volume: Volume, *, description: str | None = None, derivatio
 def slice_geometry(affine: Any) -> dict[str, Any]:
     """DICOM geometry of a RAS+ voxel→world `affine`: row/column cosines, PixelSpacing (between
     rows, between columns) and the slice step [mm, LPS]; ValueError for a grid DICOM cannot hold."""
-    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # the flip is its own inverse
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # the flip is its own inverse
     axes = lps[:3, :3]
     lengths = np.linalg.norm(axes, axis=0)
     cosines = axes / lengths
@@ -213,7 +213,7 @@ def _values_to_store(volume: Volume) -> tuple[np.ndarray, dict[str, Any]]:
         return array, {}
     header = volume.dicom_header
     if volume.unit == "SUV":
-        factor = _suv_factor(header)[0] if header is not None and str(header.get("Modality", "")) == "PT" else None
+        factor = suv_factor(header)[0] if header is not None and str(header.get("Modality", "")) == "PT" else None
         if factor:
             return array / factor, {"Units": "BQML"}
         return array, {"Units": "GML"}  # SUV body weight: g/ml
