@@ -136,8 +136,7 @@ def extra_sources_on_grid(
     `pairs.PairRejected` naming the side (source_2, …) for an unreadable, mismatched or
     non-overlapping volume."""
     from medgan_tf.data import geometry
-    from medgan_tf.data.io import VolumeReadError, read_volume
-    from medgan_tf.data.rejections import PairRejected, modality_code
+    from medgan_tf.data.rejections import PairRejected, read_pair_volume
 
     modalities = data_config.extra_source_modalities
     if len(paths) != len(modalities):
@@ -146,14 +145,7 @@ def extra_sources_on_grid(
     out = []
     for index, (path, modality) in enumerate(zip(paths, modalities), start=2):
         side = f"source_{index}"
-        if not path:
-            raise PairRejected(f"{side}: empty path")
-        try:
-            volume = read_volume(path, modality_hint=modality)
-        except VolumeReadError as error:
-            raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
-        if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; the conversion expects {modality}")
+        volume = read_pair_volume(side, path, modality)
         if geometry.overlap_fraction(volume, shape, affine) < 0.01:
             raise PairRejected(f"{side}: does not overlap the first source in world space")
         array, _ = geometry.to_model_grid(volume, data_config.spacing_mm, data_config.image_size, grid=grid)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from medgan_tf.config import DataConfig
-from medgan_tf.data.rejections import PairRejected, modality_code
+from medgan_tf.data.rejections import PairRejected, read_pair_volume
 from medgan_tf.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -181,23 +181,9 @@ def convert_pair(
     on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
     """
     from medgan_tf.data import context, geometry, normalization, schema
-    from medgan_tf.data.io import VolumeReadError, read_volume
 
-    volumes = {}
-    for side, path, modality in (
-        ("source", source_path, data_config.source_modality),
-        ("target", target_path, data_config.target_modality),
-    ):
-        if not path:
-            raise PairRejected(f"{side}: empty path")
-        try:
-            volume = read_volume(path, modality_hint=modality)
-        except VolumeReadError as error:
-            raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
-        if volume.modality not in ("OT", modality):
-            raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; task expects {modality}")
-        volumes[side] = volume
-    source, target = volumes["source"], volumes["target"]
+    source = read_pair_volume("source", source_path, data_config.source_modality)
+    target = read_pair_volume("target", target_path, data_config.target_modality)
     size, spacing = data_config.image_size, tuple(data_config.spacing_mm)
     try:
         source_array, target_array, grid_affine = geometry.pair_to_model_grid(source, target, spacing, size)

@@ -1,9 +1,11 @@
 """Why a pair of the pairs CSV cannot be converted: the exception every step of pair preparation
-(`pairs.py`, `context.py`) raises, and the one way a header's modality is quoted in a reason."""
+(`pairs.py`, `context.py`) raises, the one way a header's modality is quoted in a reason, and the
+one way a volume of a pair (source, target, source_2, …) is read."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 
 class PairRejected(Exception):
@@ -19,3 +21,19 @@ class PairRejected(Exception):
 def modality_code(modality: str) -> str:
     """A modality code as read from a header, if it looks like one (never free text)."""
     return modality if re.fullmatch(r"[A-Z0-9_]{1,16}", modality) else "(not a modality code)"
+
+
+def read_pair_volume(side: str, path: str, modality: str) -> Any:
+    """The Volume at `path` for the pair's `side` (source, target, source_2, …); PairRejected
+    naming the side when the path is empty, unreadable, or of another modality than `modality`."""
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    if not path:
+        raise PairRejected(f"{side}: empty path")
+    try:
+        volume = read_volume(path, modality_hint=modality)
+    except VolumeReadError as error:
+        raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
+    if volume.modality not in ("OT", modality):
+        raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; the conversion expects {modality}")
+    return volume
