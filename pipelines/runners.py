@@ -1,0 +1,73 @@
+"""Which Beam runner converts, with which options: the DirectRunner as Beam's local FnApiRunner
+whose multi_processing workers are `pipelines.worker` (they exit with the converter), any other
+runner as named by --runner, and Beam's own logging kept off the user's terminal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any, Sequence
+
+# Importing Beam logs notices about optional Google Cloud clients this pipeline does not use.
+_root_level = logging.getLogger().level
+logging.getLogger().setLevel(logging.ERROR)
+try:
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+finally:
+    logging.getLogger().setLevel(_root_level)
+
+from pipelines import worker
+
+
+def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = list(beam_args) + [f"--runner={args.runner}"]
+    if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+        # Beam's worker processes log every channel and bundle at INFO on our stderr, and a failed
+        # step as a traceback before the pipeline raises it; keep the user's terminal for this
+        # converter's own messages (its one-line errors; pass the option to see Beam's again).
+        options.append("--default_sdk_harness_log_level=CRITICAL")
+        for name in ("apache_beam", "root.apache_beam"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    if args.num_workers:
+        options += [f"--direct_num_workers={args.num_workers}", "--direct_running_mode=multi_processing"]
+    return PipelineOptions(options)
+
+
+def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
+    """The runner to use: for DirectRunner, Beam's local FnApiRunner itself.
+
+    Since Beam 2.68 the DirectRunner first tries Prism, which downloads a Go binary from GitHub
+    (and, offline, fails before falling back); the FnApiRunner is the engine it falls back to and
+    the one that implements direct_num_workers / multi_processing. Other runners are used as named.
+    """
+    if args.runner.lower() not in ("directrunner", "direct"):
+        return None  # taken from --runner in the options
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return WatchedWorkersRunner(provision_info=provision)
+
+
+class WatchedWorkersRunner(fn_runner.FnApiRunner):
+    """The FnApiRunner, whose multi_processing workers run as `pipelines.worker`: Beam's SDK
+    harness in processes that exit when this converter process ends, however it ends."""
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: Any) -> Any:
+        from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
+        from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "multi_processing":
+            # Any other mode name keeps FnApiRunner from replacing this environment with its own
+            # `python -m apache_beam.runners.worker.sdk_worker_main` (and is not "in_memory").
+            direct.direct_running_mode = "multi_processing (watched workers)"
+            level = str(options.view_as(WorkerOptions).default_sdk_harness_log_level or "INFO").upper()
+            command = worker.command_line(os.getpid(), quiet=level in ("ERROR", "CRITICAL"))
+            self._default_environment = SubprocessSDKEnvironment.from_command_string(command)
+        return super().run_pipeline(pipeline, options)
