@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medgan_tf import cli, presets
-from medgan_tf.workflows import comparison, reproduce
+from medgan_tf.workflows import comparison, reproduce, run_cache
 from medgan_tf.errors import UserError
 
 ACCEPTANCE = ["reproduce", "--task", "pet_denoise", "--models", "pix2pix,medgan_1g", "--budget-steps", "2",
@@ -146,14 +146,14 @@ def test_run_entry_trains_only_what_is_missing(tmp_path, monkeypatch):
 
     def fake_evaluate(run_dir, data_dir, settings, title):
         calls.append(("evaluate", run_dir.name))
-        out = run_dir / reproduce.EVALUATION_DIR
+        out = run_dir / run_cache.EVALUATION_DIR
         out.mkdir(parents=True, exist_ok=True)
         result = _fake_result(0.7)
         (out / "metrics.json").write_text(json.dumps(result.to_dict()))
-        reproduce._save_examples(out / reproduce.EXAMPLES_FILE, result.examples)
-        (out / reproduce.EVALUATION_STATE).write_text(json.dumps(
-            {"step": reproduce.trained_steps(run_dir), "split": "val", "figure_slices": settings.figure_slices}))
-        return reproduce.load_evaluation(run_dir)
+        run_cache.save_examples(out / run_cache.EXAMPLES_FILE, result.examples)
+        (out / run_cache.EVALUATION_STATE).write_text(json.dumps(
+            {"step": run_cache.trained_steps(run_dir), "split": "val", "figure_slices": settings.figure_slices}))
+        return run_cache.load_evaluation(run_dir)
 
     monkeypatch.setattr(reproduce, "train_entry", fake_train)
     monkeypatch.setattr(reproduce, "evaluate_entry", fake_evaluate)
@@ -180,10 +180,10 @@ def test_run_entry_trains_only_what_is_missing(tmp_path, monkeypatch):
 
 def test_settings_are_pinned_per_output_folder(tmp_path):
     settings = reproduce.Settings(task="pet_denoise", budget_steps=5, image_size=64, base_filters=8)
-    reproduce._check_settings(tmp_path, settings)
-    reproduce._check_settings(tmp_path, settings)  # same settings: fine
+    run_cache.check_settings(tmp_path, settings)
+    run_cache.check_settings(tmp_path, settings)  # same settings: fine
     with pytest.raises(UserError, match=r"budget_steps: 5 there, 6 now"):
-        reproduce._check_settings(tmp_path, reproduce.Settings(task="pet_denoise", budget_steps=6, image_size=64,
+        run_cache.check_settings(tmp_path, reproduce.Settings(task="pet_denoise", budget_steps=6, image_size=64,
                                                               base_filters=8))
 
 
@@ -223,10 +223,10 @@ def test_settings_missing_from_an_older_folder_count_as_defaults(tmp_path):
     settings = reproduce.Settings(task="pet_denoise", budget_steps=5, image_size=64, base_filters=8)
     saved = dataclasses.asdict(settings)
     del saved["deterministic"]
-    (tmp_path / reproduce.SETTINGS_FILE).write_text(json.dumps(saved))
-    reproduce._check_settings(tmp_path, settings)
+    (tmp_path / run_cache.SETTINGS_FILE).write_text(json.dumps(saved))
+    run_cache.check_settings(tmp_path, settings)
     with pytest.raises(UserError, match="deterministic: False there, True now"):
-        reproduce._check_settings(tmp_path, dataclasses.replace(settings, deterministic=True))
+        run_cache.check_settings(tmp_path, dataclasses.replace(settings, deterministic=True))
 
 
 def test_protocol_tables_score_every_run_on_held_out_volumes_with_baselines(tmp_path):

@@ -25,19 +25,27 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.errors import UserError
-from medgan_tf.evaluation.consistency import append_consistency_table, overall_consistency, read_consistency, write_consistency
+from medgan_tf.evaluation.consistency import append_consistency_table, overall_consistency, write_consistency
 from medgan_tf.metrics import minimum_slice_size
+from medgan_tf.workflows.run_cache import (
+    EVALUATION_DIR,
+    EVALUATION_STATE,
+    EXAMPLES_FILE,
+    check_settings,
+    evaluation_is_cached,
+    load_evaluation,
+    save_examples,
+    trained_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +54,6 @@ DEFAULT_MODELS = tuple(presets.MODELS.names())
 # Fig. 6 trains pix2pix with CasNets of several depths (paper Appendix A).
 SWEEP_MODEL = "pix2pix"
 
-SETTINGS_FILE = "reproduce.json"
-EVALUATION_DIR = "evaluation"
-EVALUATION_STATE = "state.json"
-EXAMPLES_FILE = "examples.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,55 +162,6 @@ def experiment_config(entry: Entry, settings: Settings) -> config_lib.Experiment
     return config_lib.override(config, updates)
 
 
-# --------------------------------------------------------------------------- run state
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def trained_steps(run_dir: Path) -> int:
-    """Steps recorded by the run's summary.json (0 when the run never finished a session)."""
-    summary = _read_json(run_dir / "summary.json")
-    return int(summary.get("step", 0)) if summary else 0
-
-
-def evaluation_is_cached(run_dir: Path, budget_steps: int, settings: Settings) -> bool:
-    state = _read_json(run_dir / EVALUATION_DIR / EVALUATION_STATE)
-    return bool(
-        state
-        and state.get("step") == budget_steps
-        and state.get("split") == settings.eval_split
-        and state.get("figure_slices") == settings.figure_slices
-        and (run_dir / EVALUATION_DIR / "metrics.json").is_file()
-        and (run_dir / EVALUATION_DIR / EXAMPLES_FILE).is_file()
-    )
-
-
-def _check_settings(out_dir: Path, settings: Settings) -> None:
-    """Pin the comparison's settings in OUT/reproduce.json; refuse to mix budgets."""
-    path = out_dir / SETTINGS_FILE
-    current = dataclasses.asdict(settings)
-    saved = _read_json(path)
-    if saved is not None:
-        # Settings added after a folder was made count as their defaults there.
-        defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
-        previous = {key: saved.get(key, defaults.get(key)) for key in current}
-        differing = {key: (previous[key], value) for key, value in current.items() if previous[key] != value}
-        if differing:
-            text = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, (a, b) in differing.items())
-            raise UserError(
-                f"{out_dir} holds a comparison made with other settings ({text}); every variant of one "
-                "comparison must share them. Use another --out, or repeat the original settings."
-            )
-    from medgan_tf.training.checkpoints import write_json_atomic
-
-    write_json_atomic(path, current)
-
-
 # --------------------------------------------------------------------------- training and scoring
 
 
@@ -246,41 +201,13 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
     out = run_dir / EVALUATION_DIR
     write_report(result, out, title=title, figure_slices=settings.figure_slices)
     write_consistency(getattr(result, "slice_consistency", None), out)
-    _save_examples(out / EXAMPLES_FILE, result.examples)
+    save_examples(out / EXAMPLES_FILE, result.examples)
     write_json_atomic(out / EVALUATION_STATE, {
         "step": trained_steps(run_dir),
         "split": settings.eval_split,
         "figure_slices": settings.figure_slices,
     })
     return load_evaluation(run_dir)
-
-
-def _save_examples(path: Path, examples) -> None:
-    np.savez_compressed(
-        path,
-        patient_keys=np.array([example.patient_key for example in examples], dtype=str),
-        slice_indices=np.array([example.slice_index for example in examples], dtype=np.int64),
-        sources=np.stack([example.source for example in examples]) if examples else np.zeros((0, 1, 1), np.float32),
-        outputs=np.stack([example.output for example in examples]) if examples else np.zeros((0, 1, 1), np.float32),
-        targets=np.stack([example.target for example in examples]) if examples else np.zeros((0, 1, 1), np.float32),
-    )
-
-
-def load_evaluation(run_dir: Path):
-    """The cached EvaluationResult of a run, with its example slices."""
-    from medgan_tf.evaluation.scoring import EvaluationResult, ExampleSlice
-
-    directory = run_dir / EVALUATION_DIR
-    result = EvaluationResult.from_dict(json.loads((directory / "metrics.json").read_text()))
-    result.slice_consistency = read_consistency(directory)
-    with np.load(directory / EXAMPLES_FILE) as arrays:
-        result.examples = [
-            ExampleSlice(str(key), int(index), source, output, target)
-            for key, index, source, output, target in zip(
-                arrays["patient_keys"], arrays["slice_indices"], arrays["sources"], arrays["outputs"], arrays["targets"]
-            )
-        ]
-    return result
 
 
 def run_entry(entry: Entry, settings: Settings, out_dir: Path, data_dir: Path, runtime, position: str) -> dict:
@@ -338,7 +265,7 @@ def reproduce(
     entries = plan(models, ublocks_sweep, settings.context_slices)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, settings)
+    check_settings(out_dir, settings)
 
     if runtime is None:
         from medgan_tf.training import runtime as runtime_lib
