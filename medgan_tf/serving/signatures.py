@@ -105,7 +105,6 @@ def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[s
     }
 
 
-
 def _target_needs_own_parameters(target: Mapping[str, Any]) -> bool:
     return bool(target["per_volume"]) and not bool(target.get("share_source"))
 
