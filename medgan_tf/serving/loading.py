@@ -188,7 +188,7 @@ class ExportedModel:
     path:          the version folder that was loaded.
     config:        the run's ExperimentConfig (assets/config.json).
     normalization: assets/normalization.json (see `normalization_description`).
-    image_size:    S; every image argument is float32 (B, S, S, 1).
+    image_size:    S; every image argument is float32 (B, S, S, C_in), C_in = 1 unless 2.5D / multi-source.
     """
 
     path: Path
@@ -209,7 +209,7 @@ class ExportedModel:
         return check_slices(images, self.image_size, name, self.config.data.input_channels)
 
     def __call__(self, source: Any) -> np.ndarray:
-        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
+        """Normalized (B, S, S, C_in) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
         array = self._check(source)
         return self.loaded.signatures[SERVING_SIGNATURE](**{INPUT_NAME: array})[OUTPUT_NAME].numpy()
 
@@ -276,7 +276,7 @@ class RunModel:
         return int(self.config.data.image_size)
 
     def __call__(self, source: Any) -> np.ndarray:
-        """Normalized (B, S, S, 1) slices in [-1, 1] → normalized output (B, S, S, 1)."""
+        """Normalized (B, S, S, C_in) slices in [-1, 1] → normalized output (B, S, S, 1)."""
         array = check_slices(source, self.image_size, channels=self.config.data.input_channels)
         if len(array) == 0:  # the network fails on an empty batch; the answer is known
             return np.zeros((0, self.image_size, self.image_size, 1), np.float32)

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medgan_tf.data.io.nifti import SUFFIXES as NIFTI_SUFFIXES
 from medgan_tf.errors import UserError
 
 OUTPUT_FORMATS = ("nifti", "dicom")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def resolve_format(path: str | Path, output_format: str | None) -> str:

@@ -105,7 +105,6 @@ def normalization_description(experiment: config_lib.ExperimentConfig) -> dict[s
     }
 
 
-
 def _target_needs_own_parameters(target: Mapping[str, Any]) -> bool:
     return bool(target["per_volume"]) and not bool(target.get("share_source"))
 
@@ -180,7 +179,7 @@ def _parameter_spec(name: str):
 
 
 def _check_images(images, name: str, size: int, channels: int = 1):
-    """`images` as (B, size, size, 1), after assertions that it is.
+    """`images` as (B, size, size, channels), after assertions that it is.
 
     The input_signature fixes the rank for Python callers that pass numpy arrays (and casts
     their dtype silently, hence the dtype checks in loading.py), but a loaded signature given a
@@ -294,7 +293,7 @@ def _serving_module(generator, size: int, channels: int = 1):
             self.generator = generator
 
         def forward(self, normalized):
-            """(B, S, S, 1) → (B, S, S, 1) float32; B = 0 gives an empty batch (the network
+            """(B, S, S, C_in) → (B, S, S, 1) float32; B = 0 gives an empty batch (the network
             itself fails on one, with a message about filter depths)."""
 
             def run():
@@ -311,7 +310,7 @@ def _serving_module(generator, size: int, channels: int = 1):
 
 
 def _physical_function(module, description: Mapping[str, Any]):
-    """The `physical` tf.function: (B, S, S, 1) source [source unit] (+ (B,) windows) → {"output": target unit}."""
+    """The `physical` tf.function: (B, S, S, C_in) source [source unit] (+ (B,) windows) → {"output": target unit}."""
     import tensorflow as tf
 
     size = int(description["image_size"])

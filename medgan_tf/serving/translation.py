@@ -28,7 +28,6 @@ from medgan_tf.serving.tiling import check_overlap, split_tiles, stitch_tiles, t
 log = logging.getLogger(__name__)
 
 
-
 def predict_slices(
     model: Callable[[np.ndarray], np.ndarray],
     slices: np.ndarray,

@@ -20,7 +20,6 @@ from medgan_tf.data.io import Volume, VolumeReadError, error_kind
 from medgan_tf.data.io.dicom_headers import LPS_TO_RAS, suv_factor
 
 
-
 class DicomSeriesFormat:
     """A folder holding the DICOM files of one series (a folder is never a NIfTI file). Writing
     is `medgan_tf.data.io.dicom_writer`: any name that is not a NIfTI file name is a folder."""
