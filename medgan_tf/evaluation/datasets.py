@@ -39,9 +39,9 @@ def evaluate_dataset(
     Returns an `EvaluationResult`: the metric table's metrics on the 0–255 scale for the
     model output and the untouched input, per slice and per patient, and MAE in the target's
     physical unit from each record's normalization parameters; `result.slice_consistency` holds
-    the output's adjacent-slice consistency against the target's (`evaluation.consistency`).
-    physical unit from each record's normalization parameters. With `baselines`, the task's
-    classical baselines (`score_record_baselines`) are scored on the same slices too.
+    the output's adjacent-slice consistency against the target's (`evaluation.consistency`). With
+    `baselines`, the task's classical baselines (`score_record_baselines`) are scored on the same
+    slices too.
     """
     manifest = read_manifest(data_dir)
     records = iterate_records(data_dir, split)
