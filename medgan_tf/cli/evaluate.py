@@ -116,17 +116,17 @@ def _run_records(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else Path("reports") / f"{model.config.task}-{args.split}"
     title = f"{model.config.model} on {model.config.task} ({args.split} split of {args.data.name or args.data})"
     paths = write_report(result, out_dir, title=title, figure_slices=args.figure_slices)
-    paths.update(write_consistency(getattr(result, "slice_consistency", None), out_dir))
+    paths.update(write_consistency(result.slice_consistency, out_dir))
     summary = result.to_dict()
     if args.json:
         payload = {"model": str(args.model), "data": str(args.data), "split": args.split, "protocol": "paper",
                    "report": {key: str(value) for key, value in paths.items()},
                    **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")},
-                   "slice_consistency": getattr(result, "slice_consistency", None)}
+                   "slice_consistency": result.slice_consistency}
         _print_json(payload)
     else:
         print(report_markdown(result, title=title))
-        print(consistency_line(getattr(result, "slice_consistency", None)))
+        print(consistency_line(result.slice_consistency))
         print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0
 

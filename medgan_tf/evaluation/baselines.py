@@ -169,8 +169,3 @@ def fit_baselines(task: str, train: Sequence[ArrayPair] = (), validation: Sequen
         return _translation(task, list(train), list(validation))
     raise UserError(f"no classical baselines for task {task!r}; expected pet_denoise, pet_ct or mr_motion")
 
-
-def input_comparable(source_unit: str, target_unit: str, task: str) -> bool:
-    """Whether the untouched input can be scored against the target: same unit (denoising, MR
-    motion correction); PET vs CT is not comparable."""
-    return task != "pet_ct" and source_unit == target_unit

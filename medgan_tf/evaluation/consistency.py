@@ -129,13 +129,13 @@ def consistency_line(measure: Mapping[str, Any] | None) -> str:
 
 def write_consistency(measure: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Path]:
     """REPORT_DIR/slice_consistency.json (through a temporary file and a rename) → {"consistency": path}."""
+    from medgan_tf.evaluation.reports import _write_atomic
+
     if measure is None:
         return {}
     path = Path(out_dir) / CONSISTENCY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(measure, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
+    _write_atomic(str(path), json.dumps(measure, indent=2, sort_keys=True) + "\n")
     return {"consistency": path}
 
 

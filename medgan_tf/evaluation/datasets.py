@@ -39,9 +39,9 @@ def evaluate_dataset(
     Returns an `EvaluationResult`: the metric table's metrics on the 0–255 scale for the
     model output and the untouched input, per slice and per patient, and MAE in the target's
     physical unit from each record's normalization parameters; `result.slice_consistency` holds
-    the output's adjacent-slice consistency against the target's (`evaluation.consistency`).
-    physical unit from each record's normalization parameters. With `baselines`, the task's
-    classical baselines (`score_record_baselines`) are scored on the same slices too.
+    the output's adjacent-slice consistency against the target's (`evaluation.consistency`). With
+    `baselines`, the task's classical baselines (`score_record_baselines`) are scored on the same
+    slices too.
     """
     manifest = read_manifest(data_dir)
     records = iterate_records(data_dir, split)
@@ -140,8 +140,10 @@ def score_record_baselines(result: EvaluationResult, data_dir, split: str, task:
     baselines fitted on the train split (intensity map) and chosen on the val split (filters),
     applied per volume and scored on the same slices. `denormalize` gives MAE in physical units
     (same-unit tasks)."""
-    from medgan_tf.evaluation.baselines import fit_baselines
+    from medgan_tf.evaluation.baselines import TASKS_WITH_BASELINES, fit_baselines
 
+    if task not in TASKS_WITH_BASELINES:
+        return  # the input row is the task's classical reference (identity): no split to read
     records = iterate_records(data_dir, split)
     if max_slices is not None:
         records = itertools.islice(records, max_slices)

@@ -293,10 +293,6 @@ class Protocol:
         """The protocol's columns, in table order."""
         return metric_names(protocol=self.name)
 
-    @property
-    def region_metrics(self) -> tuple[str, ...]:
-        return metric_names(protocol=self.name, region=True)
-
 
 PROTOCOLS: Mapping[str, Protocol] = {
     "paper": Protocol(

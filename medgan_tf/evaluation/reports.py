@@ -73,7 +73,8 @@ def markdown_table(
 
 
 def report_markdown(result: EvaluationResult, *, title: str) -> str:
-    """metrics.md: the Table II-style summary (model vs untouched input) and a per-patient table."""
+    """metrics.md: the Table II-style summary (model, untouched input and the classical baselines,
+    each described) and a per-patient table."""
     summary = result.summary()
     per_patient = result.per_patient()
     lpips_line = (

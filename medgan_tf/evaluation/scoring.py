@@ -75,6 +75,9 @@ class EvaluationResult:
     # and {name: what was fitted} (`medgan_tf.evaluation.baselines`).
     baselines: dict[str, list[dict[str, float | None]]] = dataclasses.field(default_factory=dict)
     baseline_descriptions: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Adjacent-slice consistency of output vs target (`evaluation.consistency.slice_consistency`),
+    # set by `evaluate_dataset`; kept beside metrics.json as slice_consistency.json.
+    slice_consistency: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, dict[str, Summary]]:
         """{"output" | "input" | <baseline>: {metric: Summary}} over all slices (mean ± sample sd)."""

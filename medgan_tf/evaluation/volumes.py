@@ -31,10 +31,10 @@ MASKED_PROTOCOLS = ("synthrad2023", "synthrad2025")
 HISTOGRAM_SAMPLES = 200_000
 
 
-def default_protocol(task: str, target_unit: str | None = None) -> str:
-    """`--pairs` without `--protocol`: synthrad2023 for synthetic CT (pet_ct, or any HU target),
-    pet for pet_denoise, paper otherwise."""
-    if task == "pet_ct" or target_unit == "HU":
+def default_protocol(task: str) -> str:
+    """`--pairs` without `--protocol`: synthrad2023 for synthetic CT (pet_ct), pet for
+    pet_denoise, paper otherwise."""
+    if task == "pet_ct":
         return "synthrad2023"
     return "pet" if task == "pet_denoise" else "paper"
 
