@@ -25,12 +25,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from medgan_tf.config import LOSS_TERMS, TASKS, DataConfig, ExperimentConfig, LossConfig, NormalizationConfig, validate
+from medgan_tf.config import LOSS_TERMS, TASKS, DataConfig, ExperimentConfig, LossConfig, validate
+from medgan_tf.data.context import MODALITY_NORMALIZATION
 from medgan_tf.registry import Registry
 
 # --------------------------------------------------------------------------- task presets (paper §3.1)
 
-_PET_SCALE = NormalizationConfig(kind="scale", percentile=99.5, unit="SUV")
+# Each modality's normalization, one table shared with the extra sources of a multi-source input.
+_PET_SCALE = MODALITY_NORMALIZATION["PT"]
+_MR_WINDOW = MODALITY_NORMALIZATION["MR"]
 
 TASK_PRESETS: dict[str, DataConfig] = {
     # PET (2×2×3 mm) → CT (0.85×0.85×5 mm), both resampled to 1 mm isotropic.
@@ -39,17 +42,15 @@ TASK_PRESETS: dict[str, DataConfig] = {
         target_modality="CT",
         spacing_mm=(1.0, 1.0, 1.0),
         source_normalization=_PET_SCALE,
-        target_normalization=NormalizationConfig(kind="window", low=-1000.0, high=2000.0, unit="HU"),
+        target_normalization=MODALITY_NORMALIZATION["CT"],
     ),
     # Motion-corrupted T1 SE → motion-free T1 SE, 1 mm isotropic.
     "mr_motion": DataConfig(
         source_modality="MR",
         target_modality="MR",
         spacing_mm=(1.0, 1.0, 1.0),
-        source_normalization=NormalizationConfig(kind="percentile", percentile_low=0.5, percentile=99.5, unit="a.u."),
-        target_normalization=NormalizationConfig(
-            kind="percentile", percentile_low=0.5, percentile=99.5, share_source=True, unit="a.u."
-        ),
+        source_normalization=_MR_WINDOW,
+        target_normalization=dataclasses.replace(_MR_WINDOW, share_source=True),
     ),
     # 25 %-time PET → full-time PET, native 2.8×2.8×2 mm.
     "pet_denoise": DataConfig(

@@ -5,6 +5,7 @@ sys.path)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import math
 from pathlib import Path
 
@@ -278,3 +279,18 @@ def same_grid(image, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
     ours = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(array, np.float32), np.asarray(affine, np.float64)))
     assert theirs.shape == ours.shape, f"shape {theirs.shape} vs ours {ours.shape}"
     return theirs.get_fdata(), ours.get_fdata(), float(np.max(np.abs(theirs.affine - ours.affine)))
+
+
+def assert_no_secret_bytes(files, secrets, ignore_case: bool = False) -> None:
+    """No `secrets` string occurs in any of `files`, read raw and, for .gz files, decompressed too
+    (compared lower-cased with `ignore_case`)."""
+    for path in files:
+        blobs = [path.read_bytes()]
+        if path.suffix == ".gz":
+            blobs.append(gzip.decompress(blobs[0]))
+        for blob in blobs:
+            for secret in secrets:
+                if ignore_case:
+                    assert secret.lower().encode() not in blob.lower(), (secret, path.name)
+                else:
+                    assert secret.encode() not in blob, (secret, path.name)

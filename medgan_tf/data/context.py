@@ -32,8 +32,8 @@ import numpy as np
 from medgan_tf.config import DataConfig, NormalizationConfig
 from medgan_tf.errors import UserError
 
-# Default normalization of an extra source channel by its modality: the task presets' choices for
-# that modality (CT: the HU window; PET: per-volume scale; MR: per-volume percentile window).
+# Normalization by modality (CT: the HU window; PET: per-volume scale; MR: per-volume percentile
+# window): an extra source channel's default, and the task presets' choice (`medgan_tf.presets`).
 MODALITY_NORMALIZATION: dict[str, NormalizationConfig] = {
     "CT": NormalizationConfig(kind="window", low=-1000.0, high=2000.0, unit="HU"),
     "PT": NormalizationConfig(kind="scale", percentile=99.5, unit="SUV"),

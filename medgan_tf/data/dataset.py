@@ -234,9 +234,9 @@ def iterate_records(data_dir: str | Path, split: str) -> Iterator[dict[str, Any]
         yield parse_example_numpy(serialized)
 
 
-def _serialized_records(data_dir: str | Path, split: str, check_count: bool = True) -> Iterator[bytes]:
+def _serialized_records(data_dir: str | Path, split: str) -> Iterator[bytes]:
     """Every serialized record of `split`, file by file; a damaged shard is a UserError naming
-    it, and so (with `check_count`) is a split holding fewer or more records than its manifest counts."""
+    it, and so is a split holding fewer or more records than its manifest counts."""
     import tensorflow as tf
 
     files = shard_files(data_dir, split)
@@ -248,7 +248,7 @@ def _serialized_records(data_dir: str | Path, split: str, check_count: bool = Tr
                 yield serialized
         except tf.errors.DataLossError as error:
             raise UserError(f"{path} is damaged ({_reason(error)}); {RECONVERT}") from error
-    expected = _manifest_slices(data_dir, split) if check_count else None
+    expected = _manifest_slices(data_dir, split)
     if expected is not None and total != expected:
         raise UserError(f"the {split!r} split of {data_dir} holds {total} records but {MANIFEST} counts {expected}; "
                         f"a shard was truncated or replaced ({', '.join(files)}): {RECONVERT}")
@@ -270,8 +270,3 @@ def records_by_patient(data_dir: str | Path, split: str) -> dict[str, list[dict[
     for records in groups.values():
         records.sort(key=lambda record: record["slice_index"])
     return dict(sorted(groups.items()))
-
-
-def count_records(data_dir: str | Path, split: str) -> int:
-    """Number of records in `split` (reads the shards; UserError naming a damaged one)."""
-    return sum(1 for _ in _serialized_records(data_dir, split, check_count=False))

@@ -31,7 +31,6 @@ SPLITS = ("train", "val", "test")
 SPLIT_RULE = ("a split named in the pairs CSV wins; the other converted patients ranked by SHA-256 of patient_key: "
               "the first round(test_fraction * n) (≥ 1 when test_fraction > 0 and n ≥ 3) go to test, the next "
               "round(val_fraction * n) (≥ 1 when val_fraction > 0 and n ≥ 2) to val, the rest (≥ 1) to train")
-OPTIONAL_COLUMNS = ("split", "mask")
 
 
 def read_pairs_csv(path: str | Path, base: str | None = None) -> list[dict[str, Any]]:

@@ -45,7 +45,6 @@ __all__ = [
     "write_synthetic_dataset",
 ]
 
-TASK_NAMES = ("pet_ct", "mr_motion", "pet_denoise")
 PET_DENOISE_SHAPE = (64, 64, 32)  # 2.8 × 2.8 × 2 mm: the scanner's native voxels (paper §3.1)
 PET_CT_TRUNK = (0.5, 32.5 / 0.4)  # t = 0.5 at the slab centre; the 32.5 mm CT slab spans t 0.3–0.7
 

@@ -48,12 +48,6 @@ def incompatible_fields(saved: config_lib.ExperimentConfig, requested: config_li
     return {k: v for k, v in config_lib.diff(saved, requested).items() if k not in RESUMABLE_FIELDS}
 
 
-def run_dataset(run_dir: str | Path) -> Path | None:
-    """The dataset directory a run was trained on (None for runs that did not record one)."""
-    record = _read_record(run_dir)
-    return Path(record["data_dir"]) if record else None
-
-
 def manifest_fingerprint(data_dir: str | Path) -> str | None:
     """SHA-256 (hex) of DIR/manifest.json; None when there is none to read."""
     from medgan_tf.data.manifest import MANIFEST

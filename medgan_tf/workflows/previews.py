@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from medgan_tf.evaluation.figures import PLANES, save_figure_atomic
 
-PLANES = ("axial", "coronal", "sagittal")
+log = logging.getLogger(__name__)
 
 
 def _window(volume) -> tuple[float, float]:
@@ -67,9 +66,7 @@ def render_pairs(rows: list[tuple[str, object, object]], path: str | Path, dpi: 
         for row_axes, (label, source, target) in zip(axes, rows):
             _draw_row(row_axes, label, source, target)
         figure.tight_layout()
-        partial = path.with_name(f".{path.name}.partial")
-        figure.savefig(partial, dpi=dpi, format="png")
-        os.replace(partial, path)
+        save_figure_atomic(figure, path, dpi)
     finally:
         pyplot.close(figure)
     return path
