@@ -197,10 +197,10 @@ def _held_out_pair(dataset: Path, pairs_csv: Path) -> tuple[str, str, str]:
     from medgan_tf.data.pseudonyms import pseudonym
 
     manifest = json.loads((dataset / "manifest.json").read_text())
-    val_keys = {v["patient_key"] for v in manifest["volumes"] if v.get("split") == "test"}
+    test_keys = {v["patient_key"] for v in manifest["volumes"] if v.get("split") == "test"}
     with open(pairs_csv, newline="") as handle:
         for row in csv.DictReader(handle):
-            if pseudonym(row["patient_id"], DEMO_SALT.encode()) in val_keys:
+            if pseudonym(row["patient_id"], DEMO_SALT.encode()) in test_keys:
                 base = pairs_csv.parent
                 return row["patient_id"], str(base / row["source"]), str(base / row["target"])
     raise RuntimeError("no test patient found in the demo dataset")

@@ -55,7 +55,6 @@ DEFAULT_MODELS = tuple(presets.MODELS.names())
 SWEEP_MODEL = "pix2pix"
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What makes runs comparable: every variant is trained and scored under these."""
@@ -200,7 +199,7 @@ def evaluate_entry(run_dir: Path, data_dir: Path, settings: Settings, title: str
         gc.collect()
     out = run_dir / EVALUATION_DIR
     write_report(result, out, title=title, figure_slices=settings.figure_slices)
-    write_consistency(getattr(result, "slice_consistency", None), out)
+    write_consistency(result.slice_consistency, out)
     save_examples(out / EXAMPLES_FILE, result.examples)
     write_json_atomic(out / EVALUATION_STATE, {
         "step": trained_steps(run_dir),
@@ -308,7 +307,7 @@ def _row(entry: Entry, settings: Settings, out_dir: Path, outcome: dict) -> dict
         "num_slices": len(outcome["result"].slices),
         "metrics": outcome["result"].summary()["output"],
         "context_slices": experiment.data.context_slices,
-        "slice_consistency": overall_consistency(getattr(outcome["result"], "slice_consistency", None)),
+        "slice_consistency": overall_consistency(outcome["result"].slice_consistency),
     }
 
 
