@@ -20,7 +20,6 @@ anywhere in the run into one message naming the path and what to do.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import errno
 import json
@@ -33,6 +32,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from medgan_tf import files
 from medgan_tf.errors import UserError
 
 LOCK_SUFFIX = ".convert.lock"
@@ -218,37 +218,10 @@ def discard(work_dir: Path) -> None:
 
 def publish(work_dir: Path, out: Path) -> None:
     """Make the complete `work_dir` the dataset at `out`, replacing a previous one so that at every
-    instant `out` (or, between two renames, `out.old-*`) holds one complete dataset."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        os.replace(work_dir, out)  # onto nothing, or onto an empty folder
-        return
-    if _exchange(work_dir, out):  # one atomic step: out is new, work_dir holds the old dataset
-        shutil.rmtree(work_dir)
-        return
-    old = out.with_name(f"{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-    os.rename(out, old)
-    try:
-        os.rename(work_dir, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old)
-
-
-def _exchange(first: Path, second: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(second))
+    instant `out` (or, between two renames, `out.old-*`) holds one complete dataset
+    (`medgan_tf.files.publish_folder`; `recover` repairs the gap between two renames)."""
+    aside = out.with_name(f"{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    files.publish_folder(work_dir, out, aside=aside)
 
 
 # --------------------------------------------------------------------------- failures

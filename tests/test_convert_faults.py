@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medgan_tf import files
 from medgan_tf.cli import main as cli_main
 from medgan_tf.data import manifest as manifest_lib
 from medgan_tf.data.io import Volume, read_volume, write_nifti
@@ -149,15 +150,16 @@ def test_overwrite_replaces_the_dataset_and_leaves_nothing_beside_it(tmp_path, t
     out = tmp_path / "out"
     assert _convert(two_patients, out) == 0
     if not exchange:
-        monkeypatch.setattr(output, "_exchange", lambda first, second: False)
+        monkeypatch.setattr(files, "exchange", lambda first, second: False)
     assert _convert(three_patients, out, "--overwrite") == 0
     assert _consistent(out)["converted_pairs"] == 3 and _leftovers(out) == []
 
 
 _KILL_DURING_SWAP = """
 import os, shutil, sys
+from medgan_tf import files
 from pipelines import convert, output
-output._exchange = lambda first, second: False  # the two-rename path, whose gap we die in
+files.exchange = lambda first, second: False  # the two-rename path, whose gap we die in
 real_rename, real_rmtree = os.rename, shutil.rmtree
 def rename(source, target):
     real_rename(source, target)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from medgan_tf import presets
 from medgan_tf.config import NormalizationConfig
 from medgan_tf.data import geometry, normalization, schema
 from medgan_tf.data.io import Volume
+from medgan_tf.data.preparation import prepare
+from medgan_tf.data.rejections import PairRejected
 
 
 def _linear_volume(shape, affine):
@@ -71,8 +76,9 @@ def test_pair_that_does_not_overlap_is_refused():
     volume = Volume(np.zeros((8, 8, 8), np.float32), np.eye(4))
     far = np.eye(4)
     far[:3, 3] = 500.0
-    with pytest.raises(geometry.GeometryError, match="do not overlap"):
-        geometry.pair_to_model_grid(volume, Volume(np.zeros((8, 8, 8), np.float32), far), (1, 1, 1), 8)
+    config = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], spacing_mm=(1.0, 1.0, 1.0), image_size=8)
+    with pytest.raises(PairRejected, match="do not overlap"):
+        prepare(volume, config, target=Volume(np.zeros((8, 8, 8), np.float32), far))
 
 
 @pytest.mark.parametrize(
@@ -128,12 +134,14 @@ def test_schema_round_trip_in_tensorflow_and_numpy():
         schema.encode_example(source, target[:4], "k", 0, (1, 1, 1), params_s, params_t)
 
 
-def test_fit_on_grid_ignores_the_padding_around_a_small_volume():
+def test_preparation_fits_normalization_without_the_padding_around_a_small_volume():
     values = np.full((8, 8, 4), 10.0, np.float32)
     values[0, 0, 0] = 0.0  # background (the padding value) = the volume's minimum
     volume = Volume(values, np.eye(4), "PT", "Bq/ml")
     array, grid = geometry.to_model_grid(volume, (1.0, 1.0, 1.0), 32)  # 8×8 inside 32×32 of zeros
     config = NormalizationConfig(kind="scale", percentile=50.0, unit="SUV")
     assert normalization.fit(array, config)["high"] == 1.0  # median of mostly padding: 0 → guarded to 1
-    params = normalization.fit_on_grid(array, volume, grid, config)
+    data = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], spacing_mm=(1.0, 1.0, 1.0), image_size=32,
+                               source_normalization=config)
+    params = prepare(volume, data).source_params
     assert params["high"] == 10.0 and params["unit"] == "Bq/ml"

@@ -217,8 +217,6 @@ def test_leftovers_of_a_killed_save_are_removed_on_resume(builtin_dir, tmp_path)
 
 
 def test_a_json_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
-    import json as json_module
-
     from medgan_tf.errors import UserError
     from medgan_tf.training import checkpoints
 
@@ -228,7 +226,7 @@ def test_a_json_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(28, NO_SPACE)
 
-    monkeypatch.setattr(json_module, "dump", no_space)
+    monkeypatch.setattr(Path, "write_text", no_space)  # the write into the temporary file fails
     with pytest.raises(UserError, match=f"could not write {path}: {NO_SPACE}"):
         checkpoints.write_json_atomic(path, {"step": 2})
     monkeypatch.undo()

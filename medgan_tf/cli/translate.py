@@ -38,6 +38,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medgan_tf.data.io import DEFAULT_OUTPUT_FORMAT, formats
+
 HELP = "translate whole NIfTI volumes or DICOM series with an exported model → NIfTI or DICOM on the input's grid"
 
 
@@ -58,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "relative inputs are relative to the CSV; needs --output-dir")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="with --inputs: where the outputs go (<patient_id>.nii.gz, or <patient_id>/ for DICOM)")
-    parser.add_argument("--output-format", choices=("nifti", "dicom"), default=None,
+    parser.add_argument("--output-format", choices=[f.key for f in formats()], default=None,
                         help="nifti or dicom (a series folder: one file per slice, a new series in the source's study); "
-                        "default: from the --output name, nifti for --inputs")
+                        f"default: from the --output name, {DEFAULT_OUTPUT_FORMAT} for --inputs")
     parser.add_argument("--batch-size", type=int, default=8, help="S×S tiles (slices) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
                         help="overlap of neighbouring tiles on slices larger than the model's field of view, "
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
     from medgan_tf.serving.loading import load_model
-    from medgan_tf.serving.outputs import resolve_format
+    from medgan_tf.data.io import output_format as resolve_format
     from medgan_tf.serving.translation import translate_file
 
     if args.inputs is not None:
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --input VOL --output VOL (one volume) or --inputs CSV --output-dir DIR (many)")
     if args.output_dir is not None:
         raise UserError("--output-dir goes with --inputs; with --input give --output")
-    output_format = resolve_format(args.output, args.output_format)
+    volume_format = resolve_format(args.output, args.output_format)
     if not args.input.exists():
         raise UserError(f"input {args.input} does not exist; expected a NIfTI file or a DICOM series folder")
     for path in args.extra_input:
@@ -94,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
         extra_inputs=args.extra_input,
-        output_format=output_format,
+        output_format=volume_format.key,
     )
     volume = translation.volume
     if not args.quiet:
         height, width, num_slices = translation.grid_shape
         size = model.config.data.image_size
         tiles = "" if translation.tiles_per_slice == 1 else f" in {translation.tiles_per_slice} tiles of {size}² each"
-        kind = "DICOM series " if output_format == "dicom" else ""
+        kind = f"{volume_format.name} " if volume_format.folder else ""
         print(
             f"wrote {kind}{args.output}: {volume.modality} in {volume.unit}, shape {volume.shape}, "
             f"{num_slices} slices of {height}×{width}{tiles} through the model"
@@ -121,7 +123,7 @@ def _run_many(args: argparse.Namespace) -> int:
     if args.extra_input:
         raise UserError("--extra-input goes with --input (one volume); with --inputs give the extra sources as the "
                         "CSV's source_2, source_3, … columns")
-    output_format = args.output_format or "nifti"
+    output_format = args.output_format or DEFAULT_OUTPUT_FORMAT
     items = read_inputs_csv(args.inputs, args.output_dir, output_format)
     model = load_model(args.model, precision=args.precision)
     check_sources(args.inputs, items, tuple(model.config.data.extra_source_modalities))

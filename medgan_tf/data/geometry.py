@@ -18,14 +18,6 @@ import numpy as np
 from medgan_tf.data.io import Volume
 
 
-class GeometryError(Exception):
-    """Two volumes that cannot be paired (e.g. they do not overlap in world space)."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
-
-
 def voxel_to_world(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """(N, 3) voxel indices → (N, 3) world mm."""
     return indices @ affine[:3, :3].T + affine[:3, 3]
@@ -166,31 +158,6 @@ def overlap_fraction(moving: Volume, shape: tuple[int, ...], affine: np.ndarray)
     upper = np.asarray(moving.array.shape, dtype=np.float64) - 0.5
     within = np.all((inside >= -0.5) & (inside <= upper), axis=1)
     return float(np.mean(within))
-
-
-def pair_to_model_grid(
-    source: Volume,
-    target: Volume,
-    spacing_mm: tuple[float, float, float],
-    image_size: int,
-    *,
-    min_overlap: float = 0.01,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source and target on the source's model grid → (source (S,S,K), target (S,S,K), affine).
-
-    Raises GeometryError when the target covers less than `min_overlap` of the source volume
-    in world space (e.g. a pair from different scans or a wrong header).
-    """
-    overlap = overlap_fraction(target, source.array.shape, source.affine)
-    if overlap < min_overlap:
-        raise GeometryError(
-            f"volumes do not overlap in world space (target covers {overlap:.1%} of the source; "
-            f"expected at least {min_overlap:.0%})"
-        )
-    grid = model_grid(source, spacing_mm, image_size)
-    source_array, grid_affine = to_model_grid(source, spacing_mm, image_size, grid=grid)
-    target_array, _ = to_model_grid(target, spacing_mm, image_size, grid=grid)
-    return source_array, target_array, grid_affine
 
 
 def coverage(volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:

@@ -16,11 +16,10 @@ check (task, slice size, a non-empty split) that training, evaluation and the pa
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from medgan_tf import files
 from medgan_tf.config import DataConfig, to_dict
 from medgan_tf.data import pseudonyms
 from medgan_tf.data.pairs import SPLIT_RULE, SPLITS
@@ -79,10 +78,8 @@ def build_manifest(
 def write_manifest(data_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     """Write DIR/manifest.json through a temporary file and a rename (never half a file)."""
     path = Path(data_dir) / MANIFEST
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{MANIFEST}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
+    with files.atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return path
 
 

@@ -80,20 +80,3 @@ def denormalize_tensor(array: Any, low: Any, high: Any) -> Any:
     low = tf.reshape(tf.cast(low, tf.float32), [-1] + [1] * (len(array.shape) - 1)) if len(array.shape) else low
     high = tf.reshape(tf.cast(high, tf.float32), [-1] + [1] * (len(array.shape) - 1)) if len(array.shape) else high
     return (array + 1.0) * (0.5 * (high - low)) + low
-
-
-def fit_on_grid(
-    grid_array: np.ndarray,
-    volume: Any,
-    grid_affine: np.ndarray,
-    config: NormalizationConfig,
-    unit: str | None = None,
-) -> dict[str, Any]:
-    """`fit` over the voxels of a model-grid array (S, S, K) that `volume` really covers, i.e.
-    without the crop/pad fill, as the converter does for training data (use it at inference so a
-    volume is scaled the same way it would have been in training)."""
-    from medgan_tf.data.geometry import coverage
-
-    mask = coverage(volume, grid_array.shape, grid_affine)
-    values = grid_array[mask] if mask.any() else grid_array
-    return fit(values, config, unit=unit if unit is not None else getattr(volume, "unit", None))

@@ -174,45 +174,36 @@ def convert_pair(
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
-    Pure function of its inputs (no Beam): read → pair onto the model grid → normalize → slices.
-    Records carry the 2.5D / multi-source window of `data.context` when K > 0 or `extra_source_paths`.
+    Pure function of its inputs (no Beam): read → `preparation.prepare` (model grid, kept slices,
+    normalization, windows) → slices. Records carry the 2.5D / multi-source window of `data.context`
+    when K > 0 or `extra_source_paths`.
     With `mask_path` (a mask volume on the source's frame), every record also carries the mask
     on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
     """
-    from medgan_tf.data import context, geometry, normalization, schema
+    from medgan_tf.data import schema
+    from medgan_tf.data.preparation import prepare
 
     source = read_pair_volume("source", source_path, data_config.source_modality)
     target = read_pair_volume("target", target_path, data_config.target_modality)
-    size, spacing = data_config.image_size, tuple(data_config.spacing_mm)
-    try:
-        source_array, target_array, grid_affine = geometry.pair_to_model_grid(source, target, spacing, size)
-    except geometry.GeometryError as error:
-        raise PairRejected(error.reason) from None
-    # Keep slices that both volumes cover (a PET longer than its CT gives no pair beyond the CT).
-    source_mask = geometry.coverage(source, source_array.shape, grid_affine)
-    target_mask = geometry.coverage(target, source_array.shape, grid_affine)
-    source_cover, target_cover = source_mask.mean(axis=(0, 1)), target_mask.mean(axis=(0, 1))
-    keep = np.flatnonzero((source_cover > 0) & (target_cover >= 0.5 * source_cover))
-    if keep.size == 0:
-        raise PairRejected("no axial slice is covered by both volumes")
-
-    # Per-volume statistics over the voxels each volume really covers (not the crop/pad fill).
-    source_params = normalization.fit(source_array[..., keep][source_mask[..., keep]], data_config.source_normalization, unit=source.unit)
-    if data_config.target_normalization.share_source:
-        target_params = dict(source_params, unit=target.unit)
-    else:
-        target_params = normalization.fit(target_array[..., keep][target_mask[..., keep]], data_config.target_normalization, unit=target.unit)
-    source_norm = normalization.normalize(source_array, source_params)
-    target_norm = normalization.normalize(target_array, target_params)
-    extra_norm, extra_params, extra_volumes = context.extra_sources(extra_source_paths, (source_array.shape, grid_affine), keep, data_config)
-    window = context.window_features([source_norm, *extra_norm], keep, data_config, [source_params, *extra_params])
-    mask = mask_on_grid(mask_path, source_array.shape, grid_affine) if mask_path else None
+    modalities = data_config.extra_source_modalities
+    if len(extra_source_paths) != len(modalities):
+        raise PairRejected(f"{len(extra_source_paths)} extra source volume(s); the conversion expects {len(modalities)}")
+    extras = [read_pair_volume(f"source_{index}", path, modality)
+              for index, (path, modality) in enumerate(zip(extra_source_paths, modalities), start=2)]
+    prepared = prepare(source, data_config, target=target, extra_sources=extras)
+    shape, grid_affine, keep = prepared.grid_shape, prepared.grid_affine, prepared.keep
+    spacing = tuple(data_config.spacing_mm)
+    window = (lambda z: schema.stack_features(prepared.window(z), prepared.context_slices,
+                                              [prepared.source_params, *prepared.extra_params])) \
+        if prepared.uses_stack else (lambda z: None)
+    mask = mask_on_grid(mask_path, shape, grid_affine) if mask_path else None
     records = [
         (
             int(k),
             schema.encode_example(
-                source_norm[:, :, k], target_norm[:, :, k], patient_key, int(k), spacing, source_params, target_params,
-                extra_features=window(int(k)), **({"mask_slice": mask[:, :, k]} if mask is not None else {}),
+                prepared.source_normalized[:, :, k], prepared.target_normalized[:, :, k], patient_key, int(k), spacing,
+                prepared.source_params, prepared.target_params, extra_features=window(int(k)),
+                **({"mask_slice": mask[:, :, k]} if mask is not None else {}),
             ),
         )
         for k in keep
@@ -221,11 +212,12 @@ def convert_pair(
         "patient_key": patient_key,
         "slices": len(records),
         "grid_affine": np.round(grid_affine, 6).tolist(),
-        "grid_shape": list(source_array.shape),
-        "source": _volume_summary(source, source_params),
-        "target": _volume_summary(target, target_params),
+        "grid_shape": list(shape),
+        "source": _volume_summary(source, prepared.source_params),
+        "target": _volume_summary(target, prepared.target_params),
     }
-    summary.update({f"source_{i}": _volume_summary(v, p) for i, (v, p) in enumerate(zip(extra_volumes, extra_params), start=2)})
+    summary.update({f"source_{i}": _volume_summary(v, p)
+                    for i, (v, p) in enumerate(zip(prepared.extra_volumes, prepared.extra_params), start=2)})
     if mask is not None:
         summary["mask"] = {"voxels": int(mask[..., keep].sum()), "shape": list(mask.shape)}
     return records, summary

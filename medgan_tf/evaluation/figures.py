@@ -101,18 +101,10 @@ def save_comparison_figure(
 def save_figure_atomic(figure, path: str | os.PathLike, dpi: int = 100) -> None:
     """figure.savefig through a temporary file in the same folder and a rename: a reader never
     sees half a PNG, and an earlier figure stays until the new one is complete."""
-    import tempfile
+    from medgan_tf import files
 
-    path = os.fspath(path)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".png")
-    os.close(fd)
-    try:
+    with files.atomic_file(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 PLANES = ("axial", "coronal", "sagittal")

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
-from medgan_tf import metrics
+from medgan_tf import files, metrics
 from medgan_tf.evaluation.figures import save_slice_figure
 from medgan_tf.evaluation.scoring import EvaluationResult, Summary, report_columns
 
@@ -134,12 +133,4 @@ def write_report(
 def _write_atomic(path: str, text: str) -> None:
     """Write `text` through a temporary file and a rename: an earlier report stays valid until
     the new one is complete (e.g. on a full disk)."""
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    files.write_text_atomic(path, text)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +52,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
     Raises UserError for a missing or headerless CSV, one without an `input`/`source` column, an
     empty input cell, extra source columns with a gap, or two rows writing the same output.
     """
+    from medgan_tf.data.io import output_name
     from medgan_tf.data.pairs import extra_source_columns, read_extra_sources
 
     csv_path, output_dir = Path(csv_path), Path(output_dir)
@@ -74,7 +74,7 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
         if not row.get(column):
             raise UserError(f"--inputs {csv_path} line {line}: empty {column!r} cell")
         source = _resolve(csv_path.parent, row[column])
-        output = Path(row["output"]) if row.get("output") else Path(_output_name(row.get("patient_id"), source, output_format))
+        output = Path(row["output"]) if row.get("output") else Path(output_name(row.get("patient_id"), source, output_format))
         output = output if output.is_absolute() else output_dir / output
         if output in seen:
             raise UserError(f"--inputs {csv_path}: lines {seen[output]} and {line} both write {output}; "
@@ -104,13 +104,6 @@ def _extra_inputs(item: BatchItem, extra_modalities: tuple[str, ...]) -> list[Pa
 def _resolve(folder: Path, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else folder / path
-
-
-def _output_name(patient_id: str | None, source: Path, output_format: str) -> str:
-    """`<patient_id>` (or the input's name without its NIfTI suffix), made safe as a file name."""
-    name = patient_id or re.sub(r"\.nii(\.gz)?$", "", source.name)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "volume"
-    return f"{name}.nii.gz" if output_format == "nifti" else name
 
 
 def translate_many(

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from medgan_tf import config as config_lib
+from medgan_tf import files
 from medgan_tf.errors import UserError
+from medgan_tf.training.build import EXPORT_POLICIES, generator_in_precision
 from medgan_tf.serving.signatures import (
     CONFIG_ASSET,
     NORMALIZATION_ASSET,
@@ -44,33 +44,9 @@ log = logging.getLogger(__name__)
 PRECISION_ASSET = "precision.json"
 PRECISION_FORMAT = "medgan-tf-precision-v1"
 # Export --precision → the Keras dtype policy the served generator is built under.
-EXPORT_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 # --------------------------------------------------------------------------- precision
-
-
-def generator_in_precision(generator, experiment: config_lib.ExperimentConfig, compute_dtype: str):
-    """`generator` itself when it already computes in `compute_dtype` ("float32" | "bfloat16"),
-    else the same network rebuilt under that dtype policy with `generator`'s weights (the global
-    policy is restored afterwards)."""
-    from medgan_tf import presets
-    from medgan_tf.training.runtime import dtype_policy
-
-    if compute_dtype not in EXPORT_POLICIES:
-        raise UserError(f"precision must be one of {sorted(EXPORT_POLICIES)}; received {compute_dtype!r}")
-    if generator.compute_dtype == compute_dtype:
-        return generator
-    with dtype_policy(EXPORT_POLICIES[compute_dtype]):
-        rebuilt = presets.recipe_of(experiment).generator(experiment)
-    source_shapes = [tuple(w.shape) for w in generator.weights]
-    if [tuple(w.shape) for w in rebuilt.weights] != source_shapes:
-        raise UserError(
-            f"the generator does not match the network the config describes ({len(source_shapes)} weights vs "
-            f"{len(rebuilt.weights)}); export it at its own precision (--precision {generator.compute_dtype})"
-        )
-    rebuilt.set_weights(generator.get_weights())
-    return rebuilt
 
 
 def precision_description(compute_dtype: str, reason: str) -> dict:
@@ -138,9 +114,10 @@ def export_generator(
     compute_dtype, reason = choose_inference_precision(precision)
     served = generator_in_precision(generator, experiment, compute_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".export-{int(version)}-"))
-    asset_dir = Path(tempfile.mkdtemp(prefix="medgan-export-assets-"))
-    try:
+    # The folder appears under its version number only when complete: TF Serving polls for new ones.
+    with files.atomic_folder(final, replace=False, kind="export") as staging:
+        asset_dir = staging / ".asset-sources"  # copied into staging/assets/ by tf.saved_model.save
+        asset_dir.mkdir()
         config_asset = {**config_lib.to_dict(experiment), config_lib.SERVING_INPUT_KEY: serving_input(experiment.data)}
         (asset_dir / CONFIG_ASSET).write_text(json.dumps(config_asset, indent=2, sort_keys=True) + "\n")
         (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
@@ -155,12 +132,7 @@ def export_generator(
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if not (staging / "saved_model.pb").is_file():
             raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
-        os.rename(staging, final)  # atomic on one file system; fails if `final` appeared meanwhile
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(asset_dir, ignore_errors=True)
+        shutil.rmtree(asset_dir)
     log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
     return final
 

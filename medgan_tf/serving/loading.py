@@ -245,11 +245,13 @@ class ExportedModel:
         return self.loaded.signatures[PHYSICAL_SIGNATURE](**feeds)[OUTPUT_NAME].numpy()
 
 
-def load_export(path: str | Path) -> ExportedModel:
-    """Load an export (a version folder, or its base folder → the highest version)."""
+def load_export(path: str | Path, precision: str | None = None) -> ExportedModel:
+    """Load an export (a version folder, or its base folder → the highest version); `precision`
+    as in `load_model` (an export computes in the precision it was written in)."""
     import tensorflow as tf
 
     version_dir = resolve_export_dir(path)
+    _check_export_precision(version_dir, precision)
     assets = version_dir / "assets"
     try:
         experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
@@ -315,12 +317,10 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
     if not path.exists():
         raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
     if is_export(path):
-        model = load_export(path)
-        _check_export_precision(model.path, precision)
-        return model
+        return load_export(path, precision)
     if is_run_dir(path):
-        from medgan_tf.serving.export import generator_in_precision
         from medgan_tf.training import checkpoints
+        from medgan_tf.training.build import generator_in_precision
         from medgan_tf.training.runtime import choose_inference_precision
 
         generator, experiment = checkpoints.load_generator(path, checkpoint)

@@ -42,7 +42,6 @@ from typing import Any, Mapping
 
 from medgan_tf import config as config_lib
 from medgan_tf.data.context import extra_normalization
-from medgan_tf.errors import UserError
 from medgan_tf.serving.channels import channel_windows, serving_input
 
 CONFIG_ASSET = "config.json"
@@ -122,30 +121,6 @@ def physical_input_names(
     if _target_needs_own_parameters(target):
         names += ["target_low", "target_high"]
     return names
-
-
-def target_parameters(
-    description: Mapping[str, Any],
-    source_params: Mapping[str, Any],
-    target_params: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """`normalization.denormalize` parameters for the model output of one volume.
-
-    Fixed window → the window; shared with the source → `source_params`; otherwise the caller must
-    know the target's parameters (`target_params`), since a per-volume target window cannot be
-    fitted on a volume that does not exist yet.
-    """
-    target = description["target"]
-    if not target["per_volume"]:
-        return {"kind": target["kind"], "unit": target["unit"], "low": target["low"], "high": target["high"]}
-    if target.get("share_source"):
-        return {"kind": target["kind"], "unit": target["unit"], "low": float(source_params["low"]), "high": float(source_params["high"])}
-    if target_params is None:
-        raise UserError(
-            f"the target normalization ({target['kind']}) is fitted per target volume and not shared with "
-            "the source; pass the target's parameters (low, high) explicitly"
-        )
-    return {"kind": target["kind"], "unit": target["unit"], "low": float(target_params["low"]), "high": float(target_params["high"])}
 
 
 # --------------------------------------------------------------------------- the served module

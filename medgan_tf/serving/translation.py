@@ -1,14 +1,15 @@
 """Translating whole volumes with a loaded model (`medgan_tf.serving.loading.TranslationModel`).
 
-Whole-volume translation mirrors the converter's pair preparation (`medgan_tf.data.pairs`) step for step, so a volume
-is seen by the model exactly as its training slices were:
+A volume is seen by the model exactly as its training slices were, because both are made by one
+function (`medgan_tf.data.preparation.prepare`, which the converter uses too):
 
-  read (NIfTI / DICOM series) → model grid (task spacing, axial slices; a slice smaller than
-  S×S is centre-padded to it, a larger one covers the whole in-plane extent) → normalization
-  fitted on this volume on the model grid (covered voxels) → S×S tiles (one per slice when it
-  fits, else overlapping tiles, `medgan_tf.serving.tiling`) in batches through the generator →
-  blended back into slices → de-normalization to the target unit → back onto the input's voxel
-  grid by world coordinates.
+  read (NIfTI / DICOM series) → `prepare`: model grid (task spacing, axial slices; a slice
+  smaller than S×S is centre-padded to it, a larger one covers the whole in-plane extent),
+  normalization fitted on the voxels the volume covers, 2.5D / multi-source windows → S×S tiles
+  (one per slice when it fits, else overlapping tiles, `medgan_tf.serving.tiling`) in batches
+  through the generator → blended back into slices → `restore`: de-normalization to the target
+  unit, back onto the input's voxel grid by world coordinates → written through the format table
+  (`medgan_tf.data.io`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 
 from medgan_tf.errors import UserError
 from medgan_tf.serving.loading import TranslationModel, load_model
-from medgan_tf.serving.signatures import target_parameters
 from medgan_tf.serving.tiling import check_overlap, split_tiles, stitch_tiles, tile_grid
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,11 @@ def translate_volume(
 ) -> Translation:
     """Translate a whole source `Volume` (physical units) → output Volume on the same grid.
 
-    A 2.5D / multi-source model gets its window assembled here (`medgan_tf.data.context`): the
-    `extra_volumes` (source_2, … in training order) put on the first source's model grid and
-    normalized with their own parameters, and each slice's 2K+1 neighbours (end slices repeat).
+    The volume is prepared as the converter prepares training pairs (`medgan_tf.data.preparation`):
+    on the model grid (here wide enough for the whole in-plane extent), normalized with parameters
+    fitted on the voxels it covers, and for a 2.5D / multi-source model with its window (the
+    `extra_volumes`, source_2, … in training order, on the first source's grid, normalized by
+    their modality; each slice's 2K+1 neighbours, end slices repeated).
 
     The output has the input's shape and affine, the task's target modality, and values in the
     target unit (for a target that shares the source's normalization, e.g. PET denoising, the
@@ -124,74 +126,48 @@ def translate_volume(
     (at the task spacing) are covered by overlapping tiles, `tile_overlap` (fraction of S) apart,
     so nothing is cropped. `progress(done, total)` counts tiles (one per slice when it fits).
     """
-    from medgan_tf.data import geometry, normalization
-    from medgan_tf.data.io import Volume
+    from medgan_tf.data.preparation import prepare, restore
+    from medgan_tf.data.rejections import PairRejected
 
     data = model.config.data
-    description = model.normalization
-    expected_modality = data.source_modality
-    if volume.modality not in ("OT", expected_modality):
-        raise UserError(
-            f"input modality is {volume.modality}; this {model.config.task} model expects {expected_modality}"
-        )
-    non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
-    if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
-        raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
+    _check_inputs(model, volume, extra_volumes)
     try:
         tile_overlap = check_overlap(tile_overlap)
     except ValueError as error:
         raise UserError(f"--tile-overlap: {error}") from None
-    size, spacing = int(data.image_size), tuple(float(v) for v in data.spacing_mm)
-    grid = geometry.model_grid(volume, spacing, size, cover=True)
-    grid_array, grid_affine = geometry.to_model_grid(volume, spacing, size, grid=grid)
-    # Fitted as the converter fits training data: on the model grid, over the voxels the volume
-    # really covers (not the crop/pad fill), so the model sees the intensity scale it learned.
-    covered = geometry.coverage(volume, grid_array.shape, grid_affine)
-    statistics_voxels = grid_array[covered] if np.any(covered) else grid_array
-    source_params = normalization.fit(statistics_voxels, data.source_normalization, unit=volume.unit)
-    target_params = target_parameters(description, source_params)
-    if description["target"].get("share_source"):
-        target_params["unit"] = volume.unit
-    normalized = np.asarray(normalization.normalize(grid_array, source_params), dtype=np.float32)
-    normalized = _input_window(normalized, extra_volumes, (grid_array.shape, grid_affine), data)
+    try:
+        prepared = prepare(volume, data, extra_sources=extra_volumes, cover=True)
+    except PairRejected as error:
+        raise UserError(f"extra input {error.detail}") from None
+    if prepared.target_params is None:
+        raise UserError(f"the target normalization ({data.target_normalization.kind}) is fitted per target volume and "
+                        "not shared with the source; a model output cannot be mapped back to physical units")
     outputs, tiles_per_slice = translate_grid(
-        model, normalized, size, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress
+        model, prepared.inputs(), int(data.image_size), batch_size=batch_size, tile_overlap=tile_overlap,
+        progress=progress,
     )
-    physical = normalization.denormalize(outputs, target_params).astype(np.float32)
-    on_input_grid = geometry.from_model_grid(physical, grid_affine, volume)
-    output = Volume(
-        array=on_input_grid,
-        affine=np.asarray(volume.affine, dtype=np.float64).copy(),
-        modality=data.target_modality,
-        unit=str(target_params["unit"]),
-        metadata={"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"},
-    )
-    grid_shape = tuple(int(v) for v in grid_array.shape)
-    return Translation(output, source_params, target_params, grid_shape, grid_affine, tiles_per_slice)
+    metadata = {"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"}
+    output = restore(prepared, outputs, data.target_modality, metadata)
+    return Translation(output, prepared.source_params, prepared.target_params, prepared.grid_shape,
+                       prepared.grid_affine, tiles_per_slice)
 
 
-def _input_window(normalized: np.ndarray, extra_volumes: Any, grid: tuple, data: Any) -> np.ndarray:
-    """The (H, W, Z) normalized first source, or for a 2.5D / multi-source model the
-    (H, W, Z, (2K+1)·C) windows with the extra sources resampled onto `grid` and normalized."""
-    from medgan_tf.data import context, geometry, normalization
-
+def _check_inputs(model: TranslationModel, volume: Any, extra_volumes: Any) -> None:
+    """UserError for a source or extra source of another modality than the model's, a wrong number
+    of extra sources, or non-finite values (a Volume built in memory has not been checked)."""
+    data = model.config.data
+    if volume.modality not in ("OT", data.source_modality):
+        raise UserError(f"input modality is {volume.modality}; this {model.config.task} model expects {data.source_modality}")
+    non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
+    if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
+        raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
     expected = len(data.extra_source_modalities)
     if len(extra_volumes) != expected:
         raise UserError(f"this model takes {1 + expected} source volume(s) ({', '.join(('source',) + data.extra_source_modalities)}); "
                         f"received {1 + len(extra_volumes)} (give the extra ones with --extra-input, in training order)")
-    if not context.uses_stack(data.context_slices, data.source_channels):
-        return normalized
-    shape, affine = grid
-    stacks = [normalized]
-    for index, (volume, modality) in enumerate(zip(extra_volumes, data.extra_source_modalities), start=2):
-        if volume.modality not in ("OT", modality):
-            raise UserError(f"extra input {index - 1} (source_{index}) has modality {volume.modality}; the model expects {modality}")
-        array, _ = geometry.to_model_grid(volume, tuple(data.spacing_mm), int(data.image_size), grid=grid)
-        covered = geometry.coverage(volume, shape, affine)
-        params = normalization.fit(array[covered] if np.any(covered) else array, context.extra_normalization(modality),
-                                   unit=volume.unit)
-        stacks.append(np.asarray(normalization.normalize(array, params), dtype=np.float32))
-    return context.stack_windows(stacks, data.context_slices)
+    for index, (extra, modality) in enumerate(zip(extra_volumes, data.extra_source_modalities), start=2):
+        if extra.modality not in ("OT", modality):
+            raise UserError(f"extra input {index - 1} (source_{index}) has modality {extra.modality}; the model expects {modality}")
 
 
 def translate_file(
@@ -205,42 +181,40 @@ def translate_file(
     extra_inputs: tuple[str | Path, ...] | list[str | Path] = (),
     output_format: str | None = None,
 ) -> Translation:
-    """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path`:
-    NIfTI, or a DICOM series folder (`output_format` "dicom", or a name without a NIfTI suffix;
-    `medgan_tf.serving.outputs`).
+    """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path` in
+    `output_format` (a key of the format table `medgan_tf.data.io.formats`, or None: the one the
+    name asks for, e.g. a NIfTI suffix or a DICOM series folder name).
 
     `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`;
     `extra_inputs` are the extra source volumes of a multi-source model (source_2, … in order).
     A progress bar (keras Progbar on stdout) counts tiles unless `quiet`.
     """
-    from medgan_tf.data.io import VolumeReadError, read_volume
-    from medgan_tf.serving.outputs import resolve_format, write_output
+    from medgan_tf.data import io
+    from medgan_tf.serving.outputs import model_description
 
-    output_format = resolve_format(output_path, output_format)
-    if not isinstance(model, TranslationModel):
-        model = load_model(model)
-    try:
-        volume = read_volume(input_path, modality_hint=model.config.data.source_modality)
-    except VolumeReadError as error:
-        raise UserError(f"cannot read input {error.path}: {error.reason}") from None
-    extra_volumes = []
-    for path, modality in zip(extra_inputs, model.config.data.extra_source_modalities + ("OT",) * len(extra_inputs)):
-        try:
-            extra_volumes.append(read_volume(path, modality_hint=modality))
-        except VolumeReadError as error:
-            raise UserError(f"cannot read extra input {error.path}: {error.reason}") from None
-    progress = None
-    if not quiet:
-        import keras
-
-        bar: dict[str, Any] = {}
-
-        def progress(done: int, total: int) -> None:
-            if "bar" not in bar:
-                bar["bar"] = keras.utils.Progbar(total, unit_name="tile")
-            bar["bar"].update(done)
-
+    model = model if isinstance(model, TranslationModel) else load_model(model)
+    description, derivation = model_description(model)
+    progress = None if quiet else _progress_bar("tile")
+    volume_format = io.output_format(output_path, output_format)
+    data = model.config.data
+    volume = io.read_input("input", input_path, data.source_modality)
+    modalities = data.extra_source_modalities + ("OT",) * len(extra_inputs)
+    extra_volumes = [io.read_input("extra input", path, modality) for path, modality in zip(extra_inputs, modalities)]
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes)
-    write_output(translation.volume, volume, model, output_path, output_format)
+    io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, volume))
     return translation
+
+
+def _progress_bar(unit: str) -> Callable[[int, int], None]:
+    """progress(done, total) drawing a keras Progbar counting `unit`s, made at the first call."""
+    import keras
+
+    bar: dict[str, Any] = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = keras.utils.Progbar(total, unit_name=unit)
+        bar["bar"].update(done)
+
+    return progress

@@ -20,15 +20,14 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
 from medgan_tf import config as config_lib
+from medgan_tf import files
 from medgan_tf.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -45,17 +44,9 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     A failed write (a full disk, no permission) leaves the previous file as it was, removes the
     temporary one and raises a UserError naming `path`."""
     path = Path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
+        files.write_json_atomic(path, payload, indent=2, sort_keys=True, default=str)
     except OSError as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise UserError(f"could not write {path}: {write_failure_reason(error)}; the previous version (if any) "
                         f"is unchanged. Free space there (or fix its permissions) and run the command again") from error
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 UNITS = ("HU", "SUV", "Bq/ml", "a.u.")
+DEFAULT_OUTPUT_FORMAT = "nifti"  # the format key of outputs whose name does not choose one (`translate --inputs`)
 
 
 class VolumeReadError(Exception):
@@ -87,12 +88,34 @@ class Volume:
         return tuple(int(v) for v in self.array.shape)
 
 
-class VolumeFormat(Protocol):
-    """A file format for volumes. `claims(path)` says whether this format reads the existing file
-    or folder `path`, `writes(path)` whether it writes to that name; `read` returns a Volume in
-    physical units (or raises VolumeReadError); `write` stores one."""
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """What a derived volume was made from and by: `description` (a short name of the model, e.g.
+    for DICOM SeriesDescription, ≤ 64 characters), `derivation` (one sentence), and the `source`
+    Volume whose header a DICOM output copies (Patient, Study, Frame of Reference, PET tags)."""
 
+    description: str = ""
+    derivation: str = ""
+    source: Volume | None = None
+
+
+class VolumeFormat(Protocol):
+    """A file format for volumes: one row of the format table (`formats()`).
+
+    `key` is its name on the command line (`--output-format`), `name` its name in messages,
+    `suffixes` the file-name endings that choose it ("" for a folder format: `folder`), and
+    `name_rule` how an output name for it looks. `claims(path)` says whether it reads the existing
+    file or folder `path`, `writes(path)` whether that name asks for it; `read` returns a Volume in
+    physical units (or raises VolumeReadError); `check_destination` raises a UserError for a path
+    it cannot write (before any work is done); `write` stores a volume atomically (complete or
+    absent), copying what `provenance` gives where the format can hold it.
+    """
+
+    key: str
     name: str
+    suffixes: tuple[str, ...]
+    folder: bool
+    name_rule: str
 
     def claims(self, path: Path) -> bool: ...
 
@@ -100,11 +123,14 @@ class VolumeFormat(Protocol):
 
     def read(self, path: Path, modality_hint: str | None) -> Volume: ...
 
-    def write(self, volume: Volume, path: Path) -> Path: ...
+    def check_destination(self, path: Path) -> None: ...
+
+    def write(self, volume: Volume, path: Path, provenance: Provenance | None = None) -> Path: ...
 
 
 def formats() -> list[VolumeFormat]:
-    """The known formats, most specific first."""
+    """The format table, most specific first: the one list every reader, writer and command-line
+    choice of a volume format comes from."""
     from medgan_tf.data.io.dicom import DicomSeriesFormat
     from medgan_tf.data.io.nifti import NiftiFormat
 
@@ -151,14 +177,71 @@ def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
     return volume
 
 
-def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write `volume` in the format `path` names: a `.nii`/`.nii.gz` file, or a DICOM series
-    folder for any other name (see `medgan_tf.data.io.dicom_writer`)."""
+def read_input(what: str, path: str | Path, modality_hint: str | None = None) -> Volume:
+    """`read_volume` for a command's input: a VolumeReadError becomes the UserError "cannot read
+    `what` PATH: reason"."""
+    from medgan_tf.errors import UserError
+
+    try:
+        return read_volume(path, modality_hint=modality_hint)
+    except VolumeReadError as error:
+        raise UserError(f"cannot read {what} {error.path}: {error.reason}") from None
+
+
+def output_format(path: str | Path, key: str | None = None) -> VolumeFormat:
+    """The format an output at `path` is written in: the one named `key` (`--output-format`), else
+    the one the name asks for (a NIfTI suffix, or a folder name). UserError when none fits, when
+    the name asks for another format than `key`, or when the destination cannot be written."""
+    from medgan_tf.errors import UserError
+
     path = Path(path)
-    for candidate in formats():
-        if candidate.writes(path):
-            return candidate.write(volume, path)
-    raise ValueError(f"{path}: no volume format writes this path; expected a .nii or .nii.gz file name or a folder")
+    table = formats()
+    keys = [f.key for f in table]
+    if key is not None and key not in keys:
+        raise UserError(f"unknown output format {key!r}; expected one of {', '.join(keys)}")
+    named = next((f for f in table if f.suffixes and str(path).endswith(f.suffixes)), None)
+    chosen = next((f for f in table if f.key == key), None) or named or next((f for f in table if f.writes(path)), None)
+    if chosen is None or (not chosen.folder and named is not chosen):
+        rules = ", or ".join(f.name_rule for f in table)
+        raise UserError(f"output {path} must be {rules}")
+    if chosen.folder and named is not None:
+        raise UserError(f"output {path} is a {named.name} file name; a {chosen.name} output is a folder")
+    chosen.check_destination(path)
+    return chosen
+
+
+def output_name(name: str | None, source: str | Path, key: str) -> str:
+    """The name of the output of `source` in the format `key`: `name` (e.g. a patient ID), else the
+    source's own name without a format's suffix, made safe as a file name, with the format's
+    suffix (a file) or as it is (a folder)."""
+    import re
+
+    table = formats()
+    source_name = Path(source).name
+    stem = name or next((source_name[: -len(suffix)] for f in table for suffix in f.suffixes
+                         if source_name.endswith(suffix)), source_name)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "volume"
+    volume_format = next(f for f in table if f.key == key)
+    return stem if volume_format.folder else f"{stem}{volume_format.suffixes[-1]}"
+
+
+def write_output(volume: Volume, path: str | Path, volume_format: VolumeFormat | None = None,
+                 provenance: Provenance | None = None) -> Path:
+    """Write `volume` to `path` in `volume_format` (default: `output_format(path)`), atomically.
+    A destination that cannot be written (taken, permission, disk full) or a volume the format
+    cannot hold is a UserError naming it; nothing is left under that name."""
+    from medgan_tf.errors import UserError
+
+    path = Path(path)
+    volume_format = volume_format or output_format(path)
+    try:
+        return volume_format.write(volume, path, provenance)
+    except FileExistsError as error:
+        raise UserError(f"output {error}") from None
+    except ValueError as error:
+        raise UserError(f"cannot write {volume_format.name} {path}: {error}") from None
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or type(error).__name__}; nothing was written") from None
 
 
 def write_nifti(volume: Volume, path: str | Path) -> Path:

@@ -24,21 +24,43 @@ class DicomSeriesFormat:
     """A folder holding the DICOM files of one series (a folder is never a NIfTI file). Writing
     is `medgan_tf.data.io.dicom_writer`: any name that is not a NIfTI file name is a folder."""
 
+    key = "dicom"
     name = "DICOM series"
+    suffixes = ()
+    folder = True
+    name_rule = "a DICOM series folder (a name without suffix, or --output-format dicom)"
 
     def claims(self, path: Path) -> bool:
         return path.is_dir()
 
     def writes(self, path: Path) -> bool:
-        return path.is_dir() or not (path.suffix or path.exists())  # "out.png" is no folder name
+        return path.is_dir() or not path.suffix  # "out.png" is no folder name
 
     def read(self, path: Path, modality_hint: str | None) -> Volume:  # noqa: ARG002 — DICOM names its modality
         return _read_dicom_series(path)
 
-    def write(self, volume: Volume, path: Path) -> Path:
+    def check_destination(self, path: Path) -> None:
+        from medgan_tf.data.io.dicom_writer import check_destination
+        from medgan_tf.errors import UserError
+
+        try:
+            check_destination(Path(path))
+        except FileExistsError as error:
+            raise UserError(f"output {error}") from None
+
+    def write(self, volume: Volume, path: Path, provenance: Any = None) -> Path:
+        """A new series in the study of `provenance.source` (its header's Patient, Study and Frame of
+        Reference), named by `provenance.description` (`medgan_tf.data.io.dicom_writer`)."""
+        import dataclasses
+
         from medgan_tf.data.io.dicom_writer import write_dicom_series
 
-        return write_dicom_series(volume, path)
+        if provenance is None:
+            return write_dicom_series(volume, path)
+        source = provenance.source
+        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None))
+        return write_dicom_series(derived, path, description=provenance.description or None,
+                                  derivation=provenance.derivation or None)
 
 
 def _read_dicom_series(folder: Path) -> Volume:

@@ -27,14 +27,12 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medgan_tf import files
 from medgan_tf.data.io import Volume
 from medgan_tf.data.io.dicom_headers import LPS_TO_RAS, suv_factor
 
@@ -77,15 +75,9 @@ def write_dicom_series(
     folder = Path(folder)
     check_destination(folder)
     datasets = series_datasets(volume, description=description, derivation=derivation)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.writing-"))
-    try:
+    with files.atomic_folder(folder) as temporary:
         for number, ds in enumerate(datasets, start=1):
             ds.save_as(temporary / f"IM{number:05d}.dcm", enforce_file_format=True)
-        _publish(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return folder
 
 
@@ -114,17 +106,6 @@ def is_replaceable(folder: Path) -> bool:
         if str(ds.get("Manufacturer", "")) != MANUFACTURER:
             return False
     return True
-
-
-def _publish(temporary: Path, folder: Path) -> None:
-    """Rename the finished `temporary` folder to `folder`, putting an old one aside first."""
-    if not folder.exists():
-        os.rename(temporary, folder)
-        return
-    old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-    os.rename(folder, old / folder.name)
-    os.rename(temporary, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def series_datasets(volume: Volume, *, description: str | None = None, derivation: str | None = None) -> list[Any]:

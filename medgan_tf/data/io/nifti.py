@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan_tf import files
 from medgan_tf.data.io import UNITS, Volume, VolumeReadError, affine_problem, error_kind
 
 SUFFIXES = (".nii", ".nii.gz")
@@ -16,7 +17,11 @@ class NiftiFormat:
     """NIfTI-1 files. Modality and unit, which the header has no standard field for, travel in
     `descrip` as "modality=CT;unit=HU" (written by `write`, read back by `read`)."""
 
+    key = "nifti"
     name = "NIfTI"
+    suffixes = SUFFIXES
+    folder = False
+    name_rule = "a NIfTI file name ending in .nii or .nii.gz"
 
     def claims(self, path: Path) -> bool:
         # Any file: nibabel tells NIfTI from what it is not, with a reason worth reporting.
@@ -28,18 +33,26 @@ class NiftiFormat:
     def read(self, path: Path, modality_hint: str | None) -> Volume:
         return _read_nifti(path, modality_hint)
 
-    def write(self, volume: Volume, path: Path) -> Path:
-        """Write `volume` as NIfTI-1 (float32, scanner sform/qform); modality and unit go in `descrip`."""
+    def check_destination(self, path: Path) -> None:
+        from medgan_tf.errors import UserError
+
+        if not self.writes(Path(path)):
+            raise UserError(f"output {path} must be {self.name_rule}")
+
+    def write(self, volume: Volume, path: Path, provenance: Any = None) -> Path:  # noqa: ARG002 — no such fields
+        """Write `volume` as NIfTI-1 (float32, scanner sform/qform) atomically; modality and unit go
+        in `descrip`. NIfTI has no place for provenance."""
         import nibabel as nib
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.check_destination(path)
         image = nib.Nifti1Image(np.asarray(volume.array, dtype=np.float32), np.asarray(volume.affine, dtype=np.float64))
         image.header.set_xyzt_units("mm", "sec")
         image.header["descrip"] = f"modality={volume.modality};unit={volume.unit}".encode()[:79]
         image.set_sform(volume.affine, code=1)
         image.set_qform(volume.affine, code=1)
-        nib.save(image, str(path))
+        with files.atomic_file(path, suffix=".nii.gz" if str(path).endswith(".nii.gz") else ".nii") as temporary:
+            nib.save(image, str(temporary))
         return path
 
 
