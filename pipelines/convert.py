@@ -4,6 +4,9 @@
         [--strict] [--salt SECRET] [--overwrite] [--runner DirectRunner] [--num-workers 2]
         [any other Beam pipeline option, e.g. --direct_running_mode=multi_threading]
 
+From Python: `convert(ConvertOptions(pairs=..., task=..., out=..., image_size=...), beam_args=())`
+returns the same exit status; `run(argv)` parses the command line into those two and calls it.
+
 Steps: ReadPairs → Convert (`medgan_tf.data.pairs.convert_pair`: read both volumes, target onto
 the source grid by world coordinates, resample to the task spacing, centre crop/pad to image_size,
 normalize per task, axial slices → tf.train.Example; rejected pairs go to a tagged output) →
@@ -66,7 +69,7 @@ from medgan_tf.errors import UserError
 from pipelines import filesystems, output
 from pipelines.runners import pipeline_options, pipeline_runner
 from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
-from pipelines.options import add_arguments
+from pipelines.options import ConvertOptions, add_arguments, options_from_namespace
 
 REJECTED = "rejected"
 VOLUMES = "volumes"
@@ -178,35 +181,41 @@ def _read_jsonl(pattern: str) -> list[dict[str, Any]]:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Convert a pairs CSV; returns the exit status (0 ok, 1 nothing converted or --strict failure).
+    """Convert a pairs CSV named on the command line (`argv`, default sys.argv[1:]); returns the
+    exit status of `convert`. Bad or missing flags exit through argparse (status 2).
 
     Unknown options are passed to Beam as PipelineOptions.
     """
     parser = add_arguments(argparse.ArgumentParser(prog="python -m pipelines.convert", description=__doc__.split("\n")[0]))
     args, beam_args = parser.parse_known_args(argv)
-    return run_with_args(args, beam_args)
+    return convert(options_from_namespace(args), beam_args)
 
 
-def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> int:
-    """`run` with parsed converter options and the remaining (Beam) options."""
+def convert(options: ConvertOptions, beam_args: Sequence[str] = ()) -> int:
+    """Convert `options.pairs` into `options.out`; returns the exit status: 0 written, 1 no pair
+    converted or (`options.strict`) a pair rejected, nothing written. `beam_args` are Beam
+    pipeline options as command-line words (e.g. "--direct_running_mode=in_memory").
+
+    Raises UserError for a bad option, an unreadable pairs CSV or an output it may not write.
+    """
     started = time.monotonic()
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
-    data_config = converter_data_config(args)  # options first: a bad one is named before any input is read
-    rows = filesystems.read_pairs(args.pairs)
-    data_config = with_windows(data_config, rows, args)
-    salt, salt_source = resolve_salt(args.salt)
+    data_config = converter_data_config(options)  # options first: a bad one is named before any input is read
+    rows = filesystems.read_pairs(options.pairs)
+    data_config = with_windows(data_config, rows, options)
+    salt, salt_source = resolve_salt(options.salt)
     if len(salt) < 16:
         logging.warning("the pseudonym salt has %d characters; a short salt lets patient IDs be guessed back", len(salt))
-    if not filesystems.is_local(args.out):
-        return _run_remote(args, beam_args, rows, data_config, salt, salt_source, started)
-    out = Path(args.out).absolute()
+    if not filesystems.is_local(options.out):
+        return _run_remote(options, beam_args, rows, data_config, salt, salt_source, started)
+    out = Path(options.out).absolute()
     try:
         with output.exclusive_output(out):
-            _check_target(out, args.overwrite)
+            _check_target(out, options.overwrite)
             work_dir = output.new_work_dir(out)
             try:
-                _convert(args, beam_args, rows, data_config, salt, work_dir, out)
+                _convert(options, beam_args, rows, data_config, salt, work_dir, out)
                 volumes = _read_jsonl(str(work_dir / "_summaries" / "volumes*"))
                 rejected = _read_jsonl(str(work_dir / "_summaries" / "rejected*"))
                 shutil.rmtree(work_dir / "_summaries")
@@ -217,7 +226,7 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
                     write_manifest(work_dir, manifest)
                     output.publish(work_dir, out)
 
-                return _finish(args, rows, data_config, salt_source, (volumes, rejected, shards), out, started, publish)
+                return _finish(options, rows, data_config, salt_source, (volumes, rejected, shards), out, started, publish)
             finally:
                 output.discard(work_dir)  # gone already when published
     except UserError:
@@ -230,30 +239,30 @@ def run_with_args(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> in
         raise failure from None
 
 
-def _convert(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
+def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
              salt: bytes, work_dir: Path | str, out: Path | str) -> None:
-    logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), args.task, data_config.image_size,
+    logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), options.task, data_config.image_size,
                  "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
-    options = pipeline_options(args, beam_args)
+    beam_options = pipeline_options(options, beam_args)
     try:
-        with beam.Pipeline(runner=pipeline_runner(args, options), options=options) as pipeline:
-            build_pipeline(pipeline, rows, data_config, salt, work_dir, args.num_shards or data_config.num_shards)
+        with beam.Pipeline(runner=pipeline_runner(options.runner, beam_options), options=beam_options) as pipeline:
+            build_pipeline(pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards)
     except Exception as error:
         if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
             raise
-        endpoint = options.get_all_options().get("job_endpoint")
-        raise UserError(f"the Beam job service {endpoint} did not answer (runner {args.runner}); start it, or pass "
+        endpoint = beam_options.get_all_options().get("job_endpoint")
+        raise UserError(f"the Beam job service {endpoint} did not answer (runner {options.runner}); start it, or pass "
                         "--job_endpoint=embed to run one in this process") from None
 
 
-def _run_remote(args: argparse.Namespace, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
+def _run_remote(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
                 salt: bytes, salt_source: str, started: float) -> int:
     """Convert into a folder on an object store: written in place, manifest.json last."""
-    target = filesystems.RemoteOutput(args.out)
-    target.prepare(args.overwrite)
+    target = filesystems.RemoteOutput(options.out)
+    target.prepare(options.overwrite)
     published = False
     try:
-        _convert(args, beam_args, rows, data_config, salt, target.out, target.out)
+        _convert(options, beam_args, rows, data_config, salt, target.out, target.out)
         volumes, rejected = target.read_jsonl("volumes"), target.read_jsonl("rejected")
         target.drop_summaries()
         shards = {split: target.shard_names(split) for split in SPLITS}
@@ -263,7 +272,7 @@ def _run_remote(args: argparse.Namespace, beam_args: Sequence[str], rows: list[d
             target.finish(manifest)
             published = True
 
-        return _finish(args, rows, data_config, salt_source, (volumes, rejected, shards), target.out, started, publish)
+        return _finish(options, rows, data_config, salt_source, (volumes, rejected, shards), target.out, started, publish)
     finally:
         if not published:
             target.discard()
@@ -276,7 +285,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
 
 
-def _finish(args: argparse.Namespace, rows: list[dict[str, Any]], data_config: DataConfig, salt_source: str,
+def _finish(options: ConvertOptions, rows: list[dict[str, Any]], data_config: DataConfig, salt_source: str,
             written: tuple[list, list, dict], out: Path | str, started: float, publish: Any) -> int:
     """From the pipeline's summaries (volumes, rejected, shard names per split) to the manifest,
     then `publish(manifest)`."""
@@ -295,9 +304,9 @@ def _finish(args: argparse.Namespace, rows: list[dict[str, Any]], data_config: D
         item["reason"] = _identity_free(item["reason"], row)
 
     shards = written[2]
-    manifest = build_manifest(args.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
+    manifest = build_manifest(options.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
     counts = manifest["counts"]
-    if not volumes or (args.strict and rejected):
+    if not volumes or (options.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"
         print(f"error: {why}; no output written to {out}", file=sys.stderr)
         return 1

@@ -1,11 +1,68 @@
-"""Command-line options of the conversion pipeline, without importing Apache Beam (so that
-`medgan-tf --help` stays instant); shared by `python -m pipelines.convert` and `medgan-tf convert`."""
+"""The conversion's options, without importing Apache Beam (so that `medgan-tf --help` stays
+instant): `ConvertOptions`, what the library call `pipelines.convert.convert` takes, and the
+command-line flags that fill it, shared by `python -m pipelines.convert` and `medgan-tf convert`."""
 
 from __future__ import annotations
 
 import argparse
-
+import dataclasses
+import math
+import os
 from medgan_tf.config import TASKS
+from medgan_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """One conversion: every option of `python -m pipelines.convert`, with its defaults (None:
+    the task preset's value). Field names are the flags' (`image_size` is --image-size).
+
+    pairs: the pairs CSV (local path or a URL Beam reads); task: a name of `config.TASKS`;
+    out: output folder (local or a URL Beam writes); image_size: slice side in pixels;
+    spacing: model-grid voxel size (x, y, z) in mm; val_fraction, test_fraction: shares of the
+    hash-split patients in [0, 1); strict: any rejected pair fails the run; salt: pseudonym
+    secret (None: $MEDGAN_TF_SALT or the per-user secret file); overwrite: replace a non-empty
+    `out`; num_shards: train shards (val and test get half); runner: Beam runner name;
+    num_workers: DirectRunner worker processes; context_slices: 2.5D neighbours stored per side;
+    extra_source_modalities: "M2,M3,…" for the CSV's source_2, source_3, … columns.
+    """
+
+    pairs: str
+    task: str
+    out: str
+    image_size: int | None = None
+    spacing: tuple[float, float, float] | None = None
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    strict: bool = False
+    salt: str | None = None
+    overwrite: bool = False
+    num_shards: int | None = None
+    runner: str = "DirectRunner"
+    num_workers: int | None = None
+    context_slices: int = 0
+    extra_source_modalities: str | None = None
+
+    def __post_init__(self) -> None:
+        # Paths may be given as pathlib.Path; the converter and Beam's FileSystems take strings.
+        object.__setattr__(self, "pairs", os.fspath(self.pairs))
+        object.__setattr__(self, "out", os.fspath(self.out))
+        if self.task not in TASKS:
+            raise UserError(f"--task must be one of {', '.join(TASKS)}; received {self.task!r}")
+        if self.spacing is not None:
+            spacing = tuple(float(value) for value in self.spacing)
+            if len(spacing) != 3 or not all(0 < value < 1e3 for value in spacing):
+                raise UserError(f"--spacing: expected three positive sizes in mm, e.g. (1, 1, 2.5); received {self.spacing!r}")
+            object.__setattr__(self, "spacing", spacing)
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 <= value < 1):
+                raise UserError(f"--{name.replace('_', '-')}: expected a fraction in [0, 1); received {value!r}")
+
+
+def options_from_namespace(args: argparse.Namespace) -> ConvertOptions:
+    """The `ConvertOptions` of parsed `add_arguments` flags (other attributes are ignored)."""
+    return ConvertOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ConvertOptions)})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

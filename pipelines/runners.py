@@ -4,7 +4,6 @@ runner as named by --runner, and Beam's own logging kept off the user's terminal
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any, Sequence
@@ -19,12 +18,15 @@ finally:
     logging.getLogger().setLevel(_root_level)
 
 from pipelines import worker
+from pipelines.options import ConvertOptions
 
 
-def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
+def pipeline_options(convert_options: ConvertOptions, beam_args: Sequence[str]) -> Any:
+    """Beam's PipelineOptions: `beam_args` (flags the converter does not know) with the runner and
+    worker processes of `convert_options`."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    options = list(beam_args) + [f"--runner={args.runner}"]
+    options = list(beam_args) + [f"--runner={convert_options.runner}"]
     if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
         # Beam's worker processes log every channel and bundle at INFO on our stderr, and a failed
         # step as a traceback before the pipeline raises it; keep the user's terminal for this
@@ -32,19 +34,20 @@ def pipeline_options(args: argparse.Namespace, beam_args: Sequence[str]) -> Any:
         options.append("--default_sdk_harness_log_level=CRITICAL")
         for name in ("apache_beam", "root.apache_beam"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    if args.num_workers:
-        options += [f"--direct_num_workers={args.num_workers}", "--direct_running_mode=multi_processing"]
+    if convert_options.num_workers:
+        options += [f"--direct_num_workers={convert_options.num_workers}", "--direct_running_mode=multi_processing"]
     return PipelineOptions(options)
 
 
-def pipeline_runner(args: argparse.Namespace, options: Any) -> Any:
+def pipeline_runner(runner: str, options: Any) -> Any:
     """The runner to use: for DirectRunner, Beam's local FnApiRunner itself.
 
     Since Beam 2.68 the DirectRunner first tries Prism, which downloads a Go binary from GitHub
     (and, offline, fails before falling back); the FnApiRunner is the engine it falls back to and
-    the one that implements direct_num_workers / multi_processing. Other runners are used as named.
+    the one that implements direct_num_workers / multi_processing. Other runners are used as named
+    (`runner`, as in --runner; `options` Beam's PipelineOptions).
     """
-    if args.runner.lower() not in ("directrunner", "direct"):
+    if runner.lower() not in ("directrunner", "direct"):
         return None  # taken from --runner in the options
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.portable_runner import JobServiceHandle

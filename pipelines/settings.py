@@ -4,7 +4,6 @@ patient (named in the pairs CSV, else the hash split of `medgan_tf.data.pairs.as
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any, Mapping, Sequence
 
@@ -13,6 +12,7 @@ from medgan_tf.data.context import converter_context
 from medgan_tf.data.pairs import SPLITS, assign_splits
 from medgan_tf.errors import UserError
 from medgan_tf.presets import TASK_PRESETS
+from pipelines.options import ConvertOptions
 
 
 def splits_of(summaries: list[dict[str, Any]], data_config: DataConfig) -> dict[str, str]:
@@ -28,12 +28,12 @@ def written_splits(rows: list[dict[str, Any]], data_config: DataConfig) -> tuple
     return tuple(split for split in SPLITS if split != "test" or wants_test)
 
 
-def converter_data_config(args: argparse.Namespace) -> DataConfig:
-    """The task preset with the grid and split fractions the user named (--image-size, --spacing,
-    --val-fraction, --test-fraction)."""
-    preset = TASK_PRESETS[args.task]
-    chosen = {"image_size": getattr(args, "image_size", None), "spacing_mm": getattr(args, "spacing", None),
-              "val_fraction": getattr(args, "val_fraction", None), "test_fraction": getattr(args, "test_fraction", None)}
+def converter_data_config(options: ConvertOptions) -> DataConfig:
+    """The task preset with the grid and split fractions the user named (image_size, spacing,
+    val_fraction, test_fraction; None keeps the preset's)."""
+    preset = TASK_PRESETS[options.task]
+    chosen = {"image_size": options.image_size, "spacing_mm": options.spacing,
+              "val_fraction": options.val_fraction, "test_fraction": options.test_fraction}
     data_config = dataclasses.replace(preset, **{k: v for k, v in chosen.items() if v is not None})
     check_image_size(data_config.image_size, power_of_two=False)
     if data_config.val_fraction + data_config.test_fraction >= 1:
@@ -42,8 +42,7 @@ def converter_data_config(args: argparse.Namespace) -> DataConfig:
     return data_config
 
 
-def with_windows(data_config: DataConfig, rows: Sequence[Mapping[str, Any]], args: argparse.Namespace) -> DataConfig:
+def with_windows(data_config: DataConfig, rows: Sequence[Mapping[str, Any]], options: ConvertOptions) -> DataConfig:
     """`data_config` with the 2.5D / multi-source windows to store (`medgan_tf.data.context`): K of
-    --context-slices and one modality per extra source column of `rows` (--extra-source-modalities)."""
-    return converter_context(data_config, rows, getattr(args, "context_slices", 0) or 0,
-                             getattr(args, "extra_source_modalities", None))
+    context_slices and one modality per extra source column of `rows` (extra_source_modalities)."""
+    return converter_context(data_config, rows, options.context_slices or 0, options.extra_source_modalities)

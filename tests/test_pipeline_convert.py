@@ -327,7 +327,7 @@ def test_builtin_dataset_is_made_once_then_reused(tmp_path, monkeypatch):
     def must_not_run(*_args, **_kwargs):
         raise AssertionError("the cached dataset should have been reused")
 
-    monkeypatch.setattr(convert, "run_with_args", must_not_run)
+    monkeypatch.setattr(convert, "convert", must_not_run)
     assert builtin.ensure_builtin_dataset("pet_denoise", 32, patients=2) == path
 
 

@@ -202,8 +202,7 @@ def test_records_with_a_mask_are_the_records_without_one_plus_the_mask(named):
     from tensorflow.core.example import example_pb2
 
     root, folders, _ = named
-    config = convert.converter_data_config(convert.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
-        ["--pairs", "x", "--task", "pet_ct", "--out", "o", "--image-size", str(SIZE), "--spacing", "2,2,3"]))
+    config = convert.converter_data_config(convert.ConvertOptions(pairs="x", task="pet_ct", out="o", image_size=SIZE, spacing=(2, 2, 3)))
     source, target = str(folders[0] / "source.nii.gz"), str(folders[0] / "target.nii.gz")
     plain, _ = pairs.convert_pair(source, target, "k", config)
     masked, _ = pairs.convert_pair(source, target, "k", config, mask_path=str(folders[0] / "mask.nii.gz"))
@@ -219,8 +218,7 @@ def test_records_with_a_mask_are_the_records_without_one_plus_the_mask(named):
 
 def test_a_mask_that_cannot_be_read_rejects_only_its_pair(named, tmp_path):
     root, folders, _ = named
-    config = convert.converter_data_config(convert.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
-        ["--pairs", "x", "--task", "pet_ct", "--out", "o", "--image-size", str(SIZE)]))
+    config = convert.converter_data_config(convert.ConvertOptions(pairs="x", task="pet_ct", out="o", image_size=SIZE))
     with pytest.raises(pairs.PairRejected, match="^mask: path does not exist"):
         pairs.convert_pair(str(folders[0] / "source.nii.gz"), str(folders[0] / "target.nii.gz"), "k", config,
                            mask_path=str(tmp_path / "missing.nii.gz"))

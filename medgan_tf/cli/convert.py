@@ -39,13 +39,15 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from medgan_tf.cli import import_tensorflow_quietly
-    from pipelines.convert import run_with_args, terminate
+    from pipelines.convert import convert, terminate
+    from pipelines.options import options_from_namespace
 
     import_tensorflow_quietly()
+    options, beam_args = options_from_namespace(args), list(getattr(args, "extra_args", []) or [])
     if threading.current_thread() is not threading.main_thread():
-        return run_with_args(args, list(getattr(args, "extra_args", []) or []))
+        return convert(options, beam_args)
     previous = signal.signal(signal.SIGTERM, terminate)  # SIGTERM unwinds: lock released, partial removed
     try:
-        return run_with_args(args, list(getattr(args, "extra_args", []) or []))
+        return convert(options, beam_args)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -89,20 +89,20 @@ def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: i
 
 
 def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
-    """slices/s of `pipelines.convert.run` end to end (pipeline start → manifest) with `workers`
+    """slices/s of `pipelines.convert.convert` end to end (pipeline start → manifest) with `workers`
     DirectRunner worker processes; the NIfTI inputs are written once beforehand, untimed."""
     from medgan_tf.data.synthetic import write_synthetic_dataset
-    from pipelines import convert
+    from pipelines.convert import ConvertOptions, convert
 
     csv_path = work_dir / f"synth-{task}-{patients}" / "pairs.csv"
     if not csv_path.is_file():
         write_synthetic_dataset(task, csv_path.parent, patients=patients, seed=0, field_of_view_mm=float(image_size))
     out = work_dir / f"converted-{workers}"
-    argv = ["--pairs", str(csv_path), "--task", task, "--out", str(out), "--image-size", str(image_size),
-            "--salt", "medgan-tf-bench-salt-0000", "--overwrite", "--num-workers", str(workers)]
+    options = ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt="medgan-tf-bench-salt-0000",
+                             overwrite=True, num_workers=workers)
 
     def convert_once() -> None:
-        status = convert.run(argv)
+        status = convert(options)
         if status != 0:
             raise RuntimeError(f"conversion for the benchmark failed (exit {status})")
 

@@ -70,23 +70,16 @@ def ensure_builtin_dataset(
 
 def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_workers: int | None,
            context_slices: int = 0) -> Path:
-    import argparse
-
     from medgan_tf.data.synthetic import write_synthetic_dataset
     from medgan_tf.errors import UserError
-    from pipelines.convert import run_with_args
-    from pipelines.options import add_arguments
+    from pipelines.convert import ConvertOptions, convert
 
     logging.info("making the built-in synthetic %s dataset (%d patients, %d²) in %s", task, patients, image_size, out)
     with tempfile.TemporaryDirectory(prefix=f"synth-{task}-", dir=out.parent) as volumes_dir:
         field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
         csv_path = write_synthetic_dataset(task, volumes_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
-        argv = ["--pairs", str(csv_path), "--task", task, "--out", str(out), "--image-size", str(image_size),
-                "--salt", BUILTIN_SALT, "--overwrite", "--context-slices", str(context_slices)]
-        if num_workers:
-            argv += ["--num-workers", str(num_workers)]
-        args = add_arguments(argparse.ArgumentParser()).parse_args(argv)
-        status = run_with_args(args, [])
+        status = convert(ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt=BUILTIN_SALT,
+                                        overwrite=True, context_slices=context_slices, num_workers=num_workers or None))
     if status != 0 or not (out / "manifest.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         raise UserError(f"could not build the built-in {task} dataset (converter exit status {status})")

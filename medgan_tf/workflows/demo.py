@@ -120,11 +120,10 @@ def run_demo(task: str, out: Path, preset: DemoPreset = DEMO_PRESET, *, quiet: b
 
 def _convert(task: str, pairs_csv: Path, dataset: Path, preset: DemoPreset) -> Path:
     from medgan_tf.errors import UserError
-    from pipelines import convert
+    from pipelines.convert import ConvertOptions, convert
 
-    status = convert.run(["--pairs", str(pairs_csv), "--task", task, "--out", str(dataset),
-                          "--image-size", str(preset.image_size), "--salt", DEMO_SALT,
-                          "--val-fraction", str(preset.val_fraction), "--test-fraction", str(preset.test_fraction)])
+    status = convert(ConvertOptions(pairs=pairs_csv, task=task, out=dataset, image_size=preset.image_size, salt=DEMO_SALT,
+                                    val_fraction=preset.val_fraction, test_fraction=preset.test_fraction))
     if status != 0:
         raise UserError(f"demo: conversion failed (exit status {status}); see the messages above")
     return dataset
