@@ -66,9 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=SPLITS,
                         help="--data: split to score (default val; test = the held-out split of convert "
                              "--test-fraction or the pairs CSV's split column)")
-    parser.add_argument("--protocol", choices=PROTOCOLS.names(),
-                        help="yardstick: paper (default for --data), synthrad2023 (default for --pairs of pet_ct), "
-                             "synthrad2025, pet (default for --pairs of pet_denoise); --data takes paper only")
+    parser.add_argument("--protocol", choices=PROTOCOLS.names(), help=_protocol_help())
     parser.add_argument("--task", choices=TASKS,
                         help="--pairs without --model: the task the volumes belong to (sets units, baselines, "
                              "default protocol); with --model it is the model's")
@@ -87,6 +85,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision: export (default) = what the model carries (an export's own, float32 "
                              "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
                              "this processor computes it natively); an export refuses a precision it was not written in")
+
+
+def _protocol_help() -> str:
+    """--protocol's help from the registry, e.g. "yardstick: paper (default for --data), pet
+    (default for --pairs of pet_denoise); --data takes paper only"."""
+    from medgan_tf.evaluation.protocols import PROTOCOLS, records_protocol
+
+    entries = []
+    for name, protocol in PROTOCOLS.items():
+        notes = ["default for --data"] if protocol.records else []
+        notes += [f"default for --pairs of {task}" for task in protocol.default_for]
+        entries.append(f"{name} ({', '.join(notes)})" if notes else name)
+    return f"yardstick: {', '.join(entries)}; --data takes {records_protocol().name} only"
 
 
 def run(args: argparse.Namespace) -> int:
