@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default reports/reproduce-<task>)")
     parser.add_argument("--protocol", choices=PROTOCOLS.names(), default=records_protocol().name,
                         help=f"{records_protocol().name} (default): Tables I/II on the paper's per-slice metrics; "
-                             f"{'|'.join(volume_protocols())}: also table-<protocol>.md, every method scored on whole volumes in physical units, "
-                             "with the input and the classical baselines as rows")
+                             f"{'|'.join(volume_protocols())}: also table-<protocol>.md, every method scored on whole "
+                             "volumes in physical units, with the input and the classical baselines as rows")
     parser.add_argument("--pairs", type=Path, metavar="CSV",
                         help="with a volume --protocol: the volumes to score (medgan-tf evaluate --pairs columns); "
                              "default: held-out synthetic patients (needed with --data)")
