@@ -274,19 +274,14 @@ def lpips_availability() -> tuple[bool, str]:
 # --------------------------------------------------------------------------- the metric table
 
 
-PROTOCOL_NAMES = ("paper", "synthrad2023", "synthrad2025", "pet")
-"""The evaluation protocols (`medgan-tf evaluate --protocol`): the paper's per-slice metrics on the
-0–255 scale, and the field's volume protocols (`medgan_tf.evaluation.protocols`)."""
-
-
 @dataclass(frozen=True)
 class Metric:
     """One row of the metric table: everything any report, log or table needs to know.
 
     function:          (output, target) → float, one slice pair; None when the metric has no
                        per-slice function: unavailable here (then `availability` says why), or a
-                       volume metric (scale "volume") that its protocol's function in
-                       `medgan_tf.evaluation.protocols.PROTOCOLS` computes on whole volumes.
+                       volume metric (scale "volume") that an evaluation protocol computes on
+                       whole volumes (the protocols list the metrics they report).
     scale:             "0-255" (the paper's scale: images mapped with `to_255`), "physical"
                        (de-normalized images in the target's unit) or "volume" (whole volumes in
                        physical units, only through a protocol).
@@ -296,8 +291,8 @@ class Metric:
     minimum_size:      the smallest slice side the function accepts.
     unit:              the unit of the value ("dB", "%"); "" when unitless or the data's own
                        unit (MAE: HU, SUV, ...; reports add it).
-    protocols:         the protocols whose tables show this metric, in `PROTOCOL_NAMES`.
-    region:            a per-region value of a label map (`<name>_<label>` keys, pet protocol).
+    region:            a per-region value of a label map (`<name>_<label>` keys): a signed
+                       % error, so a table's best is the one closest to 0.
     """
 
     name: str
@@ -311,7 +306,6 @@ class Metric:
     minimum_size: int = 1
     availability: Callable[[], tuple[bool, str]] | None = None
     unit: str = ""
-    protocols: tuple[str, ...] = ("paper",)
     region: bool = False
 
     def available(self) -> tuple[bool, str]:
@@ -320,39 +314,31 @@ class Metric:
         return self.availability() if self.availability is not None else (False, "no implementation")
 
 
-_CT = ("synthrad2023", "synthrad2025")
 METRICS: Registry[Metric] = Registry("metric")
-METRICS.add("ssim", Metric("ssim", "SSIM", ".4f", True, ssim, paper=True, validation=True, minimum_size=11,
-                           protocols=("paper", "synthrad2023", "pet")))
-METRICS.add("psnr", Metric("psnr", "PSNR(dB)", ".2f", True, psnr, paper=True, validation=True, unit="dB",
-                           protocols=("paper", *_CT, "pet")))
+METRICS.add("ssim", Metric("ssim", "SSIM", ".4f", True, ssim, paper=True, validation=True, minimum_size=11))
+METRICS.add("psnr", Metric("psnr", "PSNR(dB)", ".2f", True, psnr, paper=True, validation=True, unit="dB"))
 METRICS.add("mse", Metric("mse", "MSE", ".2f", False, mse, paper=True, validation=True))
 METRICS.add("vif", Metric("vif", "VIF", ".4f", True, vif, paper=True, minimum_size=41))
 METRICS.add("uqi", Metric("uqi", "UQI", ".4f", True, uqi, paper=True, minimum_size=9))
 METRICS.add("lpips", Metric("lpips", "LPIPS", ".4f", False, None, paper=True, availability=lpips_availability))
-METRICS.add("mae", Metric("mae", "MAE", ".4g", False, mae_physical, scale="physical", protocols=("paper", *_CT)))
-METRICS.add("ms_ssim", Metric("ms_ssim", "MS-SSIM", ".4f", True, scale="volume", protocols=("synthrad2025",)))
-METRICS.add("nrmse", Metric("nrmse", "NRMSE", ".4f", False, scale="volume", protocols=("pet",)))
-METRICS.add("suvmean", Metric("suvmean", "SUVmean error", "+.2f", False, scale="volume", unit="%",
-                              protocols=("pet",), region=True))
-METRICS.add("suvmax", Metric("suvmax", "SUVmax error", "+.2f", False, scale="volume", unit="%",
-                             protocols=("pet",), region=True))
+METRICS.add("mae", Metric("mae", "MAE", ".4g", False, mae_physical, scale="physical"))
+METRICS.add("ms_ssim", Metric("ms_ssim", "MS-SSIM", ".4f", True, scale="volume"))
+METRICS.add("nrmse", Metric("nrmse", "NRMSE", ".4f", False, scale="volume"))
+METRICS.add("suvmean", Metric("suvmean", "SUVmean error", "+.2f", False, scale="volume", unit="%", region=True))
+METRICS.add("suvmax", Metric("suvmax", "SUVmax error", "+.2f", False, scale="volume", unit="%", region=True))
 METRICS.add("activity", Metric("activity", "Total activity error", "+.2f", False, scale="volume", unit="%",
-                               protocols=("pet",), region=True))
+                               region=True))
 
 
 def metric_names(*, scale: str | None = None, paper: bool | None = None, validation: bool | None = None,
-                 protocol: str | None = None, region: bool | None = False) -> tuple[str, ...]:
+                 region: bool | None = False) -> tuple[str, ...]:
     """Names of the registered metrics with the given properties, in table order (per-region
     metrics only when `region` is True or None)."""
-    if protocol is not None and protocol not in PROTOCOL_NAMES:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOL_NAMES)}")
     return tuple(
         name for name, metric in METRICS.items()
         if (scale is None or metric.scale == scale)
         and (paper is None or metric.paper == paper)
         and (validation is None or metric.validation == validation)
-        and (protocol is None or protocol in metric.protocols)
         and (region is None or metric.region == region)
     )
 

@@ -54,6 +54,9 @@ class Registry(Generic[T]):
             raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
         return self._items[name]
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self._items)

@@ -15,7 +15,8 @@ from medgan_tf.data.io import Volume, write_nifti
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as B
 from medgan_tf.evaluation.cases import read_evaluation_csv
-from medgan_tf.evaluation.volumes import default_protocol, evaluate_volumes
+from medgan_tf.evaluation.protocols import default_protocol
+from medgan_tf.evaluation.volumes import evaluate_volumes
 
 from helpers import make_run, oblique_affine  # noqa: E402  (tests/ is on sys.path)
 

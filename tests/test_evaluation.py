@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medgan_tf import metrics
-from medgan_tf.evaluation import figures, reports, scoring
+from medgan_tf.evaluation import figures, reports, scoring, tables
 from medgan_tf.errors import UserError
 
 SIZE = 48  # the smallest convenient size at which all four VIF scales have valid windows
@@ -195,13 +195,13 @@ def test_markdown_table_for_several_methods():
         "MedGAN": {"ssim": {"mean": 0.916, "sd": None, "n": 1, "n_infinite": 0},
                    "psnr": {"mean": 24.6234, "sd": 1.5, "n": 4, "n_infinite": 0}},
     }
-    table = reports.markdown_table(rows, unit="SUV").splitlines()
+    table = tables.markdown_table(rows, unit="SUV").splitlines()
     assert table[0] == "| Method | SSIM | PSNR(dB) | MSE | VIF | UQI | LPIPS | MAE (SUV) |"
     assert table[2] == "| pix2pix | 0.9017 ± 0.0100 | n/a | n/a | n/a | n/a | n/a | n/a |"
     assert table[3] == "| MedGAN | 0.9160 | 24.62 ± 1.50 | n/a | n/a | n/a | n/a | n/a |"
-    assert reports.markdown_table(rows, columns=("ssim",), show_sd=False).splitlines()[2] == "| pix2pix | 0.9017 |"
+    assert tables.markdown_table(rows, columns=("ssim",), show_sd=False).splitlines()[2] == "| pix2pix | 0.9017 |"
     some_exact = {"model": {"psnr": {"mean": 30.0, "sd": 1.0, "n": 3, "n_infinite": 1}}}
-    assert reports.markdown_table(some_exact, columns=("psnr",)).splitlines()[2] == "| model | 30.00 ± 1.00 (1×∞) |"
+    assert tables.markdown_table(some_exact, columns=("psnr",)).splitlines()[2] == "| model | 30.00 ± 1.00 (1×∞) |"
 
 
 def test_comparison_figure(tmp_path):

@@ -52,7 +52,7 @@ HELP = "score a model or existing outputs: the paper's metrics on records, or Sy
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medgan_tf.config import TASKS
     from medgan_tf.data.pairs import SPLITS
-    from medgan_tf.metrics import PROTOCOL_NAMES
+    from medgan_tf.evaluation.protocols import PROTOCOLS
 
     parser.add_argument("--model", type=Path, metavar="SAVEDMODEL|RUN",
                         help="export folder (version or base folder) or a run directory; required with --data; "
@@ -66,9 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=SPLITS,
                         help="--data: split to score (default val; test = the held-out split of convert "
                              "--test-fraction or the pairs CSV's split column)")
-    parser.add_argument("--protocol", choices=PROTOCOL_NAMES,
-                        help="yardstick: paper (default for --data), synthrad2023 (default for --pairs of pet_ct), "
-                             "synthrad2025, pet (default for --pairs of pet_denoise); --data takes paper only")
+    parser.add_argument("--protocol", choices=PROTOCOLS.names(), help=_protocol_help())
     parser.add_argument("--task", choices=TASKS,
                         help="--pairs without --model: the task the volumes belong to (sets units, baselines, "
                              "default protocol); with --model it is the model's")
@@ -89,14 +87,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this processor computes it natively); an export refuses a precision it was not written in")
 
 
+def _protocol_help() -> str:
+    """--protocol's help from the registry, e.g. "yardstick: paper (default for --data), pet
+    (default for --pairs of pet_denoise); --data takes paper only"."""
+    from medgan_tf.evaluation.protocols import PROTOCOLS, records_protocol
+
+    entries = []
+    for name, protocol in PROTOCOLS.items():
+        notes = ["default for --data"] if protocol.records else []
+        notes += [f"default for --pairs of {task}" for task in protocol.default_for]
+        entries.append(f"{name} ({', '.join(notes)})" if notes else name)
+    return f"yardstick: {', '.join(entries)}; --data takes {records_protocol().name} only"
+
+
 def run(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
+    from medgan_tf.evaluation.protocols import PROTOCOLS
 
     if args.pairs is not None:
         return _run_pairs(args)
     if args.model is None:
         raise UserError("--data needs --model (the records hold no predictions); score existing volumes with --pairs")
-    if args.protocol not in (None, "paper"):
+    if args.protocol is not None and not PROTOCOLS.get(args.protocol).records:
         raise UserError(f"--protocol {args.protocol} scores whole volumes in physical units: give them with --pairs CSV")
     return _run_records(args)
 
@@ -105,6 +117,7 @@ def _run_records(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.consistency import consistency_line, write_consistency
     from medgan_tf.evaluation.datasets import evaluate_dataset
+    from medgan_tf.evaluation.protocols import records_protocol
     from medgan_tf.evaluation.reports import report_markdown, write_report
     from medgan_tf.serving.loading import load_model
 
@@ -119,7 +132,8 @@ def _run_records(args: argparse.Namespace) -> int:
     paths.update(write_consistency(result.slice_consistency, out_dir))
     summary = result.to_dict()
     if args.json:
-        payload = {"model": str(args.model), "data": str(args.data), "split": args.split, "protocol": "paper",
+        payload = {"model": str(args.model), "data": str(args.data), "split": args.split,
+                   "protocol": records_protocol().name,
                    "report": {key: str(value) for key, value in paths.items()},
                    **{key: summary[key] for key in ("unit", "num_slices", "num_patients", "lpips", "summary")},
                    "slice_consistency": result.slice_consistency}
@@ -135,7 +149,8 @@ def _run_pairs(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.cases import read_evaluation_csv
     from medgan_tf.evaluation.volume_reports import report_dict, report_markdown, write_volume_report
-    from medgan_tf.evaluation.volumes import default_protocol, evaluate_volumes
+    from medgan_tf.evaluation.protocols import default_protocol
+    from medgan_tf.evaluation.volumes import evaluate_volumes
 
     model = None
     if args.model is not None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medgan_tf.metrics import PROTOCOL_NAMES
+    from medgan_tf.evaluation.protocols import PROTOCOLS, records_protocol, volume_protocols
     from medgan_tf.presets import TASKS
 
     parser.add_argument("--task", choices=TASKS, default="pet_denoise", help="task preset (default pet_denoise)")
@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "same budget, and report both with their slice-to-slice consistency (default 0: 2D only); "
                         "--data must be converted with --context-slices ≥ K (the built-in data is made so)")
     parser.add_argument("--out", type=Path, help="report folder (default reports/reproduce-<task>)")
-    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="paper",
-                        help="paper (default): Tables I/II on the paper's per-slice metrics; synthrad2023|synthrad2025|"
-                             "pet: also table-<protocol>.md, every method scored on whole volumes in physical units, "
-                             "with the input and the classical baselines as rows")
+    parser.add_argument("--protocol", choices=PROTOCOLS.names(), default=records_protocol().name,
+                        help=f"{records_protocol().name} (default): Tables I/II on the paper's per-slice metrics; "
+                             f"{'|'.join(volume_protocols())}: also table-<protocol>.md, every method scored on whole "
+                             "volumes in physical units, with the input and the classical baselines as rows")
     parser.add_argument("--pairs", type=Path, metavar="CSV",
                         help="with a volume --protocol: the volumes to score (medgan-tf evaluate --pairs columns); "
                              "default: held-out synthetic patients (needed with --data)")
@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medgan_tf import presets
+    from medgan_tf.evaluation.protocols import PROTOCOLS, volume_protocols
     from medgan_tf.workflows import reproduce
     from medgan_tf.errors import UserError
     from medgan_tf.training import runtime
@@ -94,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
     reproduce.plan(models, sweep, args.context_slices)
     out_dir = args.out or Path("reports") / f"reproduce-{args.task}"
     rt = runtime.setup("auto", args.xla, args.mixed_precision)
-    if args.pairs is not None and args.protocol == "paper":
-        raise UserError("--pairs needs a volume --protocol (synthrad2023, synthrad2025, pet)")
+    if args.pairs is not None and PROTOCOLS.get(args.protocol).records:
+        raise UserError(f"--pairs needs a volume --protocol ({', '.join(volume_protocols())})")
     payload = reproduce.reproduce(settings, out_dir, models=models, ublocks_sweep=sweep, data_dir=args.data, runtime=rt,
                                   protocol=args.protocol, pairs=args.pairs)
     print((Path(out_dir) / "table.md").read_text(encoding="utf-8"))
-    if args.protocol != "paper":
+    if not PROTOCOLS.get(args.protocol).records:
         print(Path(payload["files"][f"table_{args.protocol}"]).read_text(encoding="utf-8"))
     log.info("results: %s", payload["files"])
     return 0

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from medgan_tf.evaluation.tables import consistency_table
+
 SCALE = 127.5  # [-1, 1] → 0–255 differences
 
 
@@ -94,24 +96,8 @@ def overall_consistency(measure: Mapping[str, Any] | None) -> dict[str, Any] | N
     return None if measure is None else {key: value for key, value in measure.items() if key != "per_patient"}
 
 
-def consistency_table(measures: Mapping[str, Mapping[str, Any] | None]) -> str:
-    """A Markdown section comparing methods' slice consistency ({method label: overall measure})."""
-    lines = ["", "## Slice-to-slice consistency (2D vs 2.5D)", "",
-             "Mean |adjacent-slice difference| on the 0–255 scale; ratio = output / target (1 = as smooth as "
-             "the target), difference = output − target.", "",
-             "| method | output | target | ratio | difference |", "|---|---|---|---|---|"]
-    for label, measure in measures.items():
-        if not measure or not measure.get("pairs"):
-            lines.append(f"| {label} | n/a | n/a | n/a | n/a |")
-            continue
-        ratio = "n/a" if measure["ratio"] is None else f"{measure['ratio']:.3f}"
-        lines.append(f"| {label} | {measure['output_jump']:.3f} | {measure['target_jump']:.3f} | {ratio} | "
-                     f"{measure['difference']:+.3f} |")
-    return "\n".join(lines) + "\n"
-
-
 def append_consistency_table(path: str | Path, measures: Mapping[str, Mapping[str, Any] | None]) -> None:
-    """Append `consistency_table(measures)` to the Markdown report at `path`."""
+    """Append `tables.consistency_table(measures)` to the Markdown report at `path`."""
     with open(path, "a", encoding="utf-8") as report:
         report.write(consistency_table(measures))
 
@@ -129,13 +115,13 @@ def consistency_line(measure: Mapping[str, Any] | None) -> str:
 
 def write_consistency(measure: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Path]:
     """REPORT_DIR/slice_consistency.json (through a temporary file and a rename) → {"consistency": path}."""
-    from medgan_tf.evaluation.reports import _write_atomic
+    from medgan_tf.files import write_text_atomic
 
     if measure is None:
         return {}
     path = Path(out_dir) / CONSISTENCY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(str(path), json.dumps(measure, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(str(path), json.dumps(measure, indent=2, sort_keys=True) + "\n")
     return {"consistency": path}
 
 

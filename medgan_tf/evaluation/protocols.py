@@ -14,10 +14,13 @@ Each protocol is implemented once, from its published code:
 SSIM follows Wang et al. 2004 (IEEE TIP 13(4)) as scikit-image's `structural_similarity`
 computes it with the defaults the challenge code relies on (it passes only `data_range`): a
 7-voxel uniform window (scipy `uniform_filter`, mode "reflect"), K1 = 0.01, K2 = 0.03, sample
-covariance (N/(N−1)). `PROTOCOLS` maps a protocol name to its function `(prediction, target,
-mask, **kwargs) -> dict[str, float]`; the columns each protocol reports, with their titles,
-formats and better directions, are the entries of the one metric table `medgan_tf.metrics.METRICS`
-that name the protocol. `paper` scores volumes slice by slice with the paper's metrics.
+covariance (N/(N−1)). `paper` scores volumes slice by slice with the paper's metrics.
+
+`PROTOCOLS` is the one place a protocol is declared: one `Protocol` entry holds its function
+`(prediction, target, mask, **inputs) -> dict[str, float]`, its columns (entries of the metric
+table `medgan_tf.metrics.METRICS`, which gives their titles, formats and better directions),
+whether it is masked, the inputs it needs, and its description and source. Scoring, reports and
+the command line's `--protocol` choices read them from here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from medgan_tf.metrics import METRICS, PROTOCOL_NAMES, metric_names, to_255
+from medgan_tf.errors import UserError
+from medgan_tf.metrics import METRICS, metric_names, to_255
+from medgan_tf.registry import Registry
 
 WIN_SIZE = 7  # skimage's default uniform window, used by both SynthRAD scripts
 CROP = (WIN_SIZE - 1) // 2  # border skimage (and the challenges) drop from the SSIM map
@@ -260,7 +265,7 @@ def paper(prediction, target, mask=None, *, target_params: Mapping | None = None
     pred, ref = _pair(prediction, target)
     if target_params is None:
         target_params = {"kind": "window", "low": float(ref.min()), "high": float(ref.max()) or 1.0}
-    names = [n for n in metric_names(protocol="paper") if METRICS.get(n).function is not None
+    names = [n for n in per_slice_metrics() if METRICS.get(n).function is not None
              and METRICS.get(n).minimum_size <= min(ref.shape[1:])]
     per_slice: dict[str, list[float]] = {n: [] for n in names}
     for p_slice, r_slice in zip(pred, ref):
@@ -276,36 +281,101 @@ def paper(prediction, target, mask=None, *, target_params: Mapping | None = None
     return out
 
 
+CASE_INPUTS = ("labels", "suv_factor", "voxel_volume_ml", "target_params")
+"""What a protocol may ask of each scored case besides the volumes and the mask (`Protocol.inputs`):
+labels — integer label map (Z, Y, X), 0 = background; suv_factor — SUV per unit of the target
+(1.0 when unknown); voxel_volume_ml — one voxel in ml; target_params — the task's normalization
+parameters fitted on the target (`medgan_tf.data.normalization`)."""
+
+
+def per_slice_metrics() -> tuple[str, ...]:
+    """Every per-slice metric of the table (0–255 scale and physical), in table order. Read at call
+    time, so a metric registered later (a plug-in, a test) is a column of the paper protocol too."""
+    return tuple(name for name in metric_names() if METRICS.get(name).scale != "volume")
+
+
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """A named evaluation protocol and its function `(prediction, target, mask, **kwargs) ->
-    {metric: value}`. Its columns are the metric table's entries that name it
-    (`medgan_tf.metrics.METRICS`, `Metric.protocols`); per-region errors of `pet` are extra keys
-    `<metric>_<label>` of the table's region metrics."""
+    """A named evaluation protocol: everything the scoring, the reports and the command line
+    need to know about it.
+
+    function:    (prediction, target, mask, **inputs) -> {metric: value}, volumes (Z, Y, X) in
+                 physical units on one grid.
+    columns:     the metric-table entries (`medgan_tf.metrics.METRICS`) it reports, in table
+                 order; or a function returning them (read when a table is made).
+    regions:     per-region metrics: the function returns `<metric>_<label>` for each label > 0
+                 of the label map; reported in their own table, with a Bland–Altman plot.
+    masked:      scored inside a mask (the CSV's, or a computed body mask); else the whole volume.
+    inputs:      the keyword inputs the function takes from each case (`CASE_INPUTS`).
+    records:     also scores converted records slice by slice (`evaluate --data`, the paper's
+                 comparison tables of `reproduce`).
+    default_for: tasks whose `evaluate --pairs` uses it when no `--protocol` is given.
+    """
 
     name: str
     function: Callable[..., dict[str, float]]
     description: str
     source: str
+    columns: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
+    regions: tuple[str, ...] = ()
+    masked: bool = False
+    inputs: tuple[str, ...] = ()
+    records: bool = False
+    default_for: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        named = (() if callable(self.columns) else self.columns) + self.regions
+        unknown = [name for name in named if name not in METRICS]
+        if unknown:
+            raise ValueError(f"protocol {self.name!r}: no metric {unknown} in the metric table; "
+                             f"registered: {', '.join(METRICS.names())}")
+        unknown = [name for name in self.inputs if name not in CASE_INPUTS]
+        if unknown:
+            raise ValueError(f"protocol {self.name!r}: unknown inputs {unknown}; expected some of {CASE_INPUTS}")
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """The protocol's columns, in table order."""
-        return metric_names(protocol=self.name)
+        """The protocol's columns (without its per-region metrics), in table order."""
+        return tuple(self.columns()) if callable(self.columns) else self.columns
 
 
-PROTOCOLS: Mapping[str, Protocol] = {
-    "paper": Protocol(
-        "paper", paper, "the MedGAN paper's metrics (Tables I/II) per axial slice on the 0–255 scale",
-        "Armanious et al., arXiv 1806.06397, §3.3"),
-    "synthrad2023": Protocol(
-        "synthrad2023", synthrad2023, "SynthRAD2023 synthetic-CT image metrics inside the body mask",
-        "github.com/SynthRAD2023/metrics functions/image_metrics.py"),
-    "synthrad2025": Protocol(
-        "synthrad2025", synthrad2025, "SynthRAD2025 synthetic-CT image metrics inside the body mask",
-        "github.com/SynthRAD2025/evaluation image_metrics.py"),
-    "pet": Protocol(
-        "pet", pet, "UDPET low-dose PET metrics, with per-region SUV and activity % errors",
-        "UDPET challenge evaluation script (udpet-challenge.github.io)"),
-}
-assert tuple(PROTOCOLS) == PROTOCOL_NAMES
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS.add("paper", Protocol(
+    "paper", paper, "the MedGAN paper's metrics (Tables I/II) per axial slice on the 0–255 scale",
+    "Armanious et al., arXiv 1806.06397, §3.3", columns=per_slice_metrics, inputs=("target_params",),
+    records=True))
+PROTOCOLS.add("synthrad2023", Protocol(
+    "synthrad2023", synthrad2023, "SynthRAD2023 synthetic-CT image metrics inside the body mask",
+    "github.com/SynthRAD2023/metrics functions/image_metrics.py", columns=("ssim", "psnr", "mae"), masked=True,
+    default_for=("pet_ct",)))
+PROTOCOLS.add("synthrad2025", Protocol(
+    "synthrad2025", synthrad2025, "SynthRAD2025 synthetic-CT image metrics inside the body mask",
+    "github.com/SynthRAD2025/evaluation image_metrics.py", columns=("psnr", "mae", "ms_ssim"), masked=True))
+PROTOCOLS.add("pet", Protocol(
+    "pet", pet, "UDPET low-dose PET metrics, with per-region SUV and activity % errors",
+    "UDPET challenge evaluation script (udpet-challenge.github.io)", columns=("ssim", "psnr", "nrmse"),
+    regions=("suvmean", "suvmax", "activity"), inputs=("labels", "suv_factor", "voxel_volume_ml"),
+    default_for=("pet_denoise",)))
+
+
+def protocol(name: str) -> Protocol:
+    """The registered protocol `name`; a UserError listing the registered ones otherwise."""
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS.names())}")
+    return PROTOCOLS.get(name)
+
+
+def records_protocol() -> Protocol:
+    """The protocol that scores converted records slice by slice (`evaluate --data`)."""
+    return next(p for _, p in PROTOCOLS.items() if p.records)
+
+
+def volume_protocols() -> tuple[str, ...]:
+    """Names of the protocols that score whole volumes only (`reproduce --protocol` tables)."""
+    return tuple(name for name, p in PROTOCOLS.items() if not p.records)
+
+
+def default_protocol(task: str) -> str:
+    """`--pairs` without `--protocol`: the protocol whose `default_for` names the task, else the
+    records protocol (the paper's)."""
+    return next((name for name, p in PROTOCOLS.items() if task in p.default_for), records_protocol().name)

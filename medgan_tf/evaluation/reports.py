@@ -6,69 +6,19 @@
   metrics.md    — a table like the paper's Table II (rows model / input);
   figure.png    — K slices as rows: input | output | target | |error|.
 
-Titles and number formats come from the metric table (`medgan_tf.metrics.METRICS`).
+The tables are `medgan_tf.evaluation.tables`' (titles and number formats from the metric table
+`medgan_tf.metrics.METRICS`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping, Sequence
 
-from medgan_tf import files, metrics
+from medgan_tf.files import write_text_atomic
 from medgan_tf.evaluation.figures import save_slice_figure
-from medgan_tf.evaluation.scoring import EvaluationResult, Summary, report_columns
-
-
-def _format_cell(summary: Summary | None, name: str, show_sd: bool) -> str:
-    if summary is None or summary.get("mean") is None:
-        return "n/a"
-    mean = summary["mean"]
-    if math.isinf(mean):
-        return "∞"
-    if math.isnan(mean):
-        return "nan"
-    spec = metrics.METRICS.get(name).format
-    text = format(mean, spec)
-    if show_sd and summary.get("sd") is not None:
-        text += f" ± {format(summary['sd'], spec)}"
-    if summary.get("n_infinite"):
-        text += f" ({summary['n_infinite']}×∞)"
-    return text
-
-
-def _title(name: str, unit: str | None) -> str:
-    metric = metrics.METRICS.get(name)
-    return f"{metric.title} ({unit})" if metric.scale == "physical" and unit else metric.title
-
-
-def markdown_table(
-    rows: Mapping[str, Mapping[str, Summary]],
-    *,
-    unit: str | None = None,
-    show_sd: bool = True,
-    columns: Sequence[str] | None = None,
-) -> str:
-    """A Markdown table like the paper's Tables I/II: one row per method, one column per metric.
-
-    rows: {method name: {metric name: Summary}} (e.g. `result.summary()["output"]` per method).
-    Cells read "mean ± sd"; "n/a" when the metric is unavailable, "∞" for an all-infinite PSNR.
-    The MAE header carries `unit`, e.g. "MAE (HU)".
-    """
-    columns = tuple(columns) if columns is not None else report_columns()
-    unknown = [name for name in columns if name not in metrics.METRICS]
-    if unknown:
-        raise ValueError(f"unknown columns {unknown}; valid ones are {metrics.METRICS.names()}")
-    titles = [_title(name, unit) for name in columns]
-    lines = [
-        "| Method | " + " | ".join(titles) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for method, summaries in rows.items():
-        cells = [_format_cell(summaries.get(name), name, show_sd) for name in columns]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+from medgan_tf.evaluation.scoring import EvaluationResult
+from medgan_tf.evaluation.tables import markdown_table
 
 
 def report_markdown(result: EvaluationResult, *, title: str) -> str:
@@ -121,16 +71,10 @@ def write_report(
         "json": os.path.join(out_dir, "metrics.json"),
         "markdown": os.path.join(out_dir, "metrics.md"),
     }
-    _write_atomic(paths["json"], json.dumps({"title": title, **result.to_dict()}, indent=2, allow_nan=False) + "\n")
-    _write_atomic(paths["markdown"], report_markdown(result, title=title))
+    write_text_atomic(paths["json"], json.dumps({"title": title, **result.to_dict()}, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths["markdown"], report_markdown(result, title=title))
     shown = result.examples[: max(0, figure_slices)]
     if shown:
         paths["figure"] = os.path.join(out_dir, "figure.png")
         save_slice_figure(shown, paths["figure"], title=title)
     return paths
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write `text` through a temporary file and a rename: an earlier report stays valid until
-    the new one is complete (e.g. on a full disk)."""
-    files.write_text_atomic(path, text)

@@ -22,16 +22,17 @@ import numpy as np
 
 from medgan_tf import metrics
 from medgan_tf.errors import UserError
+from medgan_tf.evaluation.protocols import records_protocol
 
 # Rows of every report: the model's output and the untouched input, each scored against the target.
 ROLES = ("output", "input")
 
 
 def report_columns() -> tuple[str, ...]:
-    """Columns of every per-slice (paper protocol) report: the table's metrics of the `paper`
-    protocol, in table order (read at call time, so a metric registered by a plug-in appears in
+    """Columns of every per-slice report: the columns of the protocol that scores records (the
+    paper's), in table order (read at call time, so a metric registered by a plug-in appears in
     the reports)."""
-    return metrics.metric_names(protocol="paper")
+    return records_protocol().metrics
 
 Summary = dict[str, Any]  # {"mean", "sd", "median": float | None, "n": int, "n_infinite": int}
 PredictFn = Callable[[np.ndarray], Any]
@@ -79,8 +80,18 @@ class EvaluationResult:
     # set by `evaluate_dataset`; kept beside metrics.json as slice_consistency.json.
     slice_consistency: dict[str, Any] | None = None
 
+    @property
+    def rows(self) -> list[str]:
+        """The summary's rows: "output", "input", then the baselines (as `VolumeEvaluation.rows`)."""
+        return [*ROLES, *self.baselines]
+
+    def metric_keys(self) -> list[str]:
+        """The summary's columns (as `VolumeEvaluation.metric_keys`): `report_columns()`."""
+        return list(report_columns())
+
     def summary(self) -> dict[str, dict[str, Summary]]:
-        """{"output" | "input" | <baseline>: {metric: Summary}} over all slices (mean ± sample sd)."""
+        """{row: {metric: Summary}} over all slices (mean ± sample sd), rows `self.rows` — the
+        shape of `VolumeEvaluation.summary`, so `tables.markdown_table` formats either."""
         summary = _summarize_slices(self.slices)
         for name, rows in self.baselines.items():
             summary[name] = {metric: summarize(row.get(metric) for row in rows) for metric in report_columns()}

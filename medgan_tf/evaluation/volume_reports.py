@@ -6,12 +6,16 @@
                      (mean, sd, median over patients), every patient's scores, failures;
   per_patient.csv  — one line per patient and row (model, input, baselines), one column a metric;
   metrics.md       — the table people read: rows model / input / baselines, mean ± sd and median;
-                     for the pet protocol, a per-region table of SUVmean/SUVmax/activity % errors;
+                     for a protocol with per-region metrics (pet), a per-region table of
+                     SUVmean/SUVmax/activity % errors;
   slices.png       — input | output | target | |error| in the axial, coronal and sagittal planes;
   histogram.png    — intensity histogram (HU / SUV / Bq/ml) of output vs target voxels;
-  bland_altman.png — per-region SUVmean of output vs target (pet protocol with a label map).
+  bland_altman.png — per-region SUVmean of output vs target (a protocol with per-region metrics,
+                     pet, and a label map).
 
-Titles, formats and better directions come from the metric table `medgan_tf.metrics.METRICS`.
+Tables are `medgan_tf.evaluation.tables`' (style VOLUMES); titles, formats and better directions
+come from the metric table `medgan_tf.metrics.METRICS`, the columns from the protocol
+(`medgan_tf.evaluation.protocols`).
 """
 
 from __future__ import annotations
@@ -19,82 +23,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from typing import Any
 
 import numpy as np
 
-from medgan_tf import metrics
 from medgan_tf.evaluation import figures
 from medgan_tf.evaluation.protocols import PROTOCOLS
-from medgan_tf.evaluation.reports import _write_atomic
-from medgan_tf.evaluation.scoring import Summary, json_safe
+from medgan_tf.files import write_text_atomic
+from medgan_tf.evaluation.scoring import json_safe
+from medgan_tf.evaluation.tables import VOLUMES, markdown_table, metric_of
 from medgan_tf.evaluation.volumes import VolumeEvaluation
 
 
-def metric_of(key: str) -> tuple[metrics.Metric, str]:
-    """The table entry of a result key and its region label ("" for a plain column):
-    "psnr" → (psnr, ""), "suvmax_3" → (suvmax, "3")."""
-    if key in metrics.METRICS:
-        return metrics.METRICS.get(key), ""
-    base, _, label = key.rpartition("_")
-    return metrics.METRICS.get(base), label
-
-
-def column_title(key: str, unit: str) -> str:
-    metric, label = metric_of(key)
-    title = metric.title
-    if metric.scale == "physical" and unit:  # in the data's own unit (MAE: HU, SUV, ...)
-        title = f"{title} ({unit})"
-    elif metric.unit and metric.unit not in title:
-        title = f"{title} ({metric.unit})"
-    return f"{title}, region {label}" if label else title
-
-
-def format_cell(key: str, summary: Summary | None) -> str:
-    """"mean ± sd (median m)" with the metric's format; "∞" for an all-infinite PSNR."""
-    if not summary or summary.get("mean") is None:
-        return "n/a"
-    spec = metric_of(key)[0].format
-
-    def text(value: float | None) -> str:
-        if value is None:
-            return "n/a"
-        return "∞" if math.isinf(value) else "nan" if math.isnan(value) else format(value, spec)
-
-    out = text(summary["mean"])
-    if summary.get("sd") is not None:
-        out += f" ± {text(summary['sd']).lstrip('+')}"
-    if summary.get("median") is not None:
-        out += f" (median {text(summary['median'])})"
-    return out
-
-
-def table(summary: dict[str, dict[str, Summary]], keys: list[str], unit: str) -> str:
-    """Markdown table: one line per row (model, input, baselines), one column per metric key;
-    the best mean of each column in bold (the table's better direction; no bold on a tie)."""
-    lines = ["| Row | " + " | ".join(column_title(k, unit) for k in keys) + " |", "|---|" + "---:|" * len(keys)]
-    best = {}
-    for key in keys:
-        metric = metric_of(key)[0]
-        means = {row: s[key]["mean"] for row, s in summary.items() if s.get(key) and s[key]["mean"] is not None
-                 and not math.isnan(s[key]["mean"])}
-        if len(means) > 1:
-            # signed % error: closest to 0 is best; otherwise the table's direction
-            score = {r: -abs(v) if metric.region else v if metric.higher_is_better else -v for r, v in means.items()}
-            ranked = sorted(score.values(), reverse=True)
-            if ranked[0] > ranked[1]:  # bold only a strict winner, never a tie
-                best[key] = max(score, key=score.get)
-    for row, summaries in summary.items():
-        cells = [format_cell(k, summaries.get(k)) for k in keys]
-        cells = [f"**{c}**" if best.get(k) == row else c for k, c in zip(keys, cells)]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def report_markdown(result: VolumeEvaluation, title: str) -> str:
-    protocol = PROTOCOLS[result.protocol]
+    """metrics.md: the protocol's table (rows model / input / baselines), its per-region table,
+    the baselines' descriptions and the notes."""
+    protocol = PROTOCOLS.get(result.protocol)
     summary = result.summary()
     keys = result.metric_keys()
     columns = [k for k in keys if not metric_of(k)[0].region]
@@ -106,10 +51,11 @@ def report_markdown(result: VolumeEvaluation, title: str) -> str:
         f"{len(result.per_patient)} patient(s), scored on the target's grid in {result.unit or 'its unit'}; "
         "mean ± sd over patients, median in brackets; best row of each column in bold.\n",
         f"Mask: {'; '.join(masks)}.\n",
-        table(summary, columns, result.unit),
+        markdown_table(summary, columns=columns, unit=result.unit, style=VOLUMES),
     ]
     if regions:
-        parts += ["## Regions of the label map (signed % error of output vs target)\n", table(summary, regions, "%")]
+        parts += ["## Regions of the label map (signed % error of output vs target)\n",
+                  markdown_table(summary, columns=regions, unit="%", style=VOLUMES)]
         parts.append(f"SUV: {'; '.join(sorted({e['suv'] for e in result.per_patient}))}.\n")
     if result.baselines:
         parts.append("## Baselines\n")
@@ -137,7 +83,7 @@ def per_patient_csv(result: VolumeEvaluation) -> str:
 
 
 def report_dict(result: VolumeEvaluation, title: str) -> dict[str, Any]:
-    protocol = PROTOCOLS[result.protocol]
+    protocol = PROTOCOLS.get(result.protocol)
     return json_safe({
         "title": title, "protocol": result.protocol, "task": result.task, "unit": result.unit,
         "definition": {"description": protocol.description, "source": protocol.source},
@@ -163,7 +109,7 @@ def _figures(result: VolumeEvaluation, out_dir: str, title: str) -> dict[str, st
         paths["histogram"] = os.path.join(out_dir, "histogram.png")
         figures.save_histogram(paths["histogram"], np.concatenate(result.histogram["output"]),
                                np.concatenate(result.histogram["target"]), unit=result.unit, title=title)
-    if result.protocol == "pet" and result.regions:
+    if PROTOCOLS.get(result.protocol).regions and result.regions:
         paths["bland_altman"] = os.path.join(out_dir, "bland_altman.png")
         suv = all(e["suv_known"] for e in result.per_patient)
         figures.save_bland_altman(paths["bland_altman"], [r["target_suvmean"] for r in result.regions],
@@ -178,8 +124,8 @@ def write_volume_report(result: VolumeEvaluation, out_dir: str | os.PathLike, *,
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "metrics.json"), "csv": os.path.join(out_dir, "per_patient.csv"),
              "markdown": os.path.join(out_dir, "metrics.md")}
-    _write_atomic(paths["json"], json.dumps(report_dict(result, title), indent=2, allow_nan=False) + "\n")
-    _write_atomic(paths["csv"], per_patient_csv(result))
-    _write_atomic(paths["markdown"], report_markdown(result, title))
+    write_text_atomic(paths["json"], json.dumps(report_dict(result, title), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths["csv"], per_patient_csv(result))
+    write_text_atomic(paths["markdown"], report_markdown(result, title))
     paths.update(_figures(result, out_dir, title))
     return paths

@@ -22,21 +22,12 @@ import numpy as np
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
 from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, suv_factor
-from medgan_tf.evaluation.protocols import PROTOCOLS, body_mask
+from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
 
 log = logging.getLogger(__name__)
 
-MASKED_PROTOCOLS = ("synthrad2023", "synthrad2025")
 HISTOGRAM_SAMPLES = 200_000
-
-
-def default_protocol(task: str) -> str:
-    """`--pairs` without `--protocol`: synthrad2023 for synthetic CT (pet_ct), pet for
-    pet_denoise, paper otherwise."""
-    if task == "pet_ct":
-        return "synthrad2023"
-    return "pet" if task == "pet_denoise" else "paper"
 
 
 @dataclasses.dataclass
@@ -57,7 +48,7 @@ class VolumeEvaluation:
 
     def metric_keys(self) -> list[str]:
         """Every key any patient's scores hold, protocol columns first."""
-        keys = list(PROTOCOLS[self.protocol].metrics)
+        keys = list(PROTOCOLS.get(self.protocol).metrics)
         for entry in self.per_patient:
             for scores in entry["scores"].values():
                 keys += [k for k in scores if k not in keys]
@@ -115,8 +106,8 @@ def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> 
     return baselines_lib.fit_baselines(task, train_pairs, val_pairs, validation_name=name), notes
 
 
-def _mask_for(case: Case, protocol: str) -> tuple[np.ndarray | None, str]:
-    if protocol not in MASKED_PROTOCOLS:
+def _mask_for(case: Case, protocol: Protocol) -> tuple[np.ndarray | None, str]:
+    if not protocol.masked:
         return None, "not used by this protocol (whole volume)"
     if case.mask is not None:
         return case.mask, "given"
@@ -126,18 +117,19 @@ def _mask_for(case: Case, protocol: str) -> tuple[np.ndarray | None, str]:
     return mask, f"computed: {description}"
 
 
-def _protocol_kwargs(case: Case, protocol: str, task: str) -> tuple[dict[str, Any], str]:
-    kwargs: dict[str, Any] = {"labels": case.labels,
-                              "voxel_volume_ml": float(np.prod(case.spacing_zyx)) / 1000.0}
-    factor, suv_note = suv_factor(case.row, case.target_volume.unit)
-    kwargs["suv_factor"] = factor if factor is not None else 1.0
-    kwargs["suv_known"] = factor is not None
-    if protocol == "paper":
+def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: str) -> dict[str, Any]:
+    """The keyword inputs `protocol.inputs` names (`protocols.CASE_INPUTS`), for one case;
+    `factor`: SUV per unit of the target (1.0 when unknown)."""
+
+    def target_params():
         from medgan_tf.data import normalization
 
         data = _data_config(task)
-        kwargs["target_params"] = normalization.fit(case.target, data.target_normalization, unit=case.target_volume.unit)
-    return kwargs, suv_note
+        return normalization.fit(case.target, data.target_normalization, unit=case.target_volume.unit)
+
+    inputs = {"labels": lambda: case.labels, "suv_factor": lambda: factor,
+              "voxel_volume_ml": lambda: float(np.prod(case.spacing_zyx)) / 1000.0, "target_params": target_params}
+    return {name: inputs[name]() for name in protocol.inputs}
 
 
 def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float):
@@ -176,8 +168,7 @@ def evaluate_volumes(
     column), the untouched input and the task's baselines, per patient. See the module docstring.
     `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
     one CSV share them); default: fitted here."""
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    get_protocol(protocol)  # a UserError naming the registered ones
     data = _data_config(task)
     scored = [r for r in rows if r.split not in ("train", "val")]
     if not scored:
@@ -238,18 +229,19 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     result.unit = result.unit or case.target_volume.unit
     if case.source_volume is not None and data.source_modality == data.target_modality:
         _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)
-    mask, mask_note = _mask_for(case, result.protocol)
-    kwargs, suv_note = _protocol_kwargs(case, result.protocol, result.task)
+    protocol = PROTOCOLS.get(result.protocol)
+    mask, mask_note = _mask_for(case, protocol)
+    factor, suv_note = suv_factor(case.row, case.target_volume.unit)
+    known, factor = factor is not None, factor if factor is not None else 1.0
+    kwargs = _protocol_inputs(case, protocol, factor, result.task)
     candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
-    function = PROTOCOLS[result.protocol].function
-    known = kwargs.pop("suv_known")
     try:
-        scores = {name: function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
+        scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
     except ValueError as error:
         raise UserError(f"patient {row.patient_id}: {error}") from None
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
                                "suv_known": known, "scores": scores})
-    _keep_for_figures(result, case, candidates, mask, kwargs)
+    _keep_for_figures(result, case, candidates, mask, factor)
 
 
 def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
@@ -259,9 +251,9 @@ def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
                         "give both in one unit (e.g. both DICOM with SUV headers, or both Bq/ml)")
 
 
-def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, kwargs) -> None:
+def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, factor: float) -> None:
     """The first patient's volumes for the three-plane figure; voxel samples for the histogram;
-    per-region SUVmean of target and model for the Bland–Altman plot."""
+    per-region SUVmean of target and model for the Bland–Altman plot (`factor`: SUV per unit)."""
     inside = mask if mask is not None else np.ones(case.target.shape, dtype=bool)
     if not result.figure:
         source = candidates.get("input")
@@ -275,7 +267,6 @@ def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, kw
     result.histogram["output"].append(candidates["model"].ravel()[index])
     result.histogram["target"].append(case.target.ravel()[index])
     if case.labels is not None:
-        factor = kwargs["suv_factor"]
         for label in np.unique(case.labels[case.labels > 0]):
             region = case.labels == label
             result.regions.append({"patient_id": case.row.patient_id, "label": int(label),

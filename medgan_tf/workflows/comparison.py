@@ -27,7 +27,7 @@ import numpy as np
 from medgan_tf import presets
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation.figures import save_comparison_figure
-from medgan_tf.evaluation.reports import markdown_table
+from medgan_tf.evaluation.tables import markdown_table
 from medgan_tf.evaluation.scoring import json_safe
 from medgan_tf.metrics import METRICS, metric_names
 

@@ -21,10 +21,10 @@ from typing import Sequence
 
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation.cases import read_evaluation_csv
-from medgan_tf.evaluation.protocols import PROTOCOLS
-from medgan_tf.evaluation.reports import _write_atomic
+from medgan_tf.evaluation.protocols import PROTOCOLS, volume_protocols
+from medgan_tf.files import write_text_atomic
 from medgan_tf.evaluation.scoring import json_safe
-from medgan_tf.evaluation.volume_reports import table
+from medgan_tf.evaluation.tables import VOLUMES, markdown_table
 from medgan_tf.evaluation.volumes import fit_csv_baselines, evaluate_volumes
 from medgan_tf.presets import TASK_PRESETS
 
@@ -49,7 +49,7 @@ def held_out_pairs(task: str, image_size: int, seed: int, out_dir: Path) -> Path
     with open(written, newline="") as handle:
         rows = list(csv.reader(handle))
     lines = [",".join([*rows[0], "split"])] + [",".join([*row, split]) for row, split in zip(rows[1:], HELD_OUT_SPLITS)]
-    _write_atomic(str(path), "\n".join(lines) + "\n")
+    write_text_atomic(str(path), "\n".join(lines) + "\n")
     return path
 
 
@@ -62,8 +62,8 @@ def write_protocol_tables(out_dir: Path, settings, labels: dict[str, str], proto
 
     from medgan_tf.serving.loading import load_model
 
-    if protocol not in PROTOCOLS or protocol == "paper":
-        raise UserError(f"--protocol {protocol}: expected a volume protocol (synthrad2023, synthrad2025, pet)")
+    if protocol not in volume_protocols():
+        raise UserError(f"--protocol {protocol}: expected a volume protocol ({', '.join(volume_protocols())})")
     if pairs is None:
         if data_given:
             raise UserError(f"--protocol {protocol} scores whole volumes: give --pairs CSV with the held-out volumes "
@@ -98,20 +98,20 @@ def _keys(results: Sequence) -> list[str]:
 
 
 def _write(out_dir: Path, settings, protocol: str, pairs: Path, summaries: dict, first, keys: list[str]) -> dict:
-    definition = PROTOCOLS[protocol]
+    definition = PROTOCOLS.get(protocol)
     markdown = "\n".join([
         f"# Comparison on {settings.task} — protocol {protocol}\n",
         f"{definition.description} ({definition.source}). Every method: {settings.budget_steps} training steps; "
         f"scored on {len(first.per_patient)} volume(s) of {pairs} in {first.unit}, mean ± sd over patients "
         "(median in brackets); best row of each column in bold.\n",
-        table(summaries, keys, first.unit),
+        markdown_table(summaries, columns=keys, unit=first.unit, style=VOLUMES),
         *(f"- `{name}`: {text}" for name, text in first.baselines.items()),
         *(f"- {note}" for note in first.notes), "",
     ])
     paths = {f"table_{protocol}": str(out_dir / f"table-{protocol}.md"),
              f"results_{protocol}": str(out_dir / f"results-{protocol}.json")}
-    _write_atomic(paths[f"table_{protocol}"], markdown)
+    write_text_atomic(paths[f"table_{protocol}"], markdown)
     payload = json_safe({"protocol": protocol, "pairs": str(pairs), "unit": first.unit, "rows": summaries,
                          "baselines": first.baselines, "notes": first.notes})
-    _write_atomic(paths[f"results_{protocol}"], json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths[f"results_{protocol}"], json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return paths

@@ -35,6 +35,7 @@ from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation.consistency import append_consistency_table, overall_consistency, write_consistency
+from medgan_tf.evaluation.protocols import PROTOCOLS
 from medgan_tf.metrics import minimum_slice_size
 from medgan_tf.workflows.run_cache import (
     EVALUATION_DIR,
@@ -283,7 +284,7 @@ def reproduce(
                                           wall_seconds=time.perf_counter() - started)
     if settings.context_slices:  # 2D vs 2.5D: how much each output jumps between slices
         append_consistency_table(out_dir / "table.md", {e.label: rows[e.name]["slice_consistency"] for e in entries})
-    if protocol != "paper":
+    if not PROTOCOLS.get(protocol).records:
         from medgan_tf.workflows.protocol_tables import write_protocol_tables
 
         labels = {entry.name: entry.label for entry in entries if entry.num_ublocks is None}
