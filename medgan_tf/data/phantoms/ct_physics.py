@@ -30,6 +30,7 @@ from medgan_tf.data.phantoms.physics import filtered_back_projection, forward_pr
 
 MU_WATER_PER_MM = 0.0193
 HU_RANGE = (-1024.0, 3071.0)  # the 12-bit range scanners store
+SCATTER_KERNEL_MM = 80.0  # σ of the scatter kernel at the detector: scatter is low-frequency
 
 
 def hu_to_mu(hu: np.ndarray) -> np.ndarray:
@@ -79,15 +80,16 @@ def log_transform(counts: np.ndarray, unattenuated: float | np.ndarray) -> np.nd
 
 
 def scatter_term(primary: np.ndarray, integrals: np.ndarray, spr_centre: float, pixel_mm: float,
-                 kernel_sigma_mm: float = 30.0) -> np.ndarray:
+                 slice_mm: float | None = None, kernel_sigma_mm: float = SCATTER_KERNEL_MM) -> np.ndarray:
     """Expected scatter (K, A, N) in photons: the scatter potential primary × line integral,
     blurred by a Gaussian kernel of `kernel_sigma_mm` across the detector (bins and slices, as on
-    a flat panel), scaled so that scatter / primary = `spr_centre` on the central detector bin
+    a flat panel; `slice_mm` apart, default `pixel_mm`), scaled so that scatter / primary = `spr_centre` on the central detector bin
     (the ray through the isocentre), averaged over slices and views."""
     from scipy import ndimage
 
     sigma = kernel_sigma_mm / pixel_mm
-    blurred = ndimage.gaussian_filter(primary * integrals, sigma=(sigma, 0.0, sigma), mode="nearest")
+    sigma_slices = kernel_sigma_mm / (slice_mm or pixel_mm)
+    blurred = ndimage.gaussian_filter(primary * integrals, sigma=(sigma_slices, 0.0, sigma), mode="nearest")
     centre = slice(primary.shape[-1] // 2 - 1, primary.shape[-1] // 2 + 1)
     scale = spr_centre * primary[..., centre].mean() / max(float(blurred[..., centre].mean()), 1e-12)
     return blurred * scale
@@ -98,20 +100,31 @@ def detector_bins(size: int, pixel_mm: float) -> np.ndarray:
     return (np.arange(size) - (size - 1) / 2.0) * pixel_mm
 
 
-def truncate_and_extrapolate(integrals: np.ndarray, fov_radius_mm: float, pixel_mm: float) -> np.ndarray:
+def _water_cylinder_tail(value: np.ndarray, slope: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Projection beyond an edge bin of a water cylinder with the edge's value p_e and outward
+    slope p'_e (both (K, A, 1)) at `distance` (M,) mm past the edge. With
+    p(s) = 2 μ √(R² − (s − c)²): offset of the centre d = −p_e p'_e / (4 μ²) ≥ 0 and
+    R² = (p_e / 2μ)² + d²."""
+    mu = MU_WATER_PER_MM
+    offset = np.clip(-value * slope / (4.0 * mu * mu), 0.0, None)
+    radius_sq = (value / (2.0 * mu)) ** 2 + offset ** 2
+    return 2.0 * mu * np.sqrt(np.clip(radius_sq - (offset + distance) ** 2, 0.0, None))
+
+
+def truncate_and_extrapolate(integrals: np.ndarray, fov_radius_mm: float, pixel_mm: float,
+                             slope_bins: int = 3) -> np.ndarray:
     """Line integrals (K, A, N) measured by a detector covering only |s| ≤ `fov_radius_mm`, the
-    missing tails filled in by a water cylinder centred on each edge bin whose chord through the
-    edge matches the edge value p_e: p(d) = p_e · √(1 − (d / L)²), L = p_e / (2 μ_water)."""
+    missing tails filled in by the water cylinder matching each edge's value and slope (slope
+    over the last `slope_bins` bins inside)."""
     s = detector_bins(integrals.shape[-1], pixel_mm)
     inside = np.abs(s) <= fov_radius_mm
     first, last = int(np.argmax(inside)), int(len(s) - 1 - np.argmax(inside[::-1]))
     out = np.where(inside, integrals, 0.0)
-    for edge, beyond in ((first, s < s[first]), (last, s > s[last])):
-        value = integrals[..., edge:edge + 1]  # (K, A, 1)
-        reach = value / (2.0 * MU_WATER_PER_MM)  # mm
-        distance = np.abs(s[beyond] - s[edge])  # (M,)
-        ratio = np.clip(1.0 - (distance / np.maximum(reach, 1e-9)) ** 2, 0.0, None)
-        out[..., beyond] = value * np.sqrt(ratio)
+    for edge, step, beyond in ((first, 1, s < s[first]), (last, -1, s > s[last])):
+        value = np.clip(integrals[..., edge:edge + 1], 0.0, None)  # (K, A, 1)
+        inner = integrals[..., edge + step * slope_bins:edge + step * slope_bins + 1]
+        slope = (value - inner) / (slope_bins * pixel_mm)  # outward: negative when the body thins
+        out[..., beyond] = _water_cylinder_tail(value, slope, np.abs(s[beyond] - s[edge]))
     return out
 
 
@@ -119,3 +132,34 @@ def outside_field_of_view(size: int, fov_radius_mm: float, pixel_mm: float) -> n
     """Pixels (N, N) of a slice outside the circle a detector of half-width `fov_radius_mm` sees."""
     s = detector_bins(size, pixel_mm)
     return (s[:, None] ** 2 + s[None, :] ** 2) > fov_radius_mm ** 2
+
+
+def simulate_dose_levels(hu_slices: np.ndarray, pixel_mm: float, rng: np.random.Generator, *, photons: float,
+                         dose_fractions: tuple[float, ...] = (1.0,)) -> list[np.ndarray]:
+    """Reconstructions (K, N, N) in HU of slices `hu_slices` (K, N, N) HU scanned with `photons`
+    per detector bin and view (unattenuated) and, from the same photons thinned, at each of
+    `dose_fractions` (1.0 = all photons). Noise σ scales as 1/√fraction (quarter dose: × 2)."""
+    integrals, angles = line_integrals(hu_slices, pixel_mm)
+    counts = count_photons(photons * np.exp(-integrals), rng)
+    images = []
+    for fraction in dose_fractions:
+        kept = counts if fraction >= 1.0 else thin_counts(counts, fraction, rng)
+        images.append(reconstruct_hu(log_transform(kept, photons * fraction), angles, pixel_mm))
+    return images
+
+
+def simulate_cbct(hu_slices: np.ndarray, pixel_mm: float, rng: np.random.Generator, *, photons: float,
+                  spr_centre: float, fov_radius_mm: float) -> np.ndarray:
+    """A cone-beam CT (K, N, N) in HU of slices `hu_slices` (K, N, N) HU: line integrals →
+    primary `photons`·e^−p plus scatter (`scatter_term`, SPR `spr_centre` behind the centre) →
+    Poisson → −ln(counts / photons), the scatter left uncorrected (→ cupping and shading) →
+    detector |s| ≤ `fov_radius_mm` (tails extrapolated) → FBP → HU; outside the field of view
+    air (−1000 HU)."""
+    integrals, angles = line_integrals(hu_slices, pixel_mm)
+    primary = photons * np.exp(-integrals)
+    scatter = scatter_term(primary, integrals, spr_centre, pixel_mm)
+    measured = log_transform(count_photons(primary + scatter, rng), photons)
+    measured = truncate_and_extrapolate(measured, fov_radius_mm, pixel_mm)
+    image = reconstruct_hu(measured, angles, pixel_mm)
+    image[:, outside_field_of_view(hu_slices.shape[-1], fov_radius_mm, pixel_mm)] = -1000.0
+    return image

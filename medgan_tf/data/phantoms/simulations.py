@@ -95,7 +95,7 @@ def _anatomy(site: str, rng: np.random.Generator, fov: float, shape, slice_mm: f
 
 
 def simulate_cbct_ct(rng: np.random.Generator, field_of_view_mm: float = 400.0,
-                     shape: tuple[int, int, int] = CBCT_SHAPE, slice_mm: float = 2.5, site: str = "pelvis") -> Pair:
+                     shape: tuple[int, int, int] = CBCT_SHAPE, slice_mm: float = 3.0, site: str = "pelvis") -> Pair:
     """(CBCT HU, CT HU) of one patient: `site` "pelvis" (trunk levels ≈ 0.78–0.98: bladder, iliac
     bones, sacrum level) or "head".
 
@@ -109,16 +109,10 @@ def simulate_cbct_ct(rng: np.random.Generator, field_of_view_mm: float = 400.0,
     labels, density, affine, half_width, phantom = _anatomy(site, rng, field_of_view_mm, shape, slice_mm, level)
     ct = ct_from_labels(labels, density, rng)
     pixel = field_of_view_mm / shape[0]
-    integrals, angles = ct_physics.line_integrals(_slices(ct), pixel)
     photons = CBCT_PHOTONS * float(rng.uniform(0.7, 1.4))
     spr = float(rng.uniform(*CBCT_SPR[site]))
     fov_radius = half_width * float(rng.uniform(0.78, 0.92))
-    primary = photons * np.exp(-integrals)
-    scatter = ct_physics.scatter_term(primary, integrals, spr, pixel)
-    measured = ct_physics.log_transform(ct_physics.count_photons(primary + scatter, rng), photons)
-    measured = ct_physics.truncate_and_extrapolate(measured, fov_radius, pixel)
-    cbct = ct_physics.reconstruct_hu(measured, angles, pixel)
-    cbct[:, ct_physics.outside_field_of_view(shape[0], fov_radius, pixel)] = -1000.0
+    cbct = ct_physics.simulate_cbct(_slices(ct), pixel, rng, photons=photons, spr_centre=spr, fov_radius_mm=fov_radius)
     extras = {"labels": labels, "phantom": phantom, "photons": photons, "spr_centre": spr,
               "fov_radius_mm": fov_radius, "site": site}
     return _volume(cbct), ct, affine, extras
@@ -139,11 +133,9 @@ def simulate_ct_denoise(rng: np.random.Generator, field_of_view_mm: float = 400.
     labels, density, affine, _, phantom = _anatomy("abdomen", rng, field_of_view_mm, shape, slice_mm, 0.6)
     truth = ct_from_labels(labels, density, rng, noise_hu=0.0)
     pixel = field_of_view_mm / shape[0]
-    integrals, angles = ct_physics.line_integrals(_slices(truth), pixel)
     photons = FULL_DOSE_PHOTONS * float(rng.uniform(0.8, 1.25))
-    full = ct_physics.count_photons(photons * np.exp(-integrals), rng)
-    quarter = ct_physics.thin_counts(full, QUARTER_DOSE, rng)
-    target = ct_physics.reconstruct_hu(ct_physics.log_transform(full, photons), angles, pixel)
-    source = ct_physics.reconstruct_hu(ct_physics.log_transform(quarter, photons * QUARTER_DOSE), angles, pixel)
+    target, source = ct_physics.simulate_dose_levels(_slices(truth), pixel, rng, photons=photons,
+                                                     dose_fractions=(1.0, QUARTER_DOSE))
+    # truth: the noise-free CT (I, J, K) HU that both scans image
     extras = {"labels": labels, "phantom": phantom, "photons": photons, "truth": truth}
     return _volume(source), _volume(target), affine, extras
