@@ -82,9 +82,10 @@ def log_transform(counts: np.ndarray, unattenuated: float | np.ndarray) -> np.nd
 def scatter_term(primary: np.ndarray, integrals: np.ndarray, spr_centre: float, pixel_mm: float,
                  slice_mm: float | None = None, kernel_sigma_mm: float = SCATTER_KERNEL_MM) -> np.ndarray:
     """Expected scatter (K, A, N) in photons: the scatter potential primary × line integral,
-    blurred by a Gaussian kernel of `kernel_sigma_mm` across the detector (bins and slices, as on
-    a flat panel; `slice_mm` apart, default `pixel_mm`), scaled so that scatter / primary = `spr_centre` on the central detector bin
-    (the ray through the isocentre), averaged over slices and views."""
+    blurred by a Gaussian kernel of `kernel_sigma_mm` across the detector (bins `pixel_mm` and
+    slices `slice_mm` apart, default `pixel_mm`: the rows of a flat panel), scaled so that
+    scatter / primary = `spr_centre` on the central detector bin (the ray through the isocentre),
+    averaged over slices and views."""
     from scipy import ndimage
 
     sigma = kernel_sigma_mm / pixel_mm
@@ -149,15 +150,15 @@ def simulate_dose_levels(hu_slices: np.ndarray, pixel_mm: float, rng: np.random.
 
 
 def simulate_cbct(hu_slices: np.ndarray, pixel_mm: float, rng: np.random.Generator, *, photons: float,
-                  spr_centre: float, fov_radius_mm: float) -> np.ndarray:
+                  spr_centre: float, fov_radius_mm: float, slice_mm: float | None = None) -> np.ndarray:
     """A cone-beam CT (K, N, N) in HU of slices `hu_slices` (K, N, N) HU: line integrals →
     primary `photons`·e^−p plus scatter (`scatter_term`, SPR `spr_centre` behind the centre) →
     Poisson → −ln(counts / photons), the scatter left uncorrected (→ cupping and shading) →
     detector |s| ≤ `fov_radius_mm` (tails extrapolated) → FBP → HU; outside the field of view
-    air (−1000 HU)."""
+    air (−1000 HU). `slice_mm`: slice spacing (default `pixel_mm`), for the scatter kernel."""
     integrals, angles = line_integrals(hu_slices, pixel_mm)
     primary = photons * np.exp(-integrals)
-    scatter = scatter_term(primary, integrals, spr_centre, pixel_mm)
+    scatter = scatter_term(primary, integrals, spr_centre, pixel_mm, slice_mm)
     measured = log_transform(count_photons(primary + scatter, rng), photons)
     measured = truncate_and_extrapolate(measured, fov_radius_mm, pixel_mm)
     image = reconstruct_hu(measured, angles, pixel_mm)

@@ -43,6 +43,9 @@ CBCT_PHOTONS = 3.0e4
 # Med Phys 2001;28:220–231); drawn here from the lower part of that range, as with a bow-tie filter
 # and an anti-scatter grid.
 CBCT_SPR = {"pelvis": (0.3, 0.8), "head": (0.1, 0.3)}
+# Radius of the scan field of view / the patient's half width: the pelvis of a large patient
+# overhangs the detector (truncation); a head fits inside.
+CBCT_FOV = {"pelvis": (0.78, 0.92), "head": (1.02, 1.1)}
 
 
 def _slices(volume: np.ndarray) -> np.ndarray:
@@ -80,13 +83,13 @@ def simulate_mr_ct(rng: np.random.Generator, field_of_view_mm: float = 256.0,
 
 
 def _anatomy(site: str, rng: np.random.Generator, fov: float, shape, slice_mm: float, trunk_level: float):
-    """(labels, bone density, affine, half width of the patient in mm, phantom) of one patient."""
+    """(labels, bone density, affine, largest in-plane half extent of the patient in mm, phantom)."""
     affine = axial_affine(shape, (fov / shape[0], fov / shape[1], slice_mm))
     world = grid_world(shape, affine)
     if site == "head":
         phantom = random_head(rng, fov)
         labels, density, _ = head_maps(phantom, world)
-        return labels, density, affine, phantom.semi_axes[0], phantom
+        return labels, density, affine, max(phantom.semi_axes[:2]), phantom
     phantom = random_body(rng, fov)
     span = 0.2 if site == "pelvis" else 0.3  # trunk levels covered by the slab
     trunk = (trunk_level + rng.uniform(-0.03, 0.03), shape[2] * slice_mm / span)
@@ -102,7 +105,7 @@ def simulate_cbct_ct(rng: np.random.Generator, field_of_view_mm: float = 400.0,
     The CT (the target, `tissues.ct_from_labels`) → μ → line integrals p → expected primary
     I0·e^−p with I0 = `CBCT_PHOTONS` × 0.7–1.4 → plus scatter (SPR behind the centre drawn from
     `CBCT_SPR[site]`) → Poisson → −ln(counts / I0) (scatter uncorrected: cupping and shading) →
-    detector of half-width 0.78–0.92 × the patient's half width (truncated tails extrapolated) →
+    detector of half-width `CBCT_FOV[site]` × the patient's half width (truncated tails extrapolated) →
     FBP → HU; outside the scan field of view: air (−1000 HU).
     """
     level = 0.88
@@ -111,8 +114,9 @@ def simulate_cbct_ct(rng: np.random.Generator, field_of_view_mm: float = 400.0,
     pixel = field_of_view_mm / shape[0]
     photons = CBCT_PHOTONS * float(rng.uniform(0.7, 1.4))
     spr = float(rng.uniform(*CBCT_SPR[site]))
-    fov_radius = half_width * float(rng.uniform(0.78, 0.92))
-    cbct = ct_physics.simulate_cbct(_slices(ct), pixel, rng, photons=photons, spr_centre=spr, fov_radius_mm=fov_radius)
+    fov_radius = min(half_width * float(rng.uniform(*CBCT_FOV[site])), pixel * (shape[0] - 1) / 2.0)
+    cbct = ct_physics.simulate_cbct(_slices(ct), pixel, rng, photons=photons, spr_centre=spr, fov_radius_mm=fov_radius,
+                                    slice_mm=slice_mm)
     extras = {"labels": labels, "phantom": phantom, "photons": photons, "spr_centre": spr,
               "fov_radius_mm": fov_radius, "site": site}
     return _volume(cbct), ct, affine, extras
