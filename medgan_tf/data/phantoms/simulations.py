@@ -31,7 +31,7 @@ MR_CT_SHAPE = (96, 96, 64)  # fov/96 in plane × 3 mm: skull base and sinuses to
 CBCT_SHAPE = (96, 96, 16)
 CT_DENOISE_SHAPE = (96, 96, 16)
 
-# Full-dose photons per detector bin and view (unattenuated) on the default grid: about 11 HU of
+# Full-dose photons per detector bin and view (unattenuated) on the default grid: about 7–10 HU of
 # noise in the liver of an adult-sized trunk (routine abdominal CT, 120 kVp, 3 mm slices).
 FULL_DOSE_PHOTONS = 3.0e5
 QUARTER_DOSE = 0.25  # AAPM/Mayo Low Dose CT Grand Challenge: quarter dose by projection-noise insertion
