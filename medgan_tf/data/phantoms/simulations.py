@@ -27,7 +27,7 @@ from medgan_tf.data.phantoms.tissues import LESION, MR_T1, WHITE_MATTER, ct_from
 
 Pair = tuple[np.ndarray, np.ndarray, np.ndarray, dict]
 
-MR_CT_SHAPE = (96, 96, 64)  # fov/96 in plane × 3 mm: skull base and sinuses to the vertex region
+MR_CT_SHAPE = (96, 96, 64)  # fov/96 in plane × 3 mm: maxillary sinuses up to the upper brain (vertex cut)
 CBCT_SHAPE = (96, 96, 16)
 CT_DENOISE_SHAPE = (96, 96, 16)
 
