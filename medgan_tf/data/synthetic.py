@@ -14,6 +14,16 @@ patient into a (source, target) volume pair per task and writes datasets:
                lesions) with a receive-coil bias field; the corrupted image fills its phase-encoding
                lines from the head at different rigid poses.
 
+Three more tasks, simulated in `medgan_tf.data.phantoms.simulations` (not yet offered by the
+configuration):
+
+- mr_ct:       the head as T1-weighted MR (a.u.) and as CT (HU) from one label map (bone dark on
+               MR, bright on CT); 96 × 96 × 64 voxels of fov/96 × fov/96 × 3 mm.
+- cbct_ct:     pelvis CBCT (HU) from the CT in projection space: scatter (cupping), fewer photons
+               (noise) and a detector narrower than the patient (truncation) → FBP; target the CT.
+- ct_denoise:  abdominal CT at quarter vs full dose (AAPM/Mayo Low Dose CT Grand Challenge): one
+               Poisson set of transmitted photons, binomially thinned, both reconstructed by FBP.
+
 Everything is numpy/scipy, deterministic per (task, seed, patient), and small enough that a
 patient takes about a second.
 """
@@ -29,6 +39,7 @@ from medgan_tf.data.io import Volume, write_nifti
 from medgan_tf.data.phantoms.body import BodyPhantom, body_maps, random_body
 from medgan_tf.data.phantoms.geometry import axial_affine, grid_world, rigid_motion
 from medgan_tf.data.phantoms.head import HeadPhantom, head_labels, head_maps, head_t1, random_head
+from medgan_tf.data.phantoms import simulations
 from medgan_tf.data.phantoms.physics import (
     bias_field, filtered_back_projection, forward_project, kspace_motion, motion_schedule, simulate_pet_acquisitions,
 )
@@ -39,7 +50,7 @@ from medgan_tf.data.phantoms.tissues import (  # noqa: F401  (re-exported: the t
 )
 
 __all__ = [
-    "BodyPhantom", "HeadPhantom", "axial_affine", "bias_field", "body_maps", "filtered_back_projection",
+    "GENERATORS", "BodyPhantom", "HeadPhantom", "axial_affine", "bias_field", "body_maps", "filtered_back_projection",
     "forward_project", "grid_world", "head_labels", "head_maps", "kspace_motion", "motion_schedule", "patient_rng",
     "random_body", "random_head", "rigid_motion", "simulate_pet_acquisitions", "synthesize_pair",
     "write_synthetic_dataset",
@@ -52,13 +63,10 @@ PET_CT_TRUNK = (0.5, 32.5 / 0.4)  # t = 0.5 at the slab centre; the 32.5 mm CT s
 def synthesize_pair(task: str, rng: np.random.Generator, field_of_view_mm: float | None = None) -> tuple[Volume, Volume, dict]:
     """(source, target, extras) volumes for one synthetic patient of `task`; extras holds the
     label maps and the phantom (for tests and previews)."""
-    if task == "pet_ct":
-        return _pet_ct(rng, field_of_view_mm or 256.0)
-    if task == "pet_denoise":
-        return _pet_denoise(rng)
-    if task == "mr_motion":
-        return _mr_motion(rng, field_of_view_mm or 256.0)
-    raise ValueError(f"unknown task {task!r}; expected pet_ct, mr_motion or pet_denoise")
+    generator = GENERATORS.get(task)
+    if generator is None:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(GENERATORS)}")
+    return generator(rng, field_of_view_mm)
 
 
 def _pet_activity(phantom: BodyPhantom, labels: np.ndarray, lesion_index: np.ndarray, uptake: dict) -> np.ndarray:
@@ -66,7 +74,8 @@ def _pet_activity(phantom: BodyPhantom, labels: np.ndarray, lesion_index: np.nda
     return suv_from_labels(labels, uptake, lesion_index, phantom.lesion_suv) * BQML_PER_SUV
 
 
-def _pet_ct(rng: np.random.Generator, fov: float) -> tuple[Volume, Volume, dict]:
+def _pet_ct(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
+    fov = fov or 256.0
     phantom, uptake = random_body(rng, fov), draw_uptake(rng)
     trunk = (PET_CT_TRUNK[0] + rng.uniform(-0.04, 0.04), PET_CT_TRUNK[1])
     ct_shape = (112, 112, 13)
@@ -84,7 +93,8 @@ def _pet_ct(rng: np.random.Generator, fov: float) -> tuple[Volume, Volume, dict]
                             "uptake": uptake, "phantom": phantom}
 
 
-def _pet_denoise(rng: np.random.Generator) -> tuple[Volume, Volume, dict]:
+def _pet_denoise(rng: np.random.Generator, _fov: float | None = None) -> tuple[Volume, Volume, dict]:
+    """The grid is fixed (the scanner's voxels): `_fov` is ignored."""
     shape = PET_DENOISE_SHAPE
     affine = axial_affine(shape, (2.8, 2.8, 2.0))
     phantom, uptake = random_body(rng, shape[0] * 2.8), draw_uptake(rng)
@@ -97,7 +107,8 @@ def _pet_denoise(rng: np.random.Generator) -> tuple[Volume, Volume, dict]:
     return source, target, {"labels": labels, "lesions": lesion_index, "uptake": uptake, "phantom": phantom}
 
 
-def _mr_motion(rng: np.random.Generator, fov: float) -> tuple[Volume, Volume, dict]:
+def _mr_motion(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
+    fov = fov or 256.0
     shape = (96, 96, 16)
     affine = axial_affine(shape, (fov / 96, fov / 96, 2.0))
     phantom = random_head(rng, fov)
@@ -114,9 +125,40 @@ def _mr_motion(rng: np.random.Generator, fov: float) -> tuple[Volume, Volume, di
     return source, target, {"labels": labels, "line_pose": line_pose, "poses": poses, "phantom": phantom}
 
 
+def _volumes(pair: tuple, source: tuple[str, str], target: tuple[str, str]) -> tuple[Volume, Volume, dict]:
+    """Volumes of a `phantoms.simulations` pair; `source`/`target` = (modality, unit)."""
+    source_array, target_array, affine, extras = pair
+    return (Volume(source_array, affine, *source, {"format": "synthetic"}),
+            Volume(target_array, affine, *target, {"format": "synthetic"}), extras)
+
+
+def _mr_ct(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
+    return _volumes(simulations.simulate_mr_ct(rng, fov or 256.0), ("MR", "a.u."), ("CT", "HU"))
+
+
+def _cbct_ct(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
+    return _volumes(simulations.simulate_cbct_ct(rng, fov or 400.0), ("CT", "HU"), ("CT", "HU"))
+
+
+def _ct_denoise(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
+    return _volumes(simulations.simulate_ct_denoise(rng, fov or 400.0), ("CT", "HU"), ("CT", "HU"))
+
+
+# task → generator(rng, field of view mm or None → the task's default): the three tasks of the
+# paper, then three more (not yet offered by the configuration).
+GENERATORS = {
+    "pet_ct": _pet_ct,
+    "mr_motion": _mr_motion,
+    "pet_denoise": _pet_denoise,
+    "mr_ct": _mr_ct,
+    "cbct_ct": _cbct_ct,
+    "ct_denoise": _ct_denoise,
+}
+
+
 def patient_rng(task: str, seed: int, patient_index: int) -> np.random.Generator:
     """Independent, reproducible random stream per (task, seed, patient)."""
-    task_index = ("pet_ct", "mr_motion", "pet_denoise").index(task) if task in ("pet_ct", "mr_motion", "pet_denoise") else 99
+    task_index = list(GENERATORS).index(task) if task in GENERATORS else 99
     return np.random.default_rng([int(seed), int(patient_index), task_index])
 
 
@@ -131,9 +173,9 @@ def write_synthetic_dataset(
     """Write `patients` synthetic NIfTI pairs of `task` under `out_dir` and `out_dir/pairs.csv`
     (`patient_id,source,target`, paths relative to the CSV). Returns the CSV path.
 
-    `field_of_view_mm` sizes the phantom (the trunk of pet_ct, the head of mr_motion; default
-    256 mm = 256 px at the task's 1 mm); pet_denoise is always a 64 × 64 × 32 grid of
-    2.8 × 2.8 × 2 mm.
+    `field_of_view_mm` sizes the phantom (the trunk of pet_ct, the head of mr_motion and mr_ct;
+    default 256 mm; the trunk of cbct_ct and ct_denoise, default 400 mm); pet_denoise is always a
+    64 × 64 × 32 grid of 2.8 × 2.8 × 2 mm.
     """
     if patients < 1:
         raise ValueError(f"patients must be ≥ 1; got {patients}")
