@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from medgan_tf.registry import Registry
+
 UNITS = ("HU", "SUV", "Bq/ml", "a.u.")
 DEFAULT_OUTPUT_FORMAT = "nifti"  # the format key of outputs whose name does not choose one (`translate --inputs`)
 
@@ -128,18 +130,29 @@ class VolumeFormat(Protocol):
     def write(self, volume: Volume, path: Path, provenance: Provenance | None = None) -> Path: ...
 
 
-def formats() -> list[VolumeFormat]:
-    """The format table, most specific first: the one list every reader, writer and command-line
-    choice of a volume format comes from."""
-    from medgan_tf.data.io.dicom import DicomSeriesFormat
-    from medgan_tf.data.io.nifti import NiftiFormat
+# The format table, by key: NIfTI and DICOM series are entered at the first use (their modules import
+# this one); another format is one `FORMATS.add(key, MyFormat())`.
+FORMATS: Registry[VolumeFormat] = Registry("volume format")
 
-    return [NiftiFormat(), DicomSeriesFormat()]
+
+def formats() -> list[VolumeFormat]:
+    """The format table in registration order: the one list every reader, writer and command-line
+    choice of a volume format comes from."""
+    if "nifti" not in FORMATS:
+        from medgan_tf.data.io.dicom import DicomSeriesFormat
+        from medgan_tf.data.io.nifti import NiftiFormat
+
+        for built_in in (NiftiFormat(), DicomSeriesFormat()):
+            FORMATS.add(built_in.key, built_in)
+    return [volume_format for _, volume_format in FORMATS.items()]
 
 
 def format_for(path: str | Path) -> VolumeFormat:
+    """The format that reads `path`: one whose suffix the name ends with, else the first that claims it."""
     path = Path(path)
-    for candidate in formats():
+    table = formats()
+    by_suffix = [f for f in table if f.suffixes and path.name.endswith(tuple(f.suffixes))]
+    for candidate in by_suffix + [f for f in table if f not in by_suffix]:
         if candidate.claims(path):
             return candidate
     names = ", ".join(f.name for f in formats())
