@@ -65,13 +65,17 @@ def _dicom_digest(folder: Path) -> str:
 
 
 def _rounded(value: object) -> object:
-    """JSON values with floats to 9 significant digits: summation order (threads) moves the last bits."""
+    """JSON values with floats to 9 significant digits (summation order moves the last bits) and
+    lists of rows sorted (records come back in shard order, which Beam does not fix)."""
     if isinstance(value, float):
         return float(f"{value:.9g}")
     if isinstance(value, dict):
         return {key: _rounded(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_rounded(item) for item in value]
+        items = [_rounded(item) for item in value]
+        if items and all(isinstance(item, dict) for item in items):
+            items.sort(key=lambda item: json.dumps(item, sort_keys=True))
+        return items
     return value
 
 

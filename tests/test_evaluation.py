@@ -228,3 +228,14 @@ def test_clear_errors():
         scoring.evaluate_slices([], lambda b: b, 1)
     with pytest.raises(UserError, match="batch_size"):
         scoring.evaluate_slices(records, lambda b: b, 0)
+
+
+def test_a_metric_whose_window_exceeds_the_slice_is_left_out_not_a_traceback():
+    """VIF needs 41×41 slices: on 32×32 records (`evaluate --data` of a small preset) it is n/a."""
+    from medgan_tf.evaluation.scoring import score_slice
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-1, 1, (32, 32)).astype(np.float32)
+    scores = score_slice(target * 0.9, target, {}, None)
+    assert scores["vif"] is None and scores["lpips"] is None
+    assert 0 < scores["ssim"] < 1 and np.isfinite(scores["psnr"])

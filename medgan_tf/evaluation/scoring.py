@@ -217,12 +217,13 @@ def score_slice(
 ) -> dict[str, float | None]:
     """Every metric of the table for one normalized (S, S) candidate against the normalized
     target: 0–255-scale metrics on `to_255` images, physical ones on de-normalized images (None
-    without `denormalize_fn`), None for metrics that cannot be computed here (LPIPS)."""
+    without `denormalize_fn`), None for metrics that cannot be computed here (LPIPS, or VIF on
+    slices smaller than its 41×41 minimum)."""
     scores: dict[str, float | None] = {}
     physical = None
     for name in report_columns():
         metric = metrics.METRICS.get(name)
-        if metric.function is None:
+        if metric.function is None or metric.minimum_size > min(np.shape(target)[:2]):
             scores[name] = None
         elif metric.scale == "physical":
             if denormalize_fn is not None and physical is None:
