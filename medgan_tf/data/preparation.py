@@ -38,24 +38,21 @@ MIN_OVERLAP = 0.01  # of the source's voxel centres that a target or extra sourc
 class Prepared:
     """Volumes on the model grid (H, W, K), normalized, with what maps them back.
 
-    `source_array` is in the source's physical unit; `*_normalized` in [-1, 1] (float32);
-    `keep` holds the indices k of the slices the model sees (records hold only these);
-    `target`, `target_normalized` are None without a target (translation), and then
-    `target_params` are what model outputs map back with (`output_parameters`).
+    `*_normalized` are in [-1, 1] (float32); `keep` holds the indices k of the slices the model
+    sees (records hold only these); `target_normalized` is None without a target (translation),
+    and then `target_params` are what model outputs map back with (`output_parameters`).
     """
 
     source: Volume
     grid_shape: tuple[int, int, int]
     grid_affine: np.ndarray
     keep: np.ndarray
-    source_array: np.ndarray
     source_params: dict[str, Any]
     source_normalized: np.ndarray
     context_slices: int = 0
     extra_volumes: tuple[Volume, ...] = ()
     extra_params: tuple[dict[str, Any], ...] = ()
     extra_normalized: tuple[np.ndarray, ...] = ()
-    target: Volume | None = None
     target_params: dict[str, Any] | None = None
     target_normalized: np.ndarray | None = None
 
@@ -113,7 +110,7 @@ def prepare(
 
     source_params = fit_covered(source_array, source_covered, keep, data.source_normalization, source.unit)
     prepared = dict(source=source, grid_shape=tuple(int(v) for v in grid[0]), grid_affine=grid_affine, keep=keep,
-                    source_array=source_array, source_params=source_params,
+                    source_params=source_params,
                     source_normalized=normalization.normalize(source_array, source_params),
                     context_slices=int(data.context_slices))
     if target is not None:
@@ -121,7 +118,7 @@ def prepare(
             target_params = dict(source_params, unit=target.unit)
         else:
             target_params = fit_covered(target_array, target_covered, keep, data.target_normalization, target.unit)
-        prepared.update(target=target, target_params=target_params,
+        prepared.update(target_params=target_params,
                         target_normalized=normalization.normalize(target_array, target_params))
     else:
         prepared.update(target_params=output_parameters(data.target_normalization, source_params, source.unit))
