@@ -16,9 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from medgan_tf import modalities
 from medgan_tf.errors import UserError
-
-TASKS = ("pet_ct", "mr_motion", "pet_denoise")
 
 # Generator loss terms of every recipe, in the order they are reported (paper eq. 12 and the
 # baselines of §3.2). `LossConfig` has one weight field per name.
@@ -124,6 +123,8 @@ class DataConfig:
     # volumes (pairs CSV columns source_2, source_3, …). See `medgan_tf.data.context`.
     context_slices: int = 0
     extra_source_modalities: tuple[str, ...] = ()
+    # The evaluation protocol of `evaluate --pairs` without --protocol; "" = the target modality's.
+    protocol: str = ""
 
     @property
     def source_channels(self) -> int:
@@ -177,7 +178,7 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything that defines one training run; written into every run and export."""
 
-    task: str = "pet_ct"
+    task: str = "pet_ct"  # the task's name (`medgan_tf.tasks`); `data` holds what it resolved to
     model: str = "medgan"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -269,8 +270,6 @@ def override(config: Any, updates: Mapping[str, Any]) -> Any:
 # The U-block halves the slice down to a 1×1 bottleneck, and the 16×16 PatchGAN needs at least one
 # full patch: slices are a power of two of at least 8.
 MINIMUM_IMAGE_SIZE = 8
-# Modalities an extra source channel may have (each has a default normalization in data.context).
-SOURCE_MODALITIES = ("CT", "PT", "MR")
 CHOICES = {
     "generator.normalization": ("instance", "batch"),
     "discriminator.normalization": ("instance", "batch", "none"),
@@ -315,8 +314,12 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     """`config` unchanged when every field is usable; otherwise a UserError naming the field, the
     value received and what was expected. Every entry point (training, export, summary,
     reproduction) calls this before building anything."""
-    if config.task not in TASKS:
-        raise UserError(f"task must be one of {', '.join(TASKS)}; received {config.task!r}")
+    if not isinstance(config.task, str) or not config.task:
+        raise UserError(f"task must be a task's name; received {config.task!r}")
+    for role in ("source_modality", "target_modality"):
+        if getattr(config.data, role) not in modalities.MODALITIES:
+            raise UserError(f"data.{role}: {getattr(config.data, role)!r} is not one of "
+                            f"{', '.join(modalities.MODALITIES.names())}")
     check_image_size(config.data.image_size)
     for dotted, allowed in CHOICES.items():
         value = _field(config, dotted)
@@ -330,8 +333,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if not isinstance(context, int) or context < 0:
         raise UserError(f"data.context_slices (--context-slices) must be an integer ≥ 0; received {context!r}")
     for modality in config.data.extra_source_modalities:
-        if modality not in SOURCE_MODALITIES:
-            raise UserError(f"data.extra_source_modalities: {modality!r} is not one of {', '.join(SOURCE_MODALITIES)}")
+        if modality not in modalities.MODALITIES:
+            raise UserError(f"data.extra_source_modalities: {modality!r} is not one of "
+                            f"{', '.join(modalities.MODALITIES.names())}")
     for dotted in ("train.steps_per_epoch", "train.validate_every_steps"):
         steps = _field(config, dotted)
         if steps is not None and (not isinstance(steps, int) or steps < 1):

@@ -1,7 +1,7 @@
-"""Named presets: the paper's settings per task, and the registered model recipes (paper §3).
+"""Named presets: the registered model recipes (paper §3), and a task trained as one of them.
 
 `task_preset(task, model)` is the one way to get a ready `ExperimentConfig`: the data settings of
-the task (paper §3.1) trained as the registered recipe `model` (paper §3.2).
+the task (`medgan_tf.tasks`; the paper's in §3.1) trained as the registered recipe `model` (paper §3.2).
 
 A recipe states everything that makes a variant itself: its display name, the table of the paper
 it appears in, its CasNet depth, its loss terms and weights, and the builders of its generator and
@@ -25,44 +25,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from medgan_tf.config import LOSS_TERMS, TASKS, DataConfig, ExperimentConfig, LossConfig, validate
-from medgan_tf.data.context import MODALITY_NORMALIZATION
+from medgan_tf import tasks
+from medgan_tf.config import LOSS_TERMS, ExperimentConfig, LossConfig, validate
 from medgan_tf.registry import Registry
-
-# --------------------------------------------------------------------------- task presets (paper §3.1)
-
-# Each modality's normalization, one table shared with the extra sources of a multi-source input.
-_PET_SCALE = MODALITY_NORMALIZATION["PT"]
-_MR_WINDOW = MODALITY_NORMALIZATION["MR"]
-
-TASK_PRESETS: dict[str, DataConfig] = {
-    # PET (2×2×3 mm) → CT (0.85×0.85×5 mm), both resampled to 1 mm isotropic.
-    "pet_ct": DataConfig(
-        source_modality="PT",
-        target_modality="CT",
-        spacing_mm=(1.0, 1.0, 1.0),
-        source_normalization=_PET_SCALE,
-        target_normalization=MODALITY_NORMALIZATION["CT"],
-    ),
-    # Motion-corrupted T1 SE → motion-free T1 SE, 1 mm isotropic.
-    "mr_motion": DataConfig(
-        source_modality="MR",
-        target_modality="MR",
-        spacing_mm=(1.0, 1.0, 1.0),
-        source_normalization=_MR_WINDOW,
-        target_normalization=dataclasses.replace(_MR_WINDOW, share_source=True),
-    ),
-    # 25 %-time PET → full-time PET, native 2.8×2.8×2 mm.
-    "pet_denoise": DataConfig(
-        source_modality="PT",
-        target_modality="PT",
-        spacing_mm=(2.8, 2.8, 2.0),
-        source_normalization=_PET_SCALE,
-        target_normalization=dataclasses.replace(_PET_SCALE, share_source=True),
-    ),
-}
-assert tuple(TASK_PRESETS) == TASKS
-
 
 # --------------------------------------------------------------------------- network builders
 
@@ -123,11 +88,11 @@ class ModelRecipe:
 MODELS: Registry[ModelRecipe] = Registry("model")
 
 
-def task_preset(task: str, model: str = "medgan") -> ExperimentConfig:
-    """The paper's configuration for `task` trained as registered variant `model`."""
-    if task not in TASK_PRESETS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    config = ExperimentConfig(task=task, model=model, data=TASK_PRESETS[task])
+def task_preset(task: "str | tasks.Task", model: str = "medgan") -> ExperimentConfig:
+    """The configuration of `task` (a registered name, a TOML file or a `tasks.Task`) trained as
+    registered variant `model`."""
+    resolved = tasks.get(task)
+    config = ExperimentConfig(task=resolved.name, model=model, data=resolved.data)
     return validate(MODELS.get(model).apply(config))
 
 

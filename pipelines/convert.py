@@ -241,7 +241,7 @@ def convert(options: ConvertOptions, beam_args: Sequence[str] = ()) -> int:
 
 def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
              salt: bytes, work_dir: Path | str, out: Path | str) -> None:
-    logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), options.task, data_config.image_size,
+    logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), options.resolved_task().name, data_config.image_size,
                  "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
     beam_options = pipeline_options(options, beam_args)
     try:
@@ -304,7 +304,7 @@ def _finish(options: ConvertOptions, rows: list[dict[str, Any]], data_config: Da
         item["reason"] = _identity_free(item["reason"], row)
 
     shards = written[2]
-    manifest = build_manifest(options.task, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
+    manifest = build_manifest(options.resolved_task().name, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
     counts = manifest["counts"]
     if not volumes or (options.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"

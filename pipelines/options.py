@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import math
 import os
-from medgan_tf.config import TASKS
+from medgan_tf import tasks
 from medgan_tf.errors import UserError
 
 
@@ -17,7 +17,8 @@ class ConvertOptions:
     """One conversion: every option of `python -m pipelines.convert`, with its defaults (None:
     the task preset's value). Field names are the flags' (`image_size` is --image-size).
 
-    pairs: the pairs CSV (local path or a URL Beam reads); task: a name of `config.TASKS`;
+    pairs: the pairs CSV (local path or a URL Beam reads); task: a registered task's name or a
+    task TOML file (`medgan_tf.tasks`);
     out: output folder (local or a URL Beam writes); image_size: slice side in pixels;
     spacing: model-grid voxel size (x, y, z) in mm; val_fraction, test_fraction: shares of the
     hash-split patients in [0, 1); strict: any rejected pair fails the run; salt: pseudonym
@@ -43,12 +44,16 @@ class ConvertOptions:
     context_slices: int = 0
     extra_source_modalities: str | None = None
 
+    def resolved_task(self) -> tasks.Task:
+        """The task `task` names (a registered one, or the one its TOML file declares)."""
+        return tasks.get(self.task)
+
     def __post_init__(self) -> None:
         # Paths may be given as pathlib.Path; the converter and Beam's FileSystems take strings.
         object.__setattr__(self, "pairs", os.fspath(self.pairs))
         object.__setattr__(self, "out", os.fspath(self.out))
-        if self.task not in TASKS:
-            raise UserError(f"--task must be one of {', '.join(TASKS)}; received {self.task!r}")
+        object.__setattr__(self, "task", os.fspath(self.task))
+        self.resolved_task()  # a UserError naming the registered tasks, or the task file's bad key
         if self.spacing is not None:
             spacing = tuple(float(value) for value in self.spacing)
             if len(spacing) != 3 or not all(0 < value < 1e3 for value in spacing):
@@ -71,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "folder paths, local or on any scheme Beam reads, e.g. gs://; relative paths are relative to the CSV). "
                         "split: train|val|test (any case; blank = hash split) for that patient; mask: a mask volume on the "
                         "source's frame, carried into the records")
-    parser.add_argument("--task", required=True, choices=TASKS, help="task preset: spacing, normalization, modalities")
+    parser.add_argument("--task", required=True, metavar="NAME|FILE.toml",
+                        help=f"the task: modalities, grid, normalizations; one of {', '.join(tasks.TASKS.names())} "
+                        "(`medgan-tf tasks`), or a TOML file of your own")
     parser.add_argument("--out", required=True, help="output directory (train/, val/, test/, manifest.json); local, or on any "
                         "scheme Beam writes (gs://, s3://, ...), where manifest.json written last marks it complete")
     parser.add_argument("--image-size", type=int, default=None, help="slice size S of the records (default: the task preset's, 256)")

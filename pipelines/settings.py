@@ -11,7 +11,6 @@ from medgan_tf.config import DataConfig, check_image_size
 from medgan_tf.data.context import converter_context
 from medgan_tf.data.pairs import SPLITS, assign_splits
 from medgan_tf.errors import UserError
-from medgan_tf.presets import TASK_PRESETS
 from pipelines.options import ConvertOptions
 
 
@@ -31,7 +30,7 @@ def written_splits(rows: list[dict[str, Any]], data_config: DataConfig) -> tuple
 def converter_data_config(options: ConvertOptions) -> DataConfig:
     """The task preset with the grid and split fractions the user named (image_size, spacing,
     val_fraction, test_fraction; None keeps the preset's)."""
-    preset = TASK_PRESETS[options.task]
+    preset = options.resolved_task().data
     chosen = {"image_size": options.image_size, "spacing_mm": options.spacing,
               "val_fraction": options.val_fraction, "test_fraction": options.test_fraction}
     data_config = dataclasses.replace(preset, **{k: v for k, v in chosen.items() if v is not None})

@@ -1,6 +1,6 @@
 import pytest
 
-from medgan_tf import config, presets, registry
+from medgan_tf import config, presets, registry, tasks
 
 
 def test_paper_defaults():
@@ -12,7 +12,7 @@ def test_paper_defaults():
     assert (c.generator.num_ublocks, c.data.image_size, c.generator.normalization) == (6, 256, "instance")
 
 
-@pytest.mark.parametrize("task", config.TASKS)
+@pytest.mark.parametrize("task", tasks.TASKS.names())
 def test_json_round_trip(task):
     c = presets.task_preset(task, "medgan_1g")
     assert config.experiment_from_json(config.to_json(c)) == c
@@ -27,7 +27,9 @@ def test_diff_and_override():
 
 
 def test_unknown_task_and_model_fail_loudly():
-    with pytest.raises(ValueError, match="pet_denoise"):
+    from medgan_tf.errors import UserError
+
+    with pytest.raises(UserError, match="pet_denoise.*TOML"):
         presets.task_preset("ct_mr")
     with pytest.raises(KeyError, match="registered: .*medgan"):
         presets.MODELS.get("nope")

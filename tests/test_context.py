@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from medgan_tf import config as config_lib
+from medgan_tf import tasks
 from medgan_tf.cli import main
 from medgan_tf.data import context
 from medgan_tf.errors import UserError
@@ -305,11 +306,11 @@ def test_reproduce_plans_a_2_5d_twin_of_every_model_under_the_same_budget():
 def test_bad_extra_sources_are_rejected_by_name(converted, tmp_path):
     import dataclasses
 
-    from medgan_tf import presets
+    from medgan_tf import presets, tasks
     from medgan_tf.data.pairs import PairRejected, convert_pair, read_pairs_csv
 
     root, _ = converted
-    data = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], image_size=SIZE, context_slices=1,
+    data = dataclasses.replace(tasks.TASKS.get("pet_denoise").data, image_size=SIZE, context_slices=1,
                                extra_source_modalities=("CT",))
     (tmp_path / "broken.nii.gz").write_bytes(b"not a volume")
     source, target = str(root / "p0_low.nii.gz"), str(root / "p0_full.nii.gz")

@@ -323,13 +323,13 @@ def test_patient_names_in_file_and_folder_names_reach_no_byte_of_the_output(tmp_
 
 def test_a_reason_from_an_unexpected_error_keeps_its_type_but_not_its_message(monkeypatch):
     from medgan_tf.config import to_dict
-    from medgan_tf.presets import TASK_PRESETS
+    from medgan_tf.tasks import TASKS
 
     def explode(source, *_args):
         raise ValueError(f"cannot parse {source}")
 
     monkeypatch.setattr(convert, "convert_pair", explode)
-    step = convert.ConvertPairFn(to_dict(TASK_PRESETS["pet_denoise"]), b"salt")
+    step = convert.ConvertPairFn(to_dict(TASKS.get("pet_denoise").data), b"salt")
     step.setup()
     (tagged,) = list(step.process({"row": 7, "patient_id": "p", "source": "/data/DOE^JANE/a.nii", "target": "/b.nii"}))
     item = json.loads(tagged.value)

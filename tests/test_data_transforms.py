@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from medgan_tf import presets
+from medgan_tf import presets, tasks
 from medgan_tf.config import NormalizationConfig
 from medgan_tf.data import geometry, normalization, schema
 from medgan_tf.data.io import Volume
@@ -76,7 +76,7 @@ def test_pair_that_does_not_overlap_is_refused():
     volume = Volume(np.zeros((8, 8, 8), np.float32), np.eye(4))
     far = np.eye(4)
     far[:3, 3] = 500.0
-    config = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], spacing_mm=(1.0, 1.0, 1.0), image_size=8)
+    config = dataclasses.replace(tasks.TASKS.get("pet_denoise").data, spacing_mm=(1.0, 1.0, 1.0), image_size=8)
     with pytest.raises(PairRejected, match="do not overlap"):
         prepare(volume, config, target=Volume(np.zeros((8, 8, 8), np.float32), far))
 
@@ -141,7 +141,7 @@ def test_preparation_fits_normalization_without_the_padding_around_a_small_volum
     array, grid = geometry.to_model_grid(volume, (1.0, 1.0, 1.0), 32)  # 8×8 inside 32×32 of zeros
     config = NormalizationConfig(kind="scale", percentile=50.0, unit="SUV")
     assert normalization.fit(array, config)["high"] == 1.0  # median of mostly padding: 0 → guarded to 1
-    data = dataclasses.replace(presets.TASK_PRESETS["pet_denoise"], spacing_mm=(1.0, 1.0, 1.0), image_size=32,
+    data = dataclasses.replace(tasks.TASKS.get("pet_denoise").data, spacing_mm=(1.0, 1.0, 1.0), image_size=32,
                                source_normalization=config)
     params = prepare(volume, data).source_params
     assert params["high"] == 10.0 and params["unit"] == "Bq/ml"

@@ -15,7 +15,7 @@ from medgan_tf.data.io import Volume, write_nifti
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as B
 from medgan_tf.evaluation.cases import read_evaluation_csv
-from medgan_tf.evaluation.protocols import default_protocol
+from medgan_tf import tasks
 from medgan_tf.evaluation.volumes import evaluate_volumes
 
 from helpers import make_run, oblique_affine  # noqa: E402  (tests/ is on sys.path)
@@ -184,9 +184,10 @@ def test_an_unreadable_patient_is_reported_and_the_others_scored(tmp_path):
 
 
 def test_default_protocol_per_task():
-    assert default_protocol("pet_ct") == "synthrad2023"
-    assert default_protocol("pet_denoise") == "pet"
-    assert default_protocol("mr_motion") == "paper"
+    assert tasks.get("pet_ct").protocol == "synthrad2023"
+    assert tasks.get("pet_denoise").protocol == "pet"
+    assert tasks.get("mr_motion").protocol == "paper"
+    assert [tasks.get(name).protocol for name in ("mr_ct", "cbct_ct", "ct_denoise")] == ["synthrad2023"] * 3
 
 
 # --------------------------------------------------------------------------- baselines
@@ -226,7 +227,12 @@ def test_intensity_map_recovers_a_monotone_relation_fitted_on_training_pairs():
     expected = np.where(test < 5000, -1000 + 0.2 * test, 0.5 * test - 2500)
     assert np.max(np.abs(mapping.apply(test) - expected)) < 60.0  # knots every ~310 Bq/ml, curvature at 5000
     assert np.median(np.abs(mapping.apply(test) - expected)) < 5.0
-    assert B.fit_baselines("mr_motion", train=[(source, source)]) == []
+    # The baselines follow the modality pair: two modalities → the intensity map; one → the filters.
+    for name in ("mr_ct", "cbct_ct"):
+        assert [b.name for b in B.fit_baselines(name, train=[(source, target)])] == ["intensity_map"]
+    small = source[:4, :10, :10]
+    for name in ("mr_motion", "ct_denoise"):
+        assert [b.name for b in B.fit_baselines(name, validation=[(small, small)])] == ["gaussian", "nlm"]
     with pytest.raises(UserError, match="no training or validation"):
         B.fit_baselines("pet_denoise")
 

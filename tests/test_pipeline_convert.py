@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medgan_tf.cli import main as cli_main
-from medgan_tf.presets import TASK_PRESETS
+from medgan_tf.tasks import TASKS
 from medgan_tf.data import dataset as data
 from medgan_tf.data import manifest as manifest_lib
 from medgan_tf.data import geometry, normalization
@@ -165,7 +165,7 @@ def test_dicom_series_convert_to_the_same_slices_as_the_nifti_of_the_volumes(tmp
     ct_dicom = write_dicom_series(tmp_path / "ct", ct, ct_affine, modality="CT")
     pet_nifti = write_nifti(Volume(pet.astype(np.float32), pet_affine, "PT", "Bq/ml"), tmp_path / "pet.nii.gz")
     ct_nifti = write_nifti(Volume(ct.astype(np.float32), ct_affine, "CT", "HU"), tmp_path / "ct.nii.gz")
-    config = TASK_PRESETS["pet_ct"].__class__(**{**TASK_PRESETS["pet_ct"].__dict__, "image_size": 40})
+    config = TASKS.get("pet_ct").data.__class__(**{**TASKS.get("pet_ct").data.__dict__, "image_size": 40})
     from_dicom, dicom_summary = pairs.convert_pair(str(pet_dicom), str(ct_dicom), "k", config)
     from_nifti, nifti_summary = pairs.convert_pair(str(pet_nifti), str(ct_nifti), "k", config)
     assert dicom_summary["source"]["unit"] == "Bq/ml" and dicom_summary["target"]["unit"] == "HU"

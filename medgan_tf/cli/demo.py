@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from medgan_tf.presets import TASKS
+from medgan_tf import tasks
 
 HELP = "end-to-end demo on synthetic data: synth → convert → train → export → translate → evaluate"
 
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, default="pet_denoise", help="default pet_denoise")
+    parser.add_argument("--task", default=tasks.DEFAULT_TASK, metavar="NAME",
+                        help=tasks.flag_help(tasks.DEFAULT_TASK, phantom_only=True, what="a task with built-in data"))
     parser.add_argument("--out", type=Path, help="report folder (default reports/demo-<task>; replaced if present)")
     parser.add_argument("--steps", type=int, help="training iterations (default 200; fewer for a quick look)")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")

@@ -50,7 +50,7 @@ HELP = "score a model or existing outputs: the paper's metrics on records, or Sy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medgan_tf.config import TASKS
+    from medgan_tf import tasks
     from medgan_tf.data.pairs import SPLITS
     from medgan_tf.evaluation.protocols import PROTOCOLS
 
@@ -67,9 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--data: split to score (default val; test = the held-out split of convert "
                              "--test-fraction or the pairs CSV's split column)")
     parser.add_argument("--protocol", choices=PROTOCOLS.names(), help=_protocol_help())
-    parser.add_argument("--task", choices=TASKS,
-                        help="--pairs without --model: the task the volumes belong to (sets units, baselines, "
-                             "default protocol); with --model it is the model's")
+    parser.add_argument("--task", metavar="NAME|FILE.toml",
+                        help="--pairs without --model: " + tasks.flag_help(what="the task the volumes belong to") +
+                             " (sets units, masks, baselines, default protocol); with --model it is the model's")
     parser.add_argument("--mask-dir", type=Path, metavar="DIR",
                         help="--pairs: body/evaluation masks DIR/<patient_id>.nii.gz (or .nii, or a DICOM folder) for "
                              "rows without a mask column; otherwise a body mask is computed (synthrad protocols)")
@@ -89,13 +89,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _protocol_help() -> str:
     """--protocol's help from the registry, e.g. "yardstick: paper (default for --data), pet
-    (default for --pairs of pet_denoise); --data takes paper only"."""
+    (default for --pairs of PT targets); --data takes paper only"."""
+    from medgan_tf import modalities
     from medgan_tf.evaluation.protocols import PROTOCOLS, records_protocol
 
     entries = []
     for name, protocol in PROTOCOLS.items():
         notes = ["default for --data"] if protocol.records else []
-        notes += [f"default for --pairs of {task}" for task in protocol.default_for]
+        targets = [key for key, modality in modalities.MODALITIES.items() if modality.protocol == name]
+        notes += [f"default for --pairs of {', '.join(targets)} targets"] if targets else []
         entries.append(f"{name} ({', '.join(notes)})" if notes else name)
     return f"yardstick: {', '.join(entries)}; --data takes {records_protocol().name} only"
 
@@ -149,7 +151,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.cases import read_evaluation_csv
     from medgan_tf.evaluation.volume_reports import report_dict, report_markdown, write_volume_report
-    from medgan_tf.evaluation.protocols import default_protocol
+    from medgan_tf import tasks
     from medgan_tf.evaluation.volumes import evaluate_volumes
 
     model = None
@@ -157,16 +159,17 @@ def _run_pairs(args: argparse.Namespace) -> int:
         from medgan_tf.serving.loading import load_model
 
         model = load_model(args.model, precision=args.precision)
-        if args.task is not None and args.task != model.config.task:
-            raise UserError(f"--task {args.task} but the model {args.model} is a {model.config.task} model")
-        task = model.config.task
+        task = tasks.from_experiment(model.config.task, model.config.data)
+        if args.task is not None and tasks.get(args.task).name != task.name:
+            raise UserError(f"--task {args.task} but the model {args.model} is a {task.name} model")
     elif args.task is None:
-        raise UserError("--pairs without --model scores the CSV's prediction column; give --task (pet_ct, mr_motion, "
-                        "pet_denoise) so units, baselines and the default protocol are known")
+        raise UserError(f"--pairs without --model scores the CSV's prediction column; give --task "
+                        f"({', '.join(tasks.TASKS.names())}, or a TOML file) so units, baselines and the default "
+                        "protocol are known")
     else:
-        task = args.task
+        task = tasks.get(args.task)
     rows = read_evaluation_csv(args.pairs, mask_dir=args.mask_dir)
-    protocol = args.protocol or default_protocol(task)
+    protocol = args.protocol or task.protocol
 
     def progress(message: str) -> None:
         print(f"evaluate {message}", file=sys.stderr, flush=True)
@@ -174,8 +177,8 @@ def _run_pairs(args: argparse.Namespace) -> int:
     result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
                               tile_overlap=args.tile_overlap, progress=progress)
     who = f"{model.config.model}" if model is not None else "predictions"
-    title = f"{who} on {task} ({args.pairs.name}, protocol {protocol})"
-    out_dir = args.out if args.out is not None else Path("reports") / f"{task}-{protocol}"
+    title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol})"
+    out_dir = args.out if args.out is not None else Path("reports") / f"{task.name}-{protocol}"
     paths = write_volume_report(result, out_dir, title=title)
     if args.json:
         report = report_dict(result, title)

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medgan_tf.evaluation.protocols import PROTOCOLS, records_protocol, volume_protocols
-    from medgan_tf.presets import TASKS
+    from medgan_tf import tasks
 
-    parser.add_argument("--task", choices=TASKS, default="pet_denoise", help="task preset (default pet_denoise)")
+    parser.add_argument("--task", default=tasks.DEFAULT_TASK, metavar="NAME|FILE.toml",
+                        help=tasks.flag_help(tasks.DEFAULT_TASK) + " (without --data: a task with built-in data)")
     parser.add_argument("--data", type=Path, help="converted dataset (medgan-tf convert); default: the built-in synthetic data")
     parser.add_argument("--models", help="comma-separated registered variants (default: all nine of Tables I and II)")
     parser.add_argument("--budget-steps", type=int, default=200,

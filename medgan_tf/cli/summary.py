@@ -19,7 +19,10 @@ HELP = "show a model variant's parameter counts, output shapes and loss weights"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="medgan", help="registered variant name (default: medgan)")
-    parser.add_argument("--task", default="pet_ct", help="task preset (default: pet_ct)")
+    from medgan_tf import tasks
+
+    parser.add_argument("--task", default=tasks.REFERENCE_TASK, metavar="NAME|FILE.toml",
+                        help=tasks.flag_help(tasks.REFERENCE_TASK))
     parser.add_argument("--image-size", type=int, default=None, help="slice size S (default: the task's, 256)")
     parser.add_argument("--ublocks", type=int, default=None, help="CasNet depth (default: the variant's)")
     parser.add_argument("--base-filters", type=int, default=None, help="first encoder width (default: 64)")
@@ -32,8 +35,6 @@ def resolve_config(args: argparse.Namespace):
     from medgan_tf import presets
     from medgan_tf.errors import UserError
 
-    if args.task not in config_lib.TASKS:
-        raise UserError(f"unknown task {args.task!r}; expected one of {', '.join(config_lib.TASKS)}")
     if args.model not in presets.MODELS:
         raise UserError(f"unknown model {args.model!r}; registered: {', '.join(presets.MODELS.names())}")
     config = presets.task_preset(args.task, args.model)

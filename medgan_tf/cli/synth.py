@@ -12,20 +12,20 @@ import argparse
 import logging
 import time
 
-from medgan_tf.config import TASKS
-from medgan_tf.presets import TASK_PRESETS
+from medgan_tf import tasks
 
 HELP = "write synthetic phantom NIfTI pairs + pairs.csv for a task"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, metavar="NAME",
+                        help=tasks.flag_help(phantom_only=True, what="a task with built-in data"))
     parser.add_argument("--out", required=True, help="output directory (NIfTI pairs and pairs.csv)")
     parser.add_argument("--patients", type=int, default=8, help="number of synthetic patients (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed → identical volumes)")
     parser.add_argument(
         "--image-size", type=int, default=256,
-        help="size the phantom to fill an S×S slice at the task spacing (pet_ct, mr_motion; default 256)",
+        help="size the phantom to fill an S×S slice at the task spacing (default 256)",
     )
     parser.add_argument(
         "--preview", action="store_true",
@@ -34,14 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.data.synthetic import write_task_pairs
     from medgan_tf.errors import UserError
 
     if args.patients < 1:
         raise UserError(f"--patients {args.patients}; expected at least 1")
     started = time.monotonic()
-    field_of_view = args.image_size * TASK_PRESETS[args.task].spacing_mm[0]
-    csv_path = write_synthetic_dataset(args.task, args.out, patients=args.patients, seed=args.seed, field_of_view_mm=field_of_view)
+    csv_path = write_task_pairs(args.task, args.out, args.image_size, patients=args.patients, seed=args.seed)
     logging.info("wrote %d synthetic %s pairs and %s in %.1f s", args.patients, args.task, csv_path, time.monotonic() - started)
     if args.preview:
         from medgan_tf.workflows.previews import write_previews

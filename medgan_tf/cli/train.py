@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 
-from medgan_tf import presets
+from medgan_tf import presets, tasks
 
 HELP = "train a model (Algorithm 1) into a run directory with checkpoints and TensorBoard logs"
 
@@ -72,7 +72,9 @@ FIELD_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
-    what.add_argument("--task", choices=config_lib.TASKS, help="task preset (default pet_denoise; a resumed run keeps its own)")
+    what.add_argument("--task", metavar="NAME|FILE.toml",
+                      help=tasks.flag_help() + f"; default: the task --data was converted for, else {tasks.DEFAULT_TASK} "
+                      "(a resumed run keeps its own)")
     what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
     what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
                       "synthetic data, or with --resume the run's own dataset")
@@ -155,13 +157,27 @@ def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfi
         if args.model and args.model != saved.model:
             overrides["model"] = args.model
     else:
-        base = presets.task_preset(args.task or "pet_denoise", args.model or "medgan")
+        base = presets.task_preset(args.task or _dataset_task(args.data) or tasks.DEFAULT_TASK, args.model or "medgan")
     try:
         return config_lib.override(base, overrides), saved
     except ValueError as error:
         from medgan_tf.errors import UserError
 
         raise UserError(str(error)) from error
+
+
+def _dataset_task(data_dir: Path | None) -> tasks.Task | None:
+    """The task a converted dataset was made for (its manifest's name and data config), or None."""
+    if data_dir is None:
+        return None
+    from medgan_tf.data.manifest import manifest_data_config, manifest_task, read_manifest
+
+    manifest = read_manifest(data_dir)
+    name, data = manifest_task(manifest), manifest_data_config(manifest)
+    if name is None or data is None:
+        return None
+    log.info("task %s, as %s was converted", name, data_dir)
+    return tasks.from_experiment(name, data)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@ picks the channels of any K ≤ K_max and any first c ≤ C sources with one gat
 work, so the input pipeline stays as fast as for 2D (measured in README).
 
 Extra sources are resampled onto the first source's model grid by world coordinates and
-normalized with their own parameters, by their modality (`MODALITY_NORMALIZATION`): the
-converter's `--extra-source-modalities` (default: the task's source modality for each) names it,
+normalized with their own parameters, by their modality (its default normalization in
+`medgan_tf.modalities`): the converter's `--extra-source-modalities` (default: the task's extra
+sources when it declares them, else the task's source modality for each) names it,
 and a DICOM series' own Modality tag must agree, as for the first source.
 """
 
@@ -29,16 +30,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from medgan_tf import modalities as modality_table
 from medgan_tf.config import DataConfig, NormalizationConfig
 from medgan_tf.errors import UserError
-
-# Normalization by modality (CT: the HU window; PET: per-volume scale; MR: per-volume percentile
-# window): an extra source channel's default, and the task presets' choice (`medgan_tf.presets`).
-MODALITY_NORMALIZATION: dict[str, NormalizationConfig] = {
-    "CT": NormalizationConfig(kind="window", low=-1000.0, high=2000.0, unit="HU"),
-    "PT": NormalizationConfig(kind="scale", percentile=99.5, unit="SUV"),
-    "MR": NormalizationConfig(kind="percentile", percentile_low=0.5, percentile=99.5, unit="a.u."),
-}
 
 
 def channel_layout(context_slices: int, source_channels: int) -> list[tuple[int, int]]:
@@ -89,10 +83,10 @@ def select_channels(stored_context: int, stored_sources: int, context_slices: in
 
 
 def extra_normalization(modality: str) -> NormalizationConfig:
-    """The normalization of an extra source channel of `modality` (CT, PT or MR)."""
-    if modality not in MODALITY_NORMALIZATION:
-        raise UserError(f"extra source modality {modality!r}: expected one of {', '.join(MODALITY_NORMALIZATION)}")
-    return MODALITY_NORMALIZATION[modality]
+    """The normalization of an extra source channel of `modality`: the modality's default."""
+    if modality not in modality_table.MODALITIES:
+        raise UserError(f"extra source modality {modality!r}: expected one of {', '.join(modality_table.MODALITIES.names())}")
+    return NormalizationConfig(**modality_table.MODALITIES.get(modality).normalization)
 
 
 def uses_stack(context_slices: int, source_channels: int) -> bool:
@@ -107,24 +101,28 @@ def converter_context(
     data_config: DataConfig, rows: Sequence[Mapping[str, Any]], context_slices: int, modalities: str | None
 ) -> DataConfig:
     """The converter's `data_config` with K = `context_slices` and one modality per extra source
-    column of the pairs CSV (`modalities` "MR,CT" or None: the task's source modality for each)."""
+    column of the pairs CSV (`modalities` "MR,CT" or None: the task's extra sources when it
+    declares as many, else the task's source modality for each)."""
     import dataclasses
-
-    from medgan_tf.config import SOURCE_MODALITIES
 
     if not isinstance(context_slices, int) or context_slices < 0:
         raise UserError(f"--context-slices must be an integer ≥ 0; received {context_slices!r}")
     count = max((len(row.get("extra_sources") or ()) for row in rows), default=0)
-    if modalities is None:
+    declared = tuple(data_config.extra_source_modalities)
+    if modalities is None and declared:
+        names = declared
+    elif modalities is None:
         names = (data_config.source_modality,) * count
     else:
         names = tuple(name.strip().upper() for name in modalities.split(",") if name.strip())
     if len(names) != count:
-        raise UserError(f"--extra-source-modalities names {len(names)} modalities but the pairs CSV has {count} extra "
+        named_by = "--extra-source-modalities" if modalities is not None else "the task's extra_sources"
+        raise UserError(f"{named_by} names {len(names)} modalities but the pairs CSV has {count} extra "
                         "source column(s) (source_2, …)")
     for name in names:
-        if name not in SOURCE_MODALITIES:
-            raise UserError(f"--extra-source-modalities: {name!r} is not one of {', '.join(SOURCE_MODALITIES)}")
+        if name not in modality_table.MODALITIES:
+            raise UserError(f"--extra-source-modalities: {name!r} is not one of "
+                            f"{', '.join(modality_table.MODALITIES.names())}")
     return dataclasses.replace(data_config, context_slices=context_slices, extra_source_modalities=names)
 
 

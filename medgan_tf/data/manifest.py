@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from medgan_tf import files
-from medgan_tf.config import DataConfig, to_dict
+from medgan_tf.config import DataConfig, from_dict, to_dict
 from medgan_tf.data import pseudonyms
 from medgan_tf.data.pairs import SPLIT_RULE, SPLITS
 from medgan_tf.data.schema import SCHEMA_VERSION
@@ -108,6 +108,18 @@ def manifest_task(manifest: Mapping[str, Any]) -> str | None:
     if task is None and isinstance(manifest.get("config"), Mapping):
         task = manifest["config"].get("task")
     return task if isinstance(task, str) else None
+
+
+def manifest_data_config(manifest: Mapping[str, Any]) -> DataConfig | None:
+    """The data config (modalities, grid, normalizations) the dataset was converted with; None
+    when the manifest does not hold a readable one."""
+    config = manifest.get("config")
+    if not isinstance(config, Mapping):
+        return None
+    try:
+        return from_dict(DataConfig, config)
+    except (TypeError, ValueError):
+        return None
 
 
 def manifest_image_size(manifest: Mapping[str, Any]) -> int | None:

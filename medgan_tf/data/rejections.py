@@ -25,15 +25,23 @@ def modality_code(modality: str) -> str:
 
 def read_pair_volume(side: str, path: str, modality: str) -> Any:
     """The Volume at `path` for the pair's `side` (source, target, source_2, …); PairRejected
-    naming the side when the path is empty, unreadable, or of another modality than `modality`."""
+    naming the side when the path is empty, unreadable, of another modality than `modality` (a
+    key of `medgan_tf.modalities`), or when its values cannot be that modality (its check)."""
+    from medgan_tf import modalities
     from medgan_tf.data.io import VolumeReadError, read_volume
+    from medgan_tf.errors import UserError
 
     if not path:
         raise PairRejected(f"{side}: empty path")
+    expected = modalities.get(modality)
     try:
-        volume = read_volume(path, modality_hint=modality)
+        volume = read_volume(path, modality_hint=expected.dicom)
     except VolumeReadError as error:
         raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
-    if volume.modality not in ("OT", modality):
+    if not expected.accepts(volume.modality):
         raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; the conversion expects {modality}")
+    try:
+        expected.plausible(volume.array, side)
+    except UserError as error:
+        raise PairRejected(str(error)) from None
     return volume

@@ -14,8 +14,7 @@ patient into a (source, target) volume pair per task and writes datasets:
                lesions) with a receive-coil bias field; the corrupted image fills its phase-encoding
                lines from the head at different rigid poses.
 
-Three more tasks, simulated in `medgan_tf.data.phantoms.simulations` (not yet offered by the
-configuration):
+Three more tasks, simulated in `medgan_tf.data.phantoms.simulations`:
 
 - mr_ct:       the head as T1-weighted MR (a.u.) and as CT (HU) from one label map (bone dark on
                MR, bright on CT); 96 × 96 × 64 voxels of fov/96 × fov/96 × 3 mm.
@@ -35,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medgan_tf import tasks
 from medgan_tf.data.io import Volume, write_nifti
+from medgan_tf.errors import UserError
 from medgan_tf.data.phantoms.body import BodyPhantom, body_maps, random_body
 from medgan_tf.data.phantoms.geometry import axial_affine, grid_world, rigid_motion
 from medgan_tf.data.phantoms.head import HeadPhantom, head_labels, head_maps, head_t1, random_head
@@ -53,7 +54,7 @@ __all__ = [
     "GENERATORS", "BodyPhantom", "HeadPhantom", "axial_affine", "bias_field", "body_maps", "filtered_back_projection",
     "forward_project", "grid_world", "head_labels", "head_maps", "kspace_motion", "motion_schedule", "patient_rng",
     "random_body", "random_head", "rigid_motion", "simulate_pet_acquisitions", "synthesize_pair",
-    "write_synthetic_dataset",
+    "write_synthetic_dataset", "write_task_pairs",
 ]
 
 PET_DENOISE_SHAPE = (64, 64, 32)  # 2.8 × 2.8 × 2 mm: the scanner's native voxels (paper §3.1)
@@ -144,8 +145,8 @@ def _ct_denoise(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Vo
     return _volumes(simulations.simulate_ct_denoise(rng, fov or 400.0), ("CT", "HU"), ("CT", "HU"))
 
 
-# task → generator(rng, field of view mm or None → the task's default): the three tasks of the
-# paper, then three more (not yet offered by the configuration).
+# phantom → generator(rng, field of view mm or None → its default): the three tasks of the paper,
+# then three more. A task names its phantom (`medgan_tf.tasks.Task.phantom`).
 GENERATORS = {
     "pet_ct": _pet_ct,
     "mr_motion": _mr_motion,
@@ -194,3 +195,17 @@ def write_synthetic_dataset(
         writer.writerow(("patient_id", "source", "target"))
         writer.writerows(rows)
     return csv_path
+
+
+def write_task_pairs(task: "str | tasks.Task", out_dir: str | Path, image_size: int, patients: int = 8,
+                     seed: int = 0) -> Path:
+    """The built-in synthetic pairs of `task` (its phantom sized to fill an `image_size`² slice at
+    the task's spacing) under `out_dir`; returns the pairs CSV. A UserError for a task without a
+    phantom (a task of your own: convert your own pairs)."""
+    task = tasks.get(task)
+    if task.phantom is None or task.phantom not in GENERATORS:
+        raise UserError(f"task {task.name!r} has no built-in synthetic data (tasks with a phantom: "
+                        f"{', '.join(name for name, t in tasks.TASKS.items() if t.phantom)}); convert your own "
+                        "pairs with `medgan-tf convert --pairs CSV --task ...`")
+    field_of_view = image_size * task.data.spacing_mm[0]
+    return write_synthetic_dataset(task.phantom, out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)

@@ -5,9 +5,12 @@
     gaussian       — denoising: a 3-D Gaussian filter, σ (voxels) chosen on validation volumes
     nlm            — denoising: non-local means (scikit-image `denoise_nl_means`, Buades et al.
                      2005, fast mode), h chosen on validation volumes
-    intensity_map  — PET→CT: a piecewise-linear map source value → target value through the
-                     medians of paired voxels in source-quantile bins, fitted on training volumes
+    intensity_map  — translation between modalities (PET→CT, MR→CT, CBCT→CT): a piecewise-linear
+                     map source value → target value through the medians of paired voxels in
+                     source-quantile bins, fitted on training volumes
 
+Which ones a task gets follows from its modality pair (`medgan_tf.tasks.Task.denoising`): one
+modality on both sides → the denoising filters; two modalities → the intensity map.
 `fit_baselines(task, train=..., validation=...)` takes (source, target) array pairs in physical
 units, each pair on one grid (any 3-D shape), and returns the task's fitted `Baseline`s; a
 `Baseline` applies to any source volume (`apply`) and says what was fitted (`describe`).
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from medgan_tf import tasks
 from medgan_tf.errors import UserError
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
@@ -32,7 +36,6 @@ NLM_H_FACTORS = (0.5, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 4.0)  # h = factor × the vo
 NLM_PATCH_SIZE, NLM_PATCH_DISTANCE = 3, 3
 INTENSITY_BINS = 32
 MAX_FIT_VOXELS = 2_000_000
-TASKS_WITH_BASELINES = ("pet_denoise", "pet_ct")  # mr_motion: the identity, i.e. the `input` row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +140,7 @@ def fit_intensity_map(pairs: Sequence[ArrayPair], bins: int = INTENSITY_BINS, se
     return knots_x, knots_y[first]
 
 
-def _translation(task: str, train, validation) -> list[Baseline]:
-    if task != "pet_ct":
-        return []  # same-unit translation (MR→MR): the identity is the `input` row
+def _translation(train, validation) -> list[Baseline]:
     pairs = list(train) or list(validation)
     fitted_on = f"{len(train)} training volume(s)" if train else \
         f"{len(validation)} validation volume(s) (no training volumes were given)"
@@ -153,19 +154,17 @@ def _translation(task: str, train, validation) -> list[Baseline]:
         {"knots_source": knots_x.tolist(), "knots_target": knots_y.tolist(), "fitted_on": fitted_on})]
 
 
-def fit_baselines(task: str, train: Sequence[ArrayPair] = (), validation: Sequence[ArrayPair] = (),
+def fit_baselines(task: "str | tasks.Task", train: Sequence[ArrayPair] = (), validation: Sequence[ArrayPair] = (),
                   *, validation_name: str = "validation") -> list[Baseline]:
-    """The classical baselines of `task`, fitted: pet_denoise → gaussian, nlm (parameters chosen
-    on `validation`, else `train`); pet_ct → intensity_map (fitted on `train`, else
-    `validation`); mr_motion → none beyond the `input` row (the identity).
+    """The classical baselines of `task` (a `tasks.Task` or a registered name), fitted: one
+    modality on both sides → gaussian, nlm (parameters chosen on `validation`, else `train`);
+    two modalities → intensity_map (fitted on `train`, else `validation`).
 
     train, validation: (source, target) array pairs in physical units, each pair on one grid.
     `validation_name` names the validation set in `describe()` (e.g. "evaluated" when the
     caller had nothing else to choose on).
     """
-    if task == "pet_denoise":
+    if tasks.get(task).denoising:
         return _denoising(list(train), list(validation), validation_name)
-    if task in ("pet_ct", "mr_motion"):
-        return _translation(task, list(train), list(validation))
-    raise UserError(f"no classical baselines for task {task!r}; expected pet_denoise, pet_ct or mr_motion")
+    return _translation(list(train), list(validation))
 

@@ -129,14 +129,23 @@ def suv_factor(row: Row, target_unit: str) -> tuple[float | None, str]:
     return None, f"no SUV information (target in {target_unit}); SUVs are shown in {target_unit}"
 
 
-def read(path: Path, what: str, patient_id: str, modality_hint: str | None = None):
-    """read_volume with a one-line UserError naming the patient, the column and the path."""
+def read(path: Path, what: str, patient_id: str, modality: str | None = None):
+    """read_volume with a one-line UserError naming the patient, the column and the path; with
+    `modality` (a key of `medgan_tf.modalities`), also when the volume cannot be that modality."""
+    from medgan_tf import modalities
     from medgan_tf.data.io import VolumeReadError, read_volume
 
+    expected = modalities.get(modality) if modality is not None else None
     try:
-        return read_volume(path, modality_hint=modality_hint)
+        volume = read_volume(path, modality_hint=expected.dicom if expected is not None else None)
     except VolumeReadError as error:
         raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
+    if expected is not None:
+        try:
+            expected.check_volume(volume, f"the {what} volume")
+        except UserError as error:
+            raise UserError(f"patient {patient_id}: {error}") from None
+    return volume
 
 
 def zyx(array: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from medgan_tf import tasks
 from medgan_tf.data import context, normalization
 from medgan_tf.data.dataset import iterate_records
 from medgan_tf.data.manifest import manifest_task, read_manifest
@@ -80,7 +81,8 @@ def evaluate_dataset(
     # Adjacent-slice consistency of the output vs the target (evaluation.consistency).
     result.slice_consistency = collector.result()
     if baselines:
-        score_record_baselines(result, data_dir, split, model.config.task, denormalize if shared else None, max_slices)
+        task = tasks.from_experiment(model.config.task, model.config.data)
+        score_record_baselines(result, data_dir, split, task, denormalize if shared else None, max_slices)
     return result
 
 
@@ -133,17 +135,15 @@ def _split_pairs(data_dir, split: str, patients: int = BASELINE_FIT_PATIENTS) ->
     return [(v["source"], v["target"]) for v in list(volumes.values())[:patients]]
 
 
-def score_record_baselines(result: EvaluationResult, data_dir, split: str, task: str,
+def score_record_baselines(result: EvaluationResult, data_dir, split: str, task: "str | tasks.Task",
                            denormalize: Callable | None, max_slices: int | None = None) -> None:
     """Add the task's classical baselines (`medgan_tf.evaluation.baselines`) to `result`, scored
     per slice like the model: patients' slices stacked into volumes (normalized units), the
     baselines fitted on the train split (intensity map) and chosen on the val split (filters),
     applied per volume and scored on the same slices. `denormalize` gives MAE in physical units
     (same-unit tasks)."""
-    from medgan_tf.evaluation.baselines import TASKS_WITH_BASELINES, fit_baselines
+    from medgan_tf.evaluation.baselines import fit_baselines
 
-    if task not in TASKS_WITH_BASELINES:
-        return  # the input row is the task's classical reference (identity): no split to read
     records = iterate_records(data_dir, split)
     if max_slices is not None:
         records = itertools.islice(records, max_slices)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
+from medgan_tf import modalities
 from medgan_tf.errors import UserError
 from medgan_tf.metrics import METRICS, metric_names, to_255
 from medgan_tf.registry import Registry
@@ -234,12 +235,19 @@ def pet(prediction, target, mask=None, *, labels=None, suv_factor: float = 1.0,
     return out
 
 
-def body_mask(ct, threshold: float = -300.0) -> tuple[np.ndarray, str]:
-    """Body mask of a CT (Z, Y, X) in HU: voxels > `threshold`, the largest 3-D connected
+def body_mask(volume, threshold: float | None = None, *, modality: str = "CT") -> tuple[np.ndarray, str]:
+    """Body mask of a volume (Z, Y, X) of `modality`: voxels > `threshold` (default: the
+    modality's rule in `medgan_tf.modalities`, for CT −300 HU), the largest 3-D connected
     component (face connectivity, `scipy.ndimage.label`), holes filled slice by slice along axis 0
     (2-D `binary_fill_holes` per axial slice, so airways and bowel gas that reach the top or bottom
     of the volume are still filled). Returns the bool mask and that description."""
-    ct = np.asarray(ct)
+    ct = np.asarray(volume)
+    rule = modalities.get(modality)
+    if threshold is None:
+        threshold = float(rule.mask_threshold(ct))
+        said = rule.mask_rule if f"{threshold:g}" in rule.mask_rule else f"{rule.mask_rule} (= {threshold:.6g})"
+    else:
+        said = f"value > {threshold:g}"
     components, n = ndimage.label(ct > threshold)
     if n == 0:
         mask = np.zeros(ct.shape, dtype=bool)
@@ -247,7 +255,7 @@ def body_mask(ct, threshold: float = -300.0) -> tuple[np.ndarray, str]:
         sizes = np.bincount(components.ravel())[1:]
         mask = components == (int(np.argmax(sizes)) + 1)
         mask = np.stack([ndimage.binary_fill_holes(s) for s in mask])
-    description = (f"HU > {threshold:g}, largest 3-D connected component, holes filled per axial "
+    description = (f"{said}, largest 3-D connected component, holes filled per axial "
                    "slice (scipy.ndimage.label, binary_fill_holes)")
     return mask, description
 
@@ -309,7 +317,6 @@ class Protocol:
     inputs:      the keyword inputs the function takes from each case (`CASE_INPUTS`).
     records:     also scores converted records slice by slice (`evaluate --data`, the paper's
                  comparison tables of `reproduce`).
-    default_for: tasks whose `evaluate --pairs` uses it when no `--protocol` is given.
     """
 
     name: str
@@ -321,7 +328,6 @@ class Protocol:
     masked: bool = False
     inputs: tuple[str, ...] = ()
     records: bool = False
-    default_for: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         named = (() if callable(self.columns) else self.columns) + self.regions
@@ -346,16 +352,14 @@ PROTOCOLS.add("paper", Protocol(
     records=True))
 PROTOCOLS.add("synthrad2023", Protocol(
     "synthrad2023", synthrad2023, "SynthRAD2023 synthetic-CT image metrics inside the body mask",
-    "github.com/SynthRAD2023/metrics functions/image_metrics.py", columns=("ssim", "psnr", "mae"), masked=True,
-    default_for=("pet_ct",)))
+    "github.com/SynthRAD2023/metrics functions/image_metrics.py", columns=("ssim", "psnr", "mae"), masked=True))
 PROTOCOLS.add("synthrad2025", Protocol(
     "synthrad2025", synthrad2025, "SynthRAD2025 synthetic-CT image metrics inside the body mask",
     "github.com/SynthRAD2025/evaluation image_metrics.py", columns=("psnr", "mae", "ms_ssim"), masked=True))
 PROTOCOLS.add("pet", Protocol(
     "pet", pet, "UDPET low-dose PET metrics, with per-region SUV and activity % errors",
     "UDPET challenge evaluation script (udpet-challenge.github.io)", columns=("ssim", "psnr", "nrmse"),
-    regions=("suvmean", "suvmax", "activity"), inputs=("labels", "suv_factor", "voxel_volume_ml"),
-    default_for=("pet_denoise",)))
+    regions=("suvmean", "suvmax", "activity"), inputs=("labels", "suv_factor", "voxel_volume_ml")))
 
 
 def protocol(name: str) -> Protocol:
@@ -373,9 +377,3 @@ def records_protocol() -> Protocol:
 def volume_protocols() -> tuple[str, ...]:
     """Names of the protocols that score whole volumes only (`reproduce --protocol` tables)."""
     return tuple(name for name, p in PROTOCOLS.items() if not p.records)
-
-
-def default_protocol(task: str) -> str:
-    """`--pairs` without `--protocol`: the protocol whose `default_for` names the task, else the
-    records protocol (the paper's)."""
-    return next((name for name, p in PROTOCOLS.items() if task in p.default_for), records_protocol().name)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan_tf import tasks
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
 from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, suv_factor
@@ -45,6 +46,7 @@ class VolumeEvaluation:
     figure: dict[str, Any] = dataclasses.field(default_factory=dict)
     histogram: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"output": [], "target": []})
     regions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    definition: tasks.Task | None = None  # the task `task` names, as resolved (units, masks, normalization)
 
     def metric_keys(self) -> list[str]:
         """Every key any patient's scores hold, protocol columns first."""
@@ -61,10 +63,10 @@ class VolumeEvaluation:
                 for row in self.rows}
 
 
-def _pairs_for_fitting(rows: Sequence[Row], task: str, notes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _pairs_for_fitting(rows: Sequence[Row], task: tasks.Task, notes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(source on the target grid, target) arrays of rows that have a source; a row that cannot
     be read is left out, and `notes` says so."""
-    data = _data_config(task)
+    data = task.data
     pairs = []
     for row in rows:
         if row.paths["source"] is None:
@@ -79,16 +81,7 @@ def _pairs_for_fitting(rows: Sequence[Row], task: str, notes: list[str]) -> list
     return pairs
 
 
-def _data_config(task: str):
-    from medgan_tf import presets
-
-    try:
-        return presets.task_preset(task).data
-    except ValueError as error:
-        raise UserError(str(error)) from None
-
-
-def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> tuple[list, list[str]]:
+def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: "str | tasks.Task") -> tuple[list, list[str]]:
     """The task's baselines fitted on the CSV's train rows and chosen on its val rows; with
     neither, on the scored rows themselves (the notes say so: optimistic for the baselines)."""
     train = [r for r in rows if r.split == "train"]
@@ -98,34 +91,32 @@ def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: str) -> 
         val, name = list(scored), "evaluated (no train/val rows in the CSV)"
         notes.append("baseline parameters were chosen on the evaluated volumes themselves (the CSV has no "
                      "train/val rows), which favours the baselines")
-    if task not in baselines_lib.TASKS_WITH_BASELINES:
-        return [], []  # the input row is the task's classical reference (identity)
+    task = tasks.get(task)
     train_pairs, val_pairs = _pairs_for_fitting(train, task, notes), _pairs_for_fitting(val, task, notes)
     if not train_pairs and not val_pairs:
         return [], notes + ["no classical baselines: no row has a source volume"]
     return baselines_lib.fit_baselines(task, train_pairs, val_pairs, validation_name=name), notes
 
 
-def _mask_for(case: Case, protocol: Protocol) -> tuple[np.ndarray | None, str]:
+def _mask_for(case: Case, protocol: Protocol, modality: str) -> tuple[np.ndarray | None, str]:
     if not protocol.masked:
         return None, "not used by this protocol (whole volume)"
     if case.mask is not None:
         return case.mask, "given"
-    mask, description = body_mask(case.target)
+    mask, description = body_mask(case.target, modality=modality)
     if not mask.any():
         raise UserError(f"patient {case.row.patient_id}: the computed body mask is empty ({description})")
     return mask, f"computed: {description}"
 
 
-def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: str) -> dict[str, Any]:
+def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: tasks.Task) -> dict[str, Any]:
     """The keyword inputs `protocol.inputs` names (`protocols.CASE_INPUTS`), for one case;
     `factor`: SUV per unit of the target (1.0 when unknown)."""
 
     def target_params():
         from medgan_tf.data import normalization
 
-        data = _data_config(task)
-        return normalization.fit(case.target, data.target_normalization, unit=case.target_volume.unit)
+        return normalization.fit(case.target, task.data.target_normalization, unit=case.target_volume.unit)
 
     inputs = {"labels": lambda: case.labels, "suv_factor": lambda: factor,
               "voxel_volume_ml": lambda: float(np.prod(case.spacing_zyx)) / 1000.0, "target_params": target_params}
@@ -155,7 +146,7 @@ def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: i
 
 def evaluate_volumes(
     rows: Sequence[Row],
-    task: str,
+    task: "str | tasks.Task",
     protocol: str,
     *,
     model=None,
@@ -169,7 +160,8 @@ def evaluate_volumes(
     `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
     one CSV share them); default: fitted here."""
     get_protocol(protocol)  # a UserError naming the registered ones
-    data = _data_config(task)
+    task = tasks.get(task)
+    data = task.data
     scored = [r for r in rows if r.split not in ("train", "val")]
     if not scored:
         raise UserError("every row of the CSV is a train or val row; nothing to score (mark rows test or leave split empty)")
@@ -182,8 +174,7 @@ def evaluate_volumes(
     else:
         baselines, notes = [], ["no input or baseline rows: the CSV has no source column"]
     row_names = ["model"]
-    unit_ok = task != "pet_ct" and data.source_modality == data.target_modality
-    if has_source and unit_ok:
+    if has_source and task.same_unit:
         row_names.append("input")
     elif has_source:
         notes.append(f"no input row: the input ({data.source_modality}) and the target ({data.target_modality}) "
@@ -191,8 +182,8 @@ def evaluate_volumes(
     row_names += [b.name for b in baselines]
     if model is not None and any(r.paths["prediction"] is not None for r in scored):
         notes.append("the CSV's prediction column was not scored: --model translated the sources instead")
-    result = VolumeEvaluation(protocol, task, "", row_names, baselines={b.name: b.describe() for b in baselines},
-                              notes=notes + extra_notes)
+    result = VolumeEvaluation(protocol, task.name, "", row_names, baselines={b.name: b.describe() for b in baselines},
+                              notes=notes + extra_notes, definition=task)
     for index, row in enumerate(scored, start=1):
         if progress is not None:
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
@@ -222,18 +213,19 @@ def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
 
 
 def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float) -> None:
-    data = _data_config(result.task)
+    task = result.definition or tasks.get(result.task)
+    data = task.data
     extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
     case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None,
                      extra_modalities=extras)
     result.unit = result.unit or case.target_volume.unit
-    if case.source_volume is not None and data.source_modality == data.target_modality:
+    if case.source_volume is not None and task.same_unit:
         _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)
     protocol = PROTOCOLS.get(result.protocol)
-    mask, mask_note = _mask_for(case, protocol)
+    mask, mask_note = _mask_for(case, protocol, data.target_modality)
     factor, suv_note = suv_factor(case.row, case.target_volume.unit)
     known, factor = factor is not None, factor if factor is not None else 1.0
-    kwargs = _protocol_inputs(case, protocol, factor, result.task)
+    kwargs = _protocol_inputs(case, protocol, factor, task)
     candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
     try:
         scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from medgan_tf import modalities
 from medgan_tf.errors import UserError
 from medgan_tf.serving.loading import TranslationModel, load_model
 from medgan_tf.serving.tiling import check_overlap, split_tiles, stitch_tiles, tile_grid
@@ -147,7 +148,7 @@ def translate_volume(
         progress=progress,
     )
     metadata = {"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"}
-    output = restore(prepared, outputs, data.target_modality, metadata)
+    output = restore(prepared, outputs, modalities.get(data.target_modality).dicom, metadata)
     return Translation(output, prepared.source_params, prepared.target_params, prepared.grid_shape,
                        prepared.grid_affine, tiles_per_slice)
 
@@ -156,18 +157,16 @@ def _check_inputs(model: TranslationModel, volume: Any, extra_volumes: Any) -> N
     """UserError for a source or extra source of another modality than the model's, a wrong number
     of extra sources, or non-finite values (a Volume built in memory has not been checked)."""
     data = model.config.data
-    if volume.modality not in ("OT", data.source_modality):
-        raise UserError(f"input modality is {volume.modality}; this {model.config.task} model expects {data.source_modality}")
     non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
     if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
         raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
+    modalities.get(data.source_modality).check_volume(volume, f"the input of this {model.config.task} model")
     expected = len(data.extra_source_modalities)
     if len(extra_volumes) != expected:
         raise UserError(f"this model takes {1 + expected} source volume(s) ({', '.join(('source',) + data.extra_source_modalities)}); "
                         f"received {1 + len(extra_volumes)} (give the extra ones with --extra-input, in training order)")
     for index, (extra, modality) in enumerate(zip(extra_volumes, data.extra_source_modalities), start=2):
-        if extra.modality not in ("OT", modality):
-            raise UserError(f"extra input {index - 1} (source_{index}) has modality {extra.modality}; the model expects {modality}")
+        modalities.get(modality).check_volume(extra, f"extra input {index - 1} (source_{index})")
 
 
 def translate_file(
@@ -197,9 +196,9 @@ def translate_file(
     progress = None if quiet else _progress_bar("tile")
     volume_format = io.output_format(output_path, output_format)
     data = model.config.data
-    volume = io.read_input("input", input_path, data.source_modality)
-    modalities = data.extra_source_modalities + ("OT",) * len(extra_inputs)
-    extra_volumes = [io.read_input("extra input", path, modality) for path, modality in zip(extra_inputs, modalities)]
+    volume = io.read_input("input", input_path, modalities.get(data.source_modality).dicom)
+    hints = [modalities.get(key).dicom for key in data.extra_source_modalities] + ["OT"] * len(extra_inputs)
+    extra_volumes = [io.read_input("extra input", path, hint) for path, hint in zip(extra_inputs, hints)]
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes)
     io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, volume))

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from medgan_tf import tasks
 from medgan_tf.presets import MODELS
 from medgan_tf.workflows.demo import DEMO_PRESET as _DEMO
 from medgan_tf.workflows.timing import (  # noqa: F401  (re-exported: the measurements live in timing)
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 # What a CasNet-6 forward pass at 256² costs (by hand from the layer shapes); the counted value must agree.
 CASNET6_GFLOP_PER_SLICE = 71.4
 DEMO_PRESET = {
-    "task": "pet_denoise",
+    "task": tasks.DEFAULT_TASK,
     "model": _DEMO.model,
     "image_size": _DEMO.image_size,
     "num_ublocks": MODELS.get(_DEMO.model).num_ublocks,
@@ -79,7 +80,7 @@ AT_MOST = ("translate_vs_batch8", "bf16_translate_vs_batch8")  # the targets met
 # --------------------------------------------------------------------------- the measurements
 
 
-def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: int = 256, **generator: Any):
+def casnet_experiment(task: str = tasks.REFERENCE_TASK, model: str = "medgan", image_size: int = 256, **generator: Any):
     from medgan_tf import presets
 
     experiment = presets.task_preset(task, model)
@@ -91,12 +92,12 @@ def casnet_experiment(task: str = "pet_ct", model: str = "medgan", image_size: i
 def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
     """slices/s of `pipelines.convert.convert` end to end (pipeline start → manifest) with `workers`
     DirectRunner worker processes; the NIfTI inputs are written once beforehand, untimed."""
-    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.data.synthetic import write_task_pairs
     from pipelines.convert import ConvertOptions, convert
 
     csv_path = work_dir / f"synth-{task}-{patients}" / "pairs.csv"
     if not csv_path.is_file():
-        write_synthetic_dataset(task, csv_path.parent, patients=patients, seed=0, field_of_view_mm=float(image_size))
+        write_task_pairs(task, csv_path.parent, image_size, patients=patients, seed=0)
     out = work_dir / f"converted-{workers}"
     options = ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt="medgan-tf-bench-salt-0000",
                              overwrite=True, num_workers=workers)
@@ -205,7 +206,7 @@ def _inference_section(figures: dict, work_dir: Path, quick: bool, repeats: int,
     from medgan_tf.serving.export import export_generator
 
     say("CasNet-6 export")
-    experiment = casnet_experiment("pet_ct", "medgan", 256)
+    experiment = casnet_experiment(tasks.REFERENCE_TASK, "medgan", 256)
     keras.utils.set_random_seed(0)
     generator = build_casnet(experiment.generator, experiment.data.image_size)
     flops = model_flops(generator)
@@ -271,7 +272,7 @@ def _conversion_section(figures: dict, work_dir: Path, quick: bool, repeats: int
     for workers in (1, 2):
         say(f"conversion, {workers} Beam worker(s)")
         figures[f"convert_workers{workers}"] = convert_figures(
-            work_dir, "pet_ct", patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
+            work_dir, tasks.REFERENCE_TASK, patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
         )
     say("input pipeline")
     # Reads the records just converted (slices ≥ the demo's 64², so the figure is conservative).

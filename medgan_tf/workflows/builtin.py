@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from medgan_tf.presets import TASK_PRESETS, TASKS
+from medgan_tf import tasks
 
 # Bump when the phantoms, the simulation or the record schema change: old caches are ignored.
 BUILTIN_VERSION = 3
@@ -51,8 +51,7 @@ def ensure_builtin_dataset(
     The directory has the converter's layout (manifest.json, train/, val/) and works with
     `medgan_tf.data.dataset.make_dataset`.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    task = tasks.get(task).name
     out = builtin_dataset_dir(task, image_size, patients, seed, cache_dir, context_slices)
     if (out / "manifest.json").is_file():
         logging.info("using the cached built-in synthetic %s dataset %s", task, out)
@@ -70,14 +69,13 @@ def ensure_builtin_dataset(
 
 def _build(task: str, image_size: int, out: Path, patients: int, seed: int, num_workers: int | None,
            context_slices: int = 0) -> Path:
-    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.data.synthetic import write_task_pairs
     from medgan_tf.errors import UserError
     from pipelines.convert import ConvertOptions, convert
 
     logging.info("making the built-in synthetic %s dataset (%d patients, %d²) in %s", task, patients, image_size, out)
     with tempfile.TemporaryDirectory(prefix=f"synth-{task}-", dir=out.parent) as volumes_dir:
-        field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
-        csv_path = write_synthetic_dataset(task, volumes_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
+        csv_path = write_task_pairs(task, volumes_dir, image_size, patients=patients, seed=seed)
         status = convert(ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt=BUILTIN_SALT,
                                         overwrite=True, context_slices=context_slices, num_workers=num_workers or None))
     if status != 0 or not (out / "manifest.json").is_file():

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medgan_tf.metrics import metric_names
-from medgan_tf.presets import TASK_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def run_demo(task: str, out: Path, preset: DemoPreset = DEMO_PRESET, *, quiet: b
     """Run every stage into `out` (replaced if it exists); returns the verdict dict.
 
     `runtime` (from `medgan_tf.training.runtime.setup`) defaults to the automatic settings."""
-    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.data.synthetic import write_task_pairs
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import write_report
@@ -83,9 +82,7 @@ def run_demo(task: str, out: Path, preset: DemoPreset = DEMO_PRESET, *, quiet: b
         timings[name] = time.perf_counter() - timings[name]
 
     stage("synth")
-    field_of_view = preset.image_size * TASK_PRESETS[task].spacing_mm[0]
-    pairs_csv = write_synthetic_dataset(task, out / "volumes", patients=preset.patients, seed=preset.seed,
-                                        field_of_view_mm=field_of_view)
+    pairs_csv = write_task_pairs(task, out / "volumes", preset.image_size, patients=preset.patients, seed=preset.seed)
     done("synth")
 
     stage("convert")

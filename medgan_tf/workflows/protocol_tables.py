@@ -26,7 +26,6 @@ from medgan_tf.files import write_text_atomic
 from medgan_tf.evaluation.scoring import json_safe
 from medgan_tf.evaluation.tables import VOLUMES, markdown_table
 from medgan_tf.evaluation.volumes import fit_csv_baselines, evaluate_volumes
-from medgan_tf.presets import TASK_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +36,13 @@ HELD_OUT_SPLITS = ("train", "val", "test", "test")
 def held_out_pairs(task: str, image_size: int, seed: int, out_dir: Path) -> Path:
     """Synthetic volume pairs of patients never used for training, with a split column; reused
     when already written. Returns the CSV path."""
-    from medgan_tf.data.synthetic import write_synthetic_dataset
+    from medgan_tf.data.synthetic import write_task_pairs
 
     folder = out_dir / f"held-out-{task}-s{image_size}-seed{seed + HELD_OUT_SEED_OFFSET}"
     path = folder / "pairs.csv"
     if path.is_file():
         return path
-    field_of_view = image_size * TASK_PRESETS[task].spacing_mm[0]
-    written = write_synthetic_dataset(task, folder, patients=len(HELD_OUT_SPLITS), seed=seed + HELD_OUT_SEED_OFFSET,
-                                      field_of_view_mm=field_of_view)
+    written = write_task_pairs(task, folder, image_size, patients=len(HELD_OUT_SPLITS), seed=seed + HELD_OUT_SEED_OFFSET)
     with open(written, newline="") as handle:
         rows = list(csv.reader(handle))
     lines = [",".join([*rows[0], "split"])] + [",".join([*row, split]) for row, split in zip(rows[1:], HELD_OUT_SPLITS)]

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan_tf import files
+from medgan_tf import files, modalities
 from medgan_tf.data.io import Volume
 from medgan_tf.data.io.dicom_headers import LPS_TO_RAS, suv_factor
 
@@ -59,7 +59,6 @@ MR_KEYWORDS = (
     "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime",
     "EchoTrainLength", "InversionTime", "MagneticFieldStrength", "ImagedNucleus", "FlipAngle",
 )
-SOP_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "PT": "1.2.840.10008.5.1.4.1.1.128", "MR": "1.2.840.10008.5.1.4.1.1.4"}
 
 
 def write_dicom_series(
@@ -110,18 +109,20 @@ def is_replaceable(folder: Path) -> bool:
 
 def series_datasets(volume: Volume, *, description: str | None = None, derivation: str | None = None) -> list[Any]:
     """The K pydicom Datasets (with file meta) of `volume` as a DICOM series, in slice order."""
-    modality = volume.modality
-    if modality not in SOP_CLASSES:
-        raise ValueError(f"cannot write modality {modality!r} as DICOM; expected one of {', '.join(SOP_CLASSES)}")
+    entry = modalities.by_dicom(volume.modality)
+    if entry is None:
+        codes = sorted({m.dicom for _, m in modalities.MODALITIES.items()})
+        raise ValueError(f"cannot write modality {volume.modality!r} as DICOM; expected one of {', '.join(codes)}")
+    hounsfield = entry.hounsfield
     geometry = slice_geometry(volume.affine)
     values, unit_tags = _values_to_store(volume)
-    stored, slope, intercept = quantize(values, signed=modality == "CT" or float(np.min(values)) < 0,
-                                        preferred_intercept=-1024.0 if modality == "CT" else 0.0,
-                                        fixed_intercept=modality != "CT", unit_slope=modality == "CT")
+    stored, slope, intercept = quantize(values, signed=hounsfield or float(np.min(values)) < 0,
+                                        preferred_intercept=-1024.0 if hounsfield else 0.0,
+                                        fixed_intercept=not hounsfield, unit_slope=hounsfield)
     base = _series_base(volume, description, derivation)
     base.update(unit_tags)
     base.RescaleSlope, base.RescaleIntercept = _ds(slope), _ds(intercept)
-    if modality == "CT":
+    if hounsfield:
         base.RescaleType = "HU"
     _pixel_description(base, signed=stored.dtype == np.int16)
     base.Rows, base.Columns = stored.shape[1], stored.shape[0]  # i runs along a row: Columns = I
@@ -216,7 +217,7 @@ def _series_base(volume: Volume, description: str | None, derivation: str | None
     for keyword in same:
         if keyword in header:
             setattr(ds, keyword, copy.deepcopy(header[keyword].value))
-    ds.SOPClassUID = SOP_CLASSES[volume.modality]
+    ds.SOPClassUID = modalities.by_dicom(volume.modality).sop_class
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = (int(header.get("SeriesNumber") or 0) if header is not None else 0) + 1000
     ds.SeriesDate = ds.get("SeriesDate") or now.strftime("%Y%m%d")
