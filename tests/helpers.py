@@ -52,9 +52,10 @@ PET_SPACING = (2.8, 2.8, 2.0)  # pet_denoise's grid: volumes written on it need 
 
 
 def hounsfield_ramp(z_index: int, size: int = SIZE) -> np.ndarray:
-    """The CT `source_2` slice z of `write_two_source_patients`: −800 + 100·z + 3·i HU."""
+    """The CT `source_2` slice z of `write_two_source_patients`: −1000 + 100·z + 3·i HU (air at the
+    low end, as a CT has)."""
     x = np.arange(size, dtype=np.float64)[:, None] * np.ones((1, size))
-    return -800.0 + 100.0 * z_index + 3.0 * x
+    return -1000.0 + 100.0 * z_index + 3.0 * x
 
 
 def write_two_source_patients(root: Path, count: int = 3, size: int = SIZE, slices: int = 6) -> Path:

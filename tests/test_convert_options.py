@@ -67,7 +67,7 @@ def test_options_are_the_flags_with_the_same_defaults():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"task": "ct_mr"}, "--task must be one of"),
+    ({"task": "ct_mr"}, "unknown task .ct_mr.; expected one of pet_ct"),
     ({"val_fraction": 1.0}, "--val-fraction: expected a fraction"),
     ({"test_fraction": -0.1}, "--test-fraction: expected a fraction"),
     ({"spacing": (1, 1)}, "--spacing: expected three positive sizes"),

@@ -52,8 +52,10 @@ def _score(tmp_path: Path, prediction, *, protocol="synthrad2023", mask=True, ta
            prediction_affine=AFFINE):
     ct, body = _ct_and_mask()
     target = ct if target is None else target
-    header, row = ["patient_id", "target", "prediction"], ["p1", _write(tmp_path / "t.nii.gz", target),
-                                                          _write(tmp_path / "p.nii.gz", prediction, prediction_affine)]
+    modality = tasks.get(task).target
+    kind = {"modality": modality.dicom, "unit": "Bq/ml" if modality.key == "PT" else modality.unit}
+    header, row = ["patient_id", "target", "prediction"], ["p1", _write(tmp_path / "t.nii.gz", target, **kind),
+                                                          _write(tmp_path / "p.nii.gz", prediction, prediction_affine, **kind)]
     if mask:
         header.append("mask")
         row.append(_write(tmp_path / "m.nii.gz", body, modality="OT", unit="a.u."))
@@ -145,8 +147,8 @@ def test_prediction_on_another_grid_is_resampled_by_world_coordinates(tmp_path):
 
     oblique = oblique_affine(spacing=(0.8, 0.9, 1.1), origin=(0.0, 0.0, 0.0))
     oblique[:3, 3] = centre - oblique[:3, :3] @ np.full(3, 79 / 2)  # 80³ voxels centred on the target
-    target = field(SHAPE, AFFINE)
-    scores, _ = _score(tmp_path, field((80, 80, 80), oblique), target=target, prediction_affine=oblique)
+    target = field(SHAPE, AFFINE) - 1000.0  # −1050 … −840 HU: air and lung, as a CT holds
+    scores, _ = _score(tmp_path, field((80, 80, 80), oblique) - 1000.0, target=target, prediction_affine=oblique)
     assert scores["mae"] == pytest.approx(0.0, abs=2e-3)
     assert ct.shape == target.shape
 

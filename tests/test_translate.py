@@ -157,7 +157,7 @@ def test_wrong_modality_is_refused(tmp_path):
     from medgan_tf.errors import UserError
 
     ct = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), "CT", "HU")
-    with pytest.raises(UserError, match="input modality is CT; this pet_denoise model expects PT"):
+    with pytest.raises(UserError, match="the input of this pet_denoise model has modality CT; expected PT"):
         translation_lib.translate_volume(identity_model(), ct)
 
 

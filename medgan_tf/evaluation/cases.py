@@ -129,9 +129,11 @@ def suv_factor(row: Row, target_unit: str) -> tuple[float | None, str]:
     return None, f"no SUV information (target in {target_unit}); SUVs are shown in {target_unit}"
 
 
-def read(path: Path, what: str, patient_id: str, modality: str | None = None):
+def read(path: Path, what: str, patient_id: str, modality: str | None = None, *, plausible: bool = True):
     """read_volume with a one-line UserError naming the patient, the column and the path; with
-    `modality` (a key of `medgan_tf.modalities`), also when the volume cannot be that modality."""
+    `modality` (a key of `medgan_tf.modalities`), also when the volume is of another modality or
+    (with `plausible`) its values cannot be that modality. A prediction is not checked for
+    plausibility: whatever a model made is scored as it is."""
     from medgan_tf import modalities
     from medgan_tf.data.io import VolumeReadError, read_volume
 
@@ -142,7 +144,8 @@ def read(path: Path, what: str, patient_id: str, modality: str | None = None):
         raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
     if expected is not None:
         try:
-            expected.check_volume(volume, f"the {what} volume")
+            if not expected.accepts(volume.modality) or plausible:
+                expected.check_volume(volume, f"the {what} volume")
         except UserError as error:
             raise UserError(f"patient {patient_id}: {error}") from None
     return volume
@@ -199,7 +202,7 @@ def load_case(row: Row, target_modality: str, source_modality: str, *, need_sour
     extra_volumes = _extra_sources(row, extra_modalities)
     prediction = None
     if row.paths["prediction"] is not None and not need_source:
-        volume = read(row.paths["prediction"], "prediction", row.patient_id, target_modality)
+        volume = read(row.paths["prediction"], "prediction", row.patient_id, target_modality, plausible=False)
         prediction = on_grid(volume.array, volume.affine, target)
     mask = labels = None
     if row.paths["mask"] is not None:
