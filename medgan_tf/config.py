@@ -178,7 +178,9 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything that defines one training run; written into every run and export."""
 
-    task: str = "pet_ct"  # the task's name (`medgan_tf.tasks`); `data` holds what it resolved to
+    # The task's name (`medgan_tf.tasks`); `data` holds what it resolved to. `presets.task_preset`
+    # names it; a config built by hand is a task of its own until named.
+    task: str = "unnamed"
     model: str = "medgan"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)

@@ -113,15 +113,15 @@ def hounsfield_check(air_at_most: float, lowest: float | None, lowest_share: flo
         values = np.asarray(values, np.float32)
         low = float(np.min(values))
         if _fraction(values <= air_at_most) < 1e-3:
-            return (f"no air: a volume in HU holds air at about −1000 HU, but fewer than 0.1 % of its voxels are "
-                    f"≤ {air_at_most:g} (lowest value {low:.6g}, highest {float(np.max(values)):.6g}); is it in HU "
-                    "(RescaleSlope/Intercept applied), and of this modality?")
+            return (f"no air: fewer than 0.1 % of its voxels are ≤ {air_at_most:g} HU (its values run from {low:.4g} "
+                    f"to {float(np.max(values)):.4g}), but a CT shows air (about −1000 HU) around and inside the body; "
+                    "is it in HU (rescale slope and intercept applied), and is it this modality?")
         if lowest is not None:
             below = (values < lowest) & (values != low)
             share = _fraction(below)
             if share > lowest_share:
-                return (f"{share:.1%} of the voxels lie below {lowest:g} HU (nothing in a body is denser than air "
-                        "below it, and these are not one padding value); is it in HU?")
+                return (f"{share:.1%} of its voxels lie below {lowest:g} HU and are not one padding value (nothing "
+                        "is less dense than air, about −1000 HU); is it in HU?")
         return None
 
     return check
@@ -137,11 +137,11 @@ def activity_check(max_negative_share: float = 0.05) -> Check:
         positive = float(values[values > 0].sum())
         negative = float(-values[values < 0].sum())
         if positive <= 0:
-            return "no positive activity (every voxel ≤ 0)"
+            return f"no activity: every voxel is ≤ 0 (highest {float(values.max()):.4g})"
         if negative > max_negative_share * positive:
-            return (f"the negative voxels hold {negative / positive:.0%} of the positive signal (at most "
-                    f"{max_negative_share:.0%} for reconstruction noise); activity cannot be negative — is it a "
-                    "normalized (e.g. z-scored) image of another modality?")
+            return (f"its negative voxels sum to {negative / positive:.0%} of its positive ones (reconstruction noise "
+                    f"gives at most {max_negative_share:.0%}), but activity is never negative; is it a normalized "
+                    "(e.g. z-scored) image of another modality?")
         return None
 
     return check

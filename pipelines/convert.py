@@ -1,6 +1,6 @@
 """Apache Beam pipeline: pairs CSV of DICOM/NIfTI volumes → sharded TFRecords + manifest.json.
 
-    python -m pipelines.convert --pairs pairs.csv --task pet_ct --out data/pet_ct [--image-size 256]
+    python -m pipelines.convert --pairs pairs.csv --task NAME|my_task.toml --out data/sct [--image-size 256]
         [--strict] [--salt SECRET] [--overwrite] [--runner DirectRunner] [--num-workers 2]
         [any other Beam pipeline option, e.g. --direct_running_mode=multi_threading]
 

@@ -10,8 +10,10 @@ or on any scheme Beam's FileSystems knows (gs://, s3://, ...); such inputs are s
 temporary copy, and such an output is complete once its manifest.json (written last) exists.
 
 Examples:
-  medgan-tf convert --pairs pairs.csv --task pet_ct --out data/pet_ct --spacing 2,2,3 --test-fraction 0.1
-  medgan-tf convert --pairs gs://bucket/pairs.csv --task pet_ct --out gs://bucket/pet_ct --runner DataflowRunner ...
+  medgan-tf convert --pairs pairs.csv --task NAME --out data/sct --spacing 2,2,3 --test-fraction 0.1
+  medgan-tf convert --pairs pairs.csv --task my_task.toml --out data/mine     # a task of your own
+  medgan-tf convert --pairs gs://bucket/pairs.csv --task NAME --out gs://bucket/sct --runner DataflowRunner ...
+(NAME: a task of `medgan-tf tasks`.)
 
 Rejected pairs are listed on stderr (with their paths) and in the manifest (by CSV line, without
 paths); the exit status is non-zero only when nothing converted or with --strict. One conversion

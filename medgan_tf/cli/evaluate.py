@@ -17,11 +17,11 @@ Two inputs:
                            pet           NRMSE, PSNR, SSIM (Bq/ml); SUVmean/SUVmax/activity % error
                                          per region of the labels column
                            paper         the paper's metrics per axial slice (0–255 scale)
-                         Default: synthrad2023 for pet_ct (CT targets), pet for pet_denoise, paper
-                         otherwise. Rows: model, input (where units allow) and the task's
-                         classical baselines (Gaussian and non-local means for denoising, fitted
-                         on the CSV's val rows; an intensity map for pet_ct, fitted on its train
-                         rows). Without a mask column or --mask-dir, a body mask is computed and
+                         Default: the task's (`medgan-tf tasks`): synthrad2023 for CT targets,
+                         pet for PET targets, paper otherwise. Rows: model, input (where units
+                         allow) and the task's classical baselines (Gaussian and non-local means
+                         when source and target are one modality, fitted on the CSV's val rows;
+                         otherwise an intensity map, fitted on its train rows). Without a mask column or --mask-dir, a body mask is computed and
                          the report says so. Writes metrics.json, per_patient.csv, metrics.md,
                          slices.png (three planes), histogram.png, bland_altman.png (pet regions).
                          A multi-source --model reads its extra sources from the columns
@@ -34,9 +34,9 @@ Two inputs:
 ...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output", "input" and the baselines).
 
 Examples:
-  medgan-tf evaluate --model savedmodels/pet_denoise --data data/pet_denoise --out reports/pd
-  medgan-tf evaluate --model savedmodels/pet_ct --pairs test.csv --protocol synthrad2023 --out reports/sct
-  medgan-tf evaluate --pairs other_tool.csv --task pet_ct --protocol synthrad2025 --json
+  medgan-tf evaluate --model savedmodels/denoise --data data/denoise --out reports/denoise
+  medgan-tf evaluate --model savedmodels/sct --pairs test.csv --protocol synthrad2023 --out reports/sct
+  medgan-tf evaluate --pairs other_tool.csv --task my_task.toml --protocol synthrad2025 --json
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ serve"), or auto (bfloat16 when the exporting machine has it natively: export
 on the machine you serve from). The choice is recorded in assets/precision.json.
 
 Examples:
-  medgan-tf export runs/pd                         # → savedmodels/pet_denoise/1
+  medgan-tf export runs/pd                         # → savedmodels/<the run's task>/1
   medgan-tf export runs/pd --out /models/medgan --version 7
   medgan-tf export runs/pd --precision bfloat16     # bfloat16 convolutions, float32 in and out
-  saved_model_cli show --dir savedmodels/pet_denoise/1 --all
-  docker run -p 8501:8501 -v $PWD/savedmodels/pet_denoise:/models/medgan \\
+  saved_model_cli show --dir /models/medgan/7 --all
+  docker run -p 8501:8501 -v /models/medgan:/models/medgan \\
       -e MODEL_NAME=medgan tensorflow/serving
 """
 

@@ -8,10 +8,10 @@ finished runs and continues interrupted ones from their checkpoints. Report file
 table.md, figure.png, results.json (and ublocks.png with a sweep).
 
 Examples:
-  medgan-tf reproduce --task pet_denoise --budget-steps 2000 --out reports/pd      # all 9 methods
-  medgan-tf reproduce --task pet_denoise --models pix2pix,medgan_1g --budget-steps 2 \\
+  medgan-tf reproduce --budget-steps 2000 --out reports/default   # all 9 methods, the default task
+  medgan-tf reproduce --models pix2pix,medgan_1g --budget-steps 2 \\
       --image-size 64 --base-filters 8 --out /tmp/smoke
-  medgan-tf reproduce --task pet_ct --data data/pet_ct --models pix2pix --ublocks-sweep 1,2,3,4,5,6,7
+  medgan-tf reproduce --task my_task.toml --data data/mine --models pix2pix --ublocks-sweep 1,2,3,4,5,6,7
 """
 
 from __future__ import annotations

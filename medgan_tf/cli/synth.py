@@ -1,7 +1,7 @@
-"""Write a built-in synthetic dataset: NIfTI volume pairs from anatomical phantoms (a head for
-mr_motion, a trunk for pet_ct and pet_denoise) with physically sensible simulation (PET Poisson
-counts at 100 % vs 25 % time reconstructed by FBP; MR rigid motion in k-space; PET and CT from one
-tissue map) and DIR/pairs.csv, ready for `medgan-tf convert --pairs DIR/pairs.csv`. Deterministic
+"""Write the built-in synthetic dataset of a task that has one (`medgan-tf tasks`): NIfTI volume
+pairs from anatomical phantoms (a head, a trunk or a pelvis) with physically sensible simulation (PET
+Poisson counts at 100 % vs 25 % time reconstructed by FBP; MR rigid motion in k-space; every
+modality of a patient from one tissue map) and DIR/pairs.csv, ready for `medgan-tf convert --pairs DIR/pairs.csv`. Deterministic
 per --seed. With --preview, also a PNG of the three orthogonal planes of each pair in
 DIR/preview/<patient>.png.
 """

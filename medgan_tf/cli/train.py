@@ -5,9 +5,10 @@ Without --data, the task's built-in synthetic dataset is made once (cached) thro
 conversion pipeline and used.
 
 Examples:
-  medgan-tf train --task pet_denoise --data data/pet_denoise --logdir runs/pd
-  medgan-tf train --task pet_denoise --epochs 1 --steps-per-epoch 2 --image-size 64 \\
-      --ublocks 1 --base-filters 8 --logdir runs/smoke
+  medgan-tf train --data data/sct --logdir runs/sct       # the task the data was converted for
+  medgan-tf train --task my_task.toml --data data/mine --logdir runs/mine
+  medgan-tf train --epochs 1 --steps-per-epoch 2 --image-size 64 \\
+      --ublocks 1 --base-filters 8 --logdir runs/smoke   # the default task on its built-in data
   medgan-tf train --resume runs/pd --epochs 300        # continue, with a longer schedule
   medgan-tf train --resume runs/pd --data data/pd-v2 --data-changed   # continue on other data, on purpose
   tensorboard --logdir runs/

@@ -25,12 +25,12 @@ empty extra source cell is reported with its line) is reported with its path and
 go on; the exit status is 1 when any failed.
 
 Examples:
-  medgan-tf translate --model savedmodels/pet_denoise --input low_dose.nii.gz --output denoised.nii.gz
-  medgan-tf translate --model savedmodels/pet_ct/3 --input dicom/PET_series/ --output pseudo_ct.nii.gz
-  medgan-tf translate --model savedmodels/pet_ct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
-  medgan-tf translate --model savedmodels/pet_ct --input dicom/PET_series/ --output dicom/synthetic_CT
-  medgan-tf translate --model savedmodels/pet_ct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
-  medgan-tf translate --model savedmodels/pet_ct/4 --inputs pairs_with_source_2.csv --output-dir out/
+  medgan-tf translate --model savedmodels/denoise --input low_dose.nii.gz --output denoised.nii.gz
+  medgan-tf translate --model savedmodels/sct/3 --input dicom/PET_series/ --output pseudo_ct.nii.gz
+  medgan-tf translate --model savedmodels/sct/4 --input pet.nii.gz --extra-input dixon.nii.gz --output ct.nii.gz
+  medgan-tf translate --model savedmodels/sct --input dicom/PET_series/ --output dicom/synthetic_CT
+  medgan-tf translate --model savedmodels/sct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
+  medgan-tf translate --model savedmodels/sct/4 --inputs pairs_with_source_2.csv --output-dir out/
 """
 
 from __future__ import annotations

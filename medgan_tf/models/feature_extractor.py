@@ -12,6 +12,7 @@ from medgan_tf.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+VGG_MINIMUM_SIZE = 32  # keras.applications.VGG19 refuses smaller inputs
 # Channel means of `keras.applications.vgg19.preprocess_input` ("caffe" mode), in BGR order.
 # A grayscale image tiled to 3 channels is its own BGR flip, so only the means matter.
 VGG_BGR_MEANS = (103.939, 116.779, 123.68)
@@ -48,6 +49,10 @@ def build_feature_extractor(
     "auto": "imagenet" when the weights are cached or downloadable, otherwise "none" with a
     warning that says how to get the real weights (so a first run on an offline machine works).
     """
+    if image_size < VGG_MINIMUM_SIZE:  # Keras' own error would blame the weights
+        raise UserError(f"image size {image_size}: the VGG-19 feature extractor of the style and content losses needs "
+                        f"slices of at least {VGG_MINIMUM_SIZE}²; use --image-size {VGG_MINIMUM_SIZE} or more, or a "
+                        "recipe without those losses (e.g. --model pix2pix)")
     if not layer_names:
         raise ValueError("layer_names must name at least one VGG-19 layer; received none")
     if weights == "auto":

@@ -3,8 +3,8 @@ of the target volume, side by side (`medgan-tf synth --preview`, and the README'
 
 Each plane is shown in the volume's own millimetres (the aspect follows the voxel spacing), in
 radiological display (patient's left on the right of an axial view, anterior at the top), with a
-window per modality: CT −450…550 HU (lungs and air black, fat, organs and bone apart), PET 0 to
-the 99th percentile (hot bladder and lesions saturate), MR 0 to the 99.5th.
+window per modality: CT (any modality in HU) −450…550 HU (lungs and air black, fat, organs and bone apart), PET 0 to
+the 99th percentile (hot bladder and lesions saturate), any other 0 to the 99.5th.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def _window(volume) -> tuple[float, float]:
-    if volume.modality == "CT":
+    from medgan_tf import modalities
+
+    entry = modalities.by_dicom(volume.modality)
+    if entry is not None and entry.hounsfield:  # CT and cone-beam CT (stored as CT)
         return -450.0, 550.0
     top = 99.0 if volume.modality == "PT" else 99.5  # PET: the bladder would take the whole grey scale
     return 0.0, float(np.percentile(volume.array, top)) or 1.0

@@ -22,8 +22,16 @@ import numpy as np
 
 from medgan_tf.registry import Registry
 
-UNITS = ("HU", "SUV", "Bq/ml", "a.u.")
+UNITS = ("HU", "SUV", "Bq/ml", "a.u.")  # and the unit of every modality of `medgan_tf.modalities` (`units()`)
 DEFAULT_OUTPUT_FORMAT = "nifti"  # the format key of outputs whose name does not choose one (`translate --inputs`)
+
+
+def units() -> tuple[str, ...]:
+    """The units a volume may be in: `UNITS` and each registered modality's own (a modality added
+    to the table brings its unit)."""
+    from medgan_tf import modalities
+
+    return UNITS + tuple(dict.fromkeys(m.unit for _, m in modalities.MODALITIES.items() if m.unit not in UNITS))
 
 
 class VolumeReadError(Exception):
@@ -65,7 +73,7 @@ class Volume:
     array:    float32 (I, J, K), values in `unit`.
     affine:   float64 4×4, voxel (i, j, k, 1) → RAS+ world mm.
     modality: DICOM modality code ("CT", "PT", "MR", ...) or "OT" when unknown.
-    unit:     "HU" | "SUV" | "Bq/ml" | "a.u.".
+    unit:     "HU" | "SUV" | "Bq/ml" | "a.u." | another modality's unit (`units()`).
     metadata: non-identifying facts only (source format, file count, SUV factor, ...).
     dicom_header: for a DICOM series, the first slice's pydicom Dataset (pixel data dropped) —
               the Patient, Study, Frame of Reference and PET modules a DICOM output copies; for a

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan_tf import modalities
 from medgan_tf.data.io import Volume, VolumeReadError, error_kind
 from medgan_tf.data.io.dicom_headers import LPS_TO_RAS, suv_factor
 
@@ -217,8 +218,9 @@ def _pixel_volume(folder: Path, images: list[tuple[Path, Any]], rows: int, colum
 
 def _physical_units(first: Any, modality: str, array: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, str]:
     """`array` in its physical unit (PET Bq/ml → SUV when possible) and that unit; notes SUV details in `metadata`."""
-    if modality == "CT":
-        return array, "HU"
+    entry = modalities.by_dicom(modality)
+    if entry is not None and entry.hounsfield:
+        return array, entry.unit
     if modality != "PT":
         return array, "a.u."
     units_tag = str(first.get("Units", "")).strip().upper()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from medgan_tf import files
-from medgan_tf.data.io import UNITS, Volume, VolumeReadError, affine_problem, error_kind
+from medgan_tf.data.io import Volume, VolumeReadError, affine_problem, error_kind, units
 
 SUFFIXES = (".nii", ".nii.gz")
 
@@ -82,7 +82,7 @@ def _read_nifti(path: Path, modality_hint: str | None) -> Volume:
     fields = _parse_descrip(image.header.get("descrip", b""))
     modality = fields.get("modality") or (modality_hint or "OT")
     unit = fields.get("unit") or _default_unit(modality)
-    if unit not in UNITS:
+    if unit not in units():
         unit = "a.u."
     return Volume(
         array=np.ascontiguousarray(array, dtype=np.float32),
@@ -106,7 +106,11 @@ def _parse_descrip(raw: Any) -> dict[str, str]:
 
 
 def _default_unit(modality: str) -> str:
-    # A NIfTI PET without our descrip could be SUV or Bq/ml: say "a.u." rather than guess.
-    return "HU" if modality == "CT" else "a.u."
+    # Only HU follows from the modality (the table's `hounsfield`); a NIfTI PET without our descrip
+    # could be SUV or Bq/ml: say "a.u." rather than guess.
+    from medgan_tf import modalities
+
+    entry = modalities.by_dicom(modality)
+    return entry.unit if entry is not None and entry.hounsfield else "a.u."
 
 
