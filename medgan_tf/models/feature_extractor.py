@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 # Channel means of `keras.applications.vgg19.preprocess_input` ("caffe" mode), in BGR order.
 # A grayscale image tiled to 3 channels is its own BGR flip, so only the means matter.
 VGG_BGR_MEANS = (103.939, 116.779, 123.68)
+VGG_MINIMUM_SIZE = 32  # keras.applications.VGG19(include_top=False) refuses smaller inputs
 VGG_WEIGHT_CHOICES = (
     "'auto' (ImageNet when obtainable, else random with a warning), 'imagenet' (downloaded once into "
     "~/.keras/models), a local .h5 path, or 'none'"
@@ -50,6 +51,11 @@ def build_feature_extractor(
     """
     if not layer_names:
         raise ValueError("layer_names must name at least one VGG-19 layer; received none")
+    if image_size < VGG_MINIMUM_SIZE:
+        raise UserError(f"the VGG-19 style and content losses need slices of at least {VGG_MINIMUM_SIZE}×"
+                        f"{VGG_MINIMUM_SIZE} (VGG-19 halves them five times); received image size {image_size}: use "
+                        f"--image-size {VGG_MINIMUM_SIZE} or more, or switch the losses off with --lambda-style 0 "
+                        "--lambda-content 0")
     if weights == "auto":
         try:
             return build_feature_extractor(layer_names, "imagenet", image_size)
