@@ -207,15 +207,28 @@ def task_from_dict(values: Mapping[str, Any]) -> Task:
                             f"received {dict(overrides) if isinstance(overrides, Mapping) else overrides!r}")
         if modality in modalities.MODALITIES and overrides:
             base = normalization(modality, share_source=side == "target" and source == target)
-            sides[key] = _checked_normalization(key, dataclasses.replace(base, **overrides))
-    return make(values["name"], source, target, spacing, size, extra_sources=tuple(map(str, extra)), protocol=protocol,
+            sides[key] = _checked_normalization(key, dataclasses.replace(base, **overrides), modality)
+    task = make(values["name"], source, target, spacing, size, extra_sources=tuple(map(str, extra)), protocol=protocol,
                 description=str(values.get("description", "")), reference=str(values.get("reference", "")), **sides)
+    norm = task.data.target_normalization
+    if norm.kind != "window" and not norm.share_source:
+        # A window fitted on each target volume: translation has no target to fit it on (`translate` would refuse).
+        raise UserError(f"target_normalization: kind {norm.kind!r} is fitted on each target volume, which a model "
+                        f"output does not have; expected kind = \"window\" with low and high in {task.target.unit}, "
+                        "or share_source = true (the output takes the source volume's window: same-modality tasks)")
+    return task
 
 
-def _checked_normalization(key: str, norm: NormalizationConfig) -> NormalizationConfig:
+def _checked_normalization(key: str, norm: NormalizationConfig, modality: str) -> NormalizationConfig:
     kinds = CHOICES["data.source_normalization.kind"]
     if norm.kind not in kinds:
         raise UserError(f"{key}.kind: expected one of {', '.join(kinds)}; received {norm.kind!r}")
+    expected = modalities.get(modality)
+    if (norm.unit == "HU") != expected.hounsfield:
+        # A table left from another modality (`tasks --show mr_ct` edited to an MR target keeps CT's HU window).
+        default = ", ".join(f"{k} = {_toml_value(v)}" for k, v in expected.normalization.items())
+        raise UserError(f"{key}.unit: {norm.unit!r} does not fit {modality} (values in {expected.unit}); edit the "
+                        f"table for {modality}, or delete it to take {modality}'s default ({default})")
     if norm.kind == "window" and not float(norm.high) > float(norm.low):
         raise UserError(f"{key}: expected high > low; received low {norm.low}, high {norm.high}")
     return norm

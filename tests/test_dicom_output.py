@@ -205,6 +205,10 @@ def test_quantize_keeps_every_value_within_half_a_step():
     stored, slope, intercept = quantize(values, signed=False, fixed_intercept=True)
     assert intercept == 0.0 and slope == pytest.approx(2.0, rel=1e-6) and stored.dtype == np.uint16
     assert np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
+    values = np.array([246.3, 300.0, 393.9])  # all well above 0 (an MR output): 16 bits of precision, not 1
+    stored, slope, intercept = quantize(values, signed=False, fixed_intercept=True)
+    assert intercept == 0.0 and slope == pytest.approx(393.9 / 65535, rel=1e-6) and stored.dtype == np.uint16
+    assert np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
     stored, slope, intercept = quantize(np.full(5, 7.25), signed=False)  # a constant
     assert np.all(stored * slope + intercept == 7.25)
     values = np.linspace(-5e5, 2e5, 7)  # free intercept: the whole int16 range

@@ -40,7 +40,7 @@ def test_subcommands_are_imported_explicitly():
     from medgan_tf import cli
 
     names = list(cli.subcommands())
-    assert names == ["synth", "convert", "summary", "train", "export", "translate", "evaluate", "demo", "reproduce",
+    assert names == ["tasks", "synth", "convert", "summary", "train", "export", "translate", "evaluate", "demo", "reproduce",
                      "bench"]
     source = (ROOT / "medgan_tf" / "cli" / "__init__.py").read_text()
     assert "importlib" not in source and "import_module" not in source

@@ -209,6 +209,10 @@ def test_feature_extractor_weight_errors(tmp_path):
         build_feature_extractor(["block1_conv1"], weights="vgg.bin", image_size=32)
     with pytest.raises(ValueError, match="unknown VGG-19 layers"):
         build_feature_extractor(["block9_conv1"], weights="none", image_size=32)
+    for weights in ("auto", "none"):  # a slice too small for VGG-19 is named as such, not as a weights problem
+        with pytest.raises(UserError, match=r"need slices of at least 32×32 .* received image size 16: use "
+                                            r"--image-size 32 or more, or switch the losses off with --lambda-style 0"):
+            build_feature_extractor(["block1_conv1"], weights=weights, image_size=16)
 
 
 def test_build_networks_skips_vgg_when_no_style_or_content():

@@ -49,12 +49,13 @@ def build_feature_extractor(
     "auto": "imagenet" when the weights are cached or downloadable, otherwise "none" with a
     warning that says how to get the real weights (so a first run on an offline machine works).
     """
-    if image_size < VGG_MINIMUM_SIZE:  # Keras' own error would blame the weights
-        raise UserError(f"image size {image_size}: the VGG-19 feature extractor of the style and content losses needs "
-                        f"slices of at least {VGG_MINIMUM_SIZE}²; use --image-size {VGG_MINIMUM_SIZE} or more, or a "
-                        "recipe without those losses (e.g. --model pix2pix)")
     if not layer_names:
         raise ValueError("layer_names must name at least one VGG-19 layer; received none")
+    if image_size < VGG_MINIMUM_SIZE:  # Keras' own error would blame the weights
+        raise UserError(f"the VGG-19 style and content losses need slices of at least {VGG_MINIMUM_SIZE}×"
+                        f"{VGG_MINIMUM_SIZE} (VGG-19 halves them five times); received image size {image_size}: use "
+                        f"--image-size {VGG_MINIMUM_SIZE} or more, or switch the losses off with --lambda-style 0 "
+                        "--lambda-content 0 (or a recipe without them, e.g. --model pix2pix)")
     if weights == "auto":
         try:
             return build_feature_extractor(layer_names, "imagenet", image_size)

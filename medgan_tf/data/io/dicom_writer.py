@@ -174,8 +174,8 @@ def quantize(values: np.ndarray, *, signed: bool, preferred_intercept: float = 0
     intercept = preferred_intercept
     if unit_slope and low - intercept >= info.min and high - intercept <= info.max:
         slope = 1.0
-    elif fixed_intercept:
-        slope = max(abs(low - intercept) / max(-info.min, 1), (high - intercept) / info.max, 1e-12)
+    elif fixed_intercept:  # only values below the intercept need the negative range (none for uint16)
+        slope = max(max(intercept - low, 0.0) / max(-info.min, 1), (high - intercept) / info.max, 1e-12)
     elif high == low:  # a constant: stored 0 everywhere
         slope, intercept = 1.0, low
     else:
