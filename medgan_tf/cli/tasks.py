@@ -10,7 +10,7 @@ spelled out); edit it (a new name, other modalities, grid or windows) and give t
 
 Examples:
   medgan-tf tasks
-  medgan-tf tasks --show mr_ct > my_task.toml       # edit name, source, target, spacing_mm, …
+  medgan-tf tasks --show NAME > my_task.toml        # a listed task; edit name, source, target, spacing_mm, …
   medgan-tf tasks --show my_task.toml               # check it: the task as medgan-tf reads it
   medgan-tf convert --pairs pairs.csv --task my_task.toml --out data/my_task
 """
