@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from medgan_tf.config import DataConfig, NormalizationConfig
-from medgan_tf.data import context, geometry, normalization
+from medgan_tf.data import context, geometry, io, normalization
 from medgan_tf.data.io import Volume
 from medgan_tf.data.rejections import PairRejected
 
@@ -165,16 +165,17 @@ def _extra_sources(volumes: Sequence[Volume], data: DataConfig, grid: tuple, kee
 
 
 def restore(prepared: Prepared, outputs: np.ndarray, modality: str, metadata: Mapping[str, Any] | None = None) -> Volume:
-    """Model outputs (H, W, K) in [-1, 1] on `prepared`'s grid → a Volume of `modality` in the unit
-    of `prepared.target_params` (`normalization.denormalize`), on the source's own grid (shape and
-    affine)."""
+    """Model outputs (H, W, K) in [-1, 1] on `prepared`'s grid → a Volume of `modality` (a key of
+    the modality table or a DICOM code; the Volume carries the DICOM code, e.g. "CT" for "CBCT") in
+    the unit of `prepared.target_params` (`normalization.denormalize`), on the source's own grid
+    (shape and affine)."""
     target_params = prepared.target_params
     physical = normalization.denormalize(np.asarray(outputs), target_params).astype(np.float32)
     source = prepared.source
     return Volume(
         array=geometry.from_model_grid(physical, prepared.grid_affine, source),
         affine=np.asarray(source.affine, dtype=np.float64).copy(),
-        modality=modality,
+        modality=io.dicom_code(modality),
         unit=str(target_params["unit"]),
         metadata=dict(metadata or {}),
     )

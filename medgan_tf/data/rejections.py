@@ -35,7 +35,7 @@ def read_pair_volume(side: str, path: str, modality: str) -> Any:
         raise PairRejected(f"{side}: empty path")
     expected = modalities.get(modality)
     try:
-        volume = read_volume(path, modality_hint=expected.dicom)
+        volume = read_volume(path, modality_hint=modality)
     except VolumeReadError as error:
         raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
     if not expected.accepts(volume.modality):

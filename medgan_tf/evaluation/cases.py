@@ -139,7 +139,7 @@ def read(path: Path, what: str, patient_id: str, modality: str | None = None, *,
 
     expected = modalities.get(modality) if modality is not None else None
     try:
-        volume = read_volume(path, modality_hint=expected.dicom if expected is not None else None)
+        volume = read_volume(path, modality_hint=modality)
     except VolumeReadError as error:
         raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
     if expected is not None:

@@ -148,7 +148,7 @@ def translate_volume(
         progress=progress,
     )
     metadata = {"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"}
-    output = restore(prepared, outputs, modalities.get(data.target_modality).dicom, metadata)
+    output = restore(prepared, outputs, data.target_modality, metadata)
     return Translation(output, prepared.source_params, prepared.target_params, prepared.grid_shape,
                        prepared.grid_affine, tiles_per_slice)
 
@@ -196,8 +196,8 @@ def translate_file(
     progress = None if quiet else _progress_bar("tile")
     volume_format = io.output_format(output_path, output_format)
     data = model.config.data
-    volume = io.read_input("input", input_path, modalities.get(data.source_modality).dicom)
-    hints = [modalities.get(key).dicom for key in data.extra_source_modalities] + ["OT"] * len(extra_inputs)
+    volume = io.read_input("input", input_path, data.source_modality)
+    hints = data.extra_source_modalities + ("OT",) * len(extra_inputs)
     extra_volumes = [io.read_input("extra input", path, hint) for path, hint in zip(extra_inputs, hints)]
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes)

@@ -167,11 +167,20 @@ def format_for(path: str | Path) -> VolumeFormat:
     raise VolumeReadError(path, f"no volume format reads this path (known: {names})")
 
 
+def dicom_code(modality: str) -> str:
+    """The DICOM Modality code of `modality`: a key of the modality table gives its `dicom`
+    ("CBCT" → "CT"); anything else is taken as a code already."""
+    from medgan_tf import modalities
+
+    return modalities.MODALITIES.get(modality).dicom if modality in modalities.MODALITIES else modality
+
+
 def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
     """Read a NIfTI file (.nii / .nii.gz) or a DICOM series folder.
 
-    `modality_hint` ("CT", "PT", "MR") fills in modality and unit for NIfTI files, whose header
-    has no standard field for them (files written by `write_nifti` carry both in `descrip`).
+    `modality_hint` (a DICOM Modality code, or a key of `medgan_tf.modalities`: "CBCT" reads as
+    "CT") fills in modality and unit for NIfTI files, whose header has no standard field for them
+    (files written by `write_nifti` carry both in `descrip`).
     Raises VolumeReadError for a missing path, unreadable or truncated data, a non-image DICOM,
     inconsistent series geometry, NaN/inf voxels, a singular or non-finite affine or a volume that
     is not 3-D; also for any other error of a reader (reason: the format and the error's type).
@@ -179,6 +188,7 @@ def read_volume(path: str | Path, modality_hint: str | None = None) -> Volume:
     path = Path(path)
     if not path.exists():
         raise VolumeReadError(path, "path does not exist")
+    modality_hint = dicom_code(modality_hint) if modality_hint is not None else None
     volume_format = format_for(path)
     try:
         volume = volume_format.read(path, modality_hint)
