@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench docs-images clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/medgan-tf bench
+
+# The README's phantom figure: source and target of every built-in task, three planes each.
+docs-images: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "from medgan_tf.workflows.previews import write_overview; write_overview()"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

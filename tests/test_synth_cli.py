@@ -55,3 +55,25 @@ def test_synth_preview_writes_one_png_of_three_planes_per_pair(tmp_path):
         assert pixels.shape[1] > 2 * pixels.shape[0]  # one row of six panels
         assert pixels[..., :3].std() > 0.05  # not a blank canvas
     assert not list((tmp_path / "preview").glob(".*partial"))
+
+
+def test_overview_draws_one_row_per_task_with_its_own_window(tmp_path, monkeypatch):
+    """`make docs-images` (the README's phantom figure), on two tasks."""
+    from matplotlib import image
+
+    from medgan_tf.workflows import previews
+
+    drawn = {}
+    render = previews.render_pairs
+
+    def spy(rows, path, **options):
+        drawn.update(labels=[row[0] for row in rows], **options)
+        return render(rows, path, **options)
+
+    monkeypatch.setattr(previews, "render_pairs", spy)
+    path = previews.write_overview(["mr_motion", "ct_denoise"], tmp_path / "phantoms.png")
+    assert drawn["labels"] == ["mr_motion", "ct_denoise (-160…240 HU)"]
+    assert drawn["windows"] == {"ct_denoise (-160…240 HU)": (-160.0, 240.0)}
+    pixels = image.imread(path)
+    assert 0.3 < pixels.shape[0] / pixels.shape[1] < 0.5  # two rows of six panels (one: ≈ 0.19)
+    assert pixels[..., :3].std() > 0.05

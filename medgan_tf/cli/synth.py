@@ -1,7 +1,8 @@
 """Write the built-in synthetic dataset of a task that has one (`medgan-tf tasks`): NIfTI volume
 pairs from anatomical phantoms (a head, a trunk or a pelvis) with physically sensible simulation (PET
-Poisson counts at 100 % vs 25 % time reconstructed by FBP; MR rigid motion in k-space; every
-modality of a patient from one tissue map) and DIR/pairs.csv, ready for `medgan-tf convert --pairs DIR/pairs.csv`. Deterministic
+Poisson counts at 100 % vs 25 % time reconstructed by FBP; MR rigid motion in k-space; CT photon
+counts at full vs quarter dose, CBCT with scatter, fewer photons and a truncated field of view;
+every modality of a patient from one tissue map) and DIR/pairs.csv, ready for `medgan-tf convert --pairs DIR/pairs.csv`. Deterministic
 per --seed. With --preview, also a PNG of the three orthogonal planes of each pair in
 DIR/preview/<patient>.png.
 """

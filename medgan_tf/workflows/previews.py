@@ -5,6 +5,8 @@ Each plane is shown in the volume's own millimetres (the aspect follows the voxe
 radiological display (patient's left on the right of an axial view, anterior at the top), with a
 window per modality: CT (any modality in HU) −450…550 HU (lungs and air black, fat, organs and bone apart), PET 0 to
 the 99th percentile (hot bladder and lesions saturate), any other 0 to the 99.5th.
+
+`write_overview` draws the README's figure of every built-in phantom (`make docs-images`).
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def _plane(volume, plane: str) -> tuple[np.ndarray, float]:
     return np.flipud(array[i, :, :].T), spacing[2] / spacing[1]  # sagittal: columns anterior ... posterior flipped
 
 
-def _draw_row(axes, label: str, source, target) -> None:
+def _draw_row(axes, label: str, source, target, window: tuple[float, float] | None = None) -> None:
     for column, (name, volume) in enumerate((("source", source), ("target", target))):
-        low, high = _window(volume)
+        low, high = window or _window(volume)
         for offset, plane in enumerate(PLANES):
             ax = axes[column * 3 + offset]
             image, aspect = _plane(volume, plane)
@@ -54,9 +56,11 @@ def _draw_row(axes, label: str, source, target) -> None:
     axes[0].set_ylabel(label, fontsize=8)
 
 
-def render_pairs(rows: list[tuple[str, object, object]], path: str | Path, dpi: int = 90) -> Path:
+def render_pairs(rows: list[tuple[str, object, object]], path: str | Path, dpi: int = 90,
+                 windows: dict[str, tuple[float, float]] | None = None) -> Path:
     """A PNG at `path`: one row per (label, source Volume, target Volume), six panels each
-    (source and target × axial, coronal, sagittal). Written atomically."""
+    (source and target × axial, coronal, sagittal). `windows`: a grey-scale window (low, high)
+    for the rows of some labels instead of the modality's. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +71,7 @@ def render_pairs(rows: list[tuple[str, object, object]], path: str | Path, dpi: 
     figure, axes = pyplot.subplots(len(rows), 6, figsize=(12, 2.3 * len(rows)), squeeze=False)
     try:
         for row_axes, (label, source, target) in zip(axes, rows):
-            _draw_row(row_axes, label, source, target)
+            _draw_row(row_axes, label, source, target, (windows or {}).get(label))
         figure.tight_layout()
         save_figure_atomic(figure, path, dpi)
     finally:
@@ -91,3 +95,29 @@ def write_previews(pairs_csv: str | Path, out_dir: str | Path | None = None) -> 
         written.append(render_pairs([(row["patient_id"], source, target)], out / f"{row['patient_id']}.png"))
         log.info("preview %d/%d: %s", number, len(rows), written[-1])
     return written
+
+
+# The overview's own windows: quarter- vs full-dose noise (≈ 20 vs 10 HU) only shows in the
+# abdominal soft-tissue window (W400/L40), not in the preview's −450…550 HU.
+OVERVIEW_WINDOWS = {"ct_denoise": (-160.0, 240.0)}
+
+
+def write_overview(tasks: list[str] | None = None, path: str | Path = "docs/images/phantoms.png", seed: int = 0,
+                   dpi: int = 72) -> Path:
+    """The README's phantom figure: one row per task with built-in data (default: all of them, in
+    `synthetic.GENERATORS` order), its first synthetic patient of `seed` at the phantom's default
+    size (a 256 mm head, a 400 mm trunk), drawn as by `render_pairs`; rows of `OVERVIEW_WINDOWS`
+    in their own window, named in the row label. Regenerate with `make docs-images`."""
+    from medgan_tf.data.synthetic import GENERATORS, patient_rng, synthesize_pair
+
+    rows, windows = [], {}
+    for task in tasks or list(GENERATORS):
+        source, target, _ = synthesize_pair(task, patient_rng(task, seed, 0))
+        label = task
+        if task in OVERVIEW_WINDOWS:
+            low, high = OVERVIEW_WINDOWS[task]
+            label = f"{task} ({low:g}…{high:g} HU)"
+            windows[label] = (low, high)
+        rows.append((label, source, target))
+        log.info("overview: %s", task)
+    return render_pairs(rows, path, dpi=dpi, windows=windows)
