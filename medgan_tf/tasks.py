@@ -270,6 +270,7 @@ TASKS.add("mr_motion", make(
     reference="MedGAN §3.1: T1 SE at 1 mm isotropic, 256² slices"))
 TASKS.add("pet_denoise", make(
     "pet_denoise", "PT", "PT", (2.8, 2.8, 2.0), 256, phantom="pet_denoise",
+    demo={"context_slices": 1},  # the phantom's own 64² × 2.8 mm grid; 2.5D with one neighbour per side
     description="25 %-time PET → full-time PET (denoising; the paper's task 3)",
     reference="MedGAN §3.1: the scanner's native 2.8×2.8×2 mm voxels"))
 
