@@ -287,7 +287,7 @@ TASKS.add("mr_ct", make(
 TASKS.add("cbct_ct", make(
     "cbct_ct", "CBCT", "CT", (1.0, 1.0, 2.5), 512,
     source_normalization=normalization("CBCT", low=-1024.0, high=3000.0), target_normalization=SYNTHRAD_CT,
-    phantom="cbct_ct", demo={"spacing_mm": (6.25, 6.25, 3.0)},  # 64² × 6.25 mm: the phantom's 400 mm pelvis, 3 mm slices
+    phantom="cbct_ct", demo={"spacing_mm": (6.25, 6.25, 3.0), "steps": 500},  # 64² × 6.25 mm: the phantom's 400 mm pelvis
     description="cone-beam CT → CT (adaptive radiotherapy; SynthRAD Task 2, pelvis)",
     reference="SynthRAD2023 dataset (Thummerer et al., Med. Phys. 2023): pelvis at 1×1×2.5 mm (512² covers a "
               "pelvis); CT scored in [−1024, 3000] HU (SynthRAD2023 image_metrics.py)"))
