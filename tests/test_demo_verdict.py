@@ -29,22 +29,26 @@ def _task(same_unit: bool) -> str:
                 and not task.denoising)
 
 
-def test_passed_needs_the_input_and_every_baseline_beaten_on_ssim_and_psnr(tmp_path):
+def test_wins_needs_the_input_and_every_baseline_beaten_and_passing_the_input(tmp_path):
     task = _task(same_unit=True)
     won = _verdict(tmp_path, task, _summary((0.9, 40.0), (0.5, 30.0), intensity_map=(0.8, 35.0)))
-    assert won["passed"] and won["failed"] == [] and won["input_comparable"]
+    assert won["wins"] and won["passed"] and won["failed"] == [] and won["input_comparable"]
     lost = _verdict(tmp_path, task, _summary((0.9, 40.0), (0.5, 30.0), intensity_map=(0.8, 41.0)))
-    assert not lost["passed"] and lost["failed"] == ["the classical baseline intensity_map on PSNR"]
+    assert not lost["wins"] and lost["failed"] == ["the classical baseline intensity_map on PSNR"]
+    assert lost["passed"]  # the input is beaten: the command exits 0 and says it does not win yet
     assert json.loads((tmp_path / "demo.json").read_text())["failed"] == lost["failed"]
-    assert "**Failed**" in (tmp_path / "README.md").read_text()
+    assert "**Passed, does not win yet**" in (tmp_path / "README.md").read_text()
     below_input = _verdict(tmp_path, task, _summary((0.4, 40.0), (0.5, 30.0), intensity_map=(0.3, 35.0)))
-    assert below_input["failed"] == ["the untouched input on SSIM"]
+    assert below_input["failed"] == ["the untouched input on SSIM"] and not below_input["passed"]
+    assert "**Failed**" in (tmp_path / "README.md").read_text()
 
 
 def test_an_input_of_another_unit_does_not_decide_the_verdict(tmp_path):
     task = _task(same_unit=False)
     verdict = _verdict(tmp_path, task, _summary((0.7, 25.0), (0.9, 45.0), intensity_map=(0.6, 24.0)))
-    assert verdict["passed"] and verdict["beats_input"] is None and not verdict["input_comparable"]
+    assert verdict["passed"] and verdict["wins"] and verdict["beats_input"] is None and not verdict["input_comparable"]
+    behind = _verdict(tmp_path, task, _summary((0.7, 25.0), (0.9, 45.0), intensity_map=(0.8, 24.0)))
+    assert not behind["passed"]  # no comparable input: the baselines decide
     assert "not comparable" in (tmp_path / "README.md").read_text()
 
 
