@@ -22,7 +22,10 @@ def test_demo_writes_every_artifact_and_its_verdict_decides_the_exit_status(tmp_
     model_ssim, input_ssim = summary["output"]["ssim"]["mean"], summary["input"]["ssim"]["mean"]
     assert verdict["model_metrics"]["ssim"] == model_ssim and verdict["input_metrics"]["ssim"] == input_ssim
     model_psnr, input_psnr = summary["output"]["psnr"]["mean"], summary["input"]["psnr"]["mean"]
+    beats_baselines = all(verdict["model_metrics"][k] > summary[name][k]["mean"]
+                          for name in verdict["beats_baselines"] for k in ("ssim", "psnr"))
     assert verdict["passed"] == (model_ssim > input_ssim and model_psnr > input_psnr)
+    assert verdict["wins"] == (verdict["passed"] and beats_baselines)
     # The classical baselines of denoising are rows of the table and of the verdict.
     assert {"gaussian", "nlm"} <= set(summary) and set(verdict["beats_baselines"]) == {"gaussian", "nlm"}
     assert verdict["baseline_metrics"]["gaussian"]["ssim"] == summary["gaussian"]["ssim"]["mean"]
@@ -30,10 +33,10 @@ def test_demo_writes_every_artifact_and_its_verdict_decides_the_exit_status(tmp_
     test_keys = {v["patient_key"] for v in manifest["volumes"] if v.get("split") == "test"}
     assert len(test_keys) == 2 and all(s["patient_key"] in test_keys for s in json.loads(
         (out / "report" / "metrics.json").read_text())["slices"])
-    # Two iterations of Algorithm 1 cannot denoise: the demo must say so and fail.
-    assert not verdict["passed"] and status == 1
+    # Two iterations of Algorithm 1 cannot denoise: the demo must say so, naming what it lost, and fail.
+    assert not verdict["passed"] and status == 1 and "the untouched input on PSNR" in verdict["failed"]
     captured = capsys.readouterr()
-    assert "did not beat the untouched input on both SSIM and PSNR" in captured.err
+    assert "error: the demo model did not beat the untouched input on" in captured.err
     assert (out / "volumes" / "pairs.csv").is_file()
     assert (out / "dataset" / "manifest.json").is_file()
     assert json.loads((out / "run" / "summary.json").read_text())["generator_updates"] == 6

@@ -1,9 +1,12 @@
 """Run the whole product on built-in synthetic data and write a report folder.
 
-synth → convert (Apache Beam) → train a small MedGAN-1G preset → export a TF Serving SavedModel
-→ translate one held-out volume → evaluate on the validation split (model vs untouched input).
-About 5–10 minutes on two CPU cores. Open OUT/README.md afterwards. The exit status is 1 when the
-trained model does not beat the untouched input on SSIM (the report is written either way).
+synth → convert (Apache Beam) → train the task's small demo preset (`Task.demo` over
+`workflows.demo.DEMO_PRESET`) → export a TF Serving SavedModel → translate one held-out volume →
+evaluate on the held-out test patients against the untouched input and the task's classical
+baselines. A few minutes on two CPU cores. Open OUT/README.md afterwards. The exit status is 1,
+with a message naming each comparison lost, unless the model beats the untouched input (where
+source and target share a unit) and every classical baseline on both SSIM and PSNR (the report
+is written either way).
 """
 
 from __future__ import annotations
@@ -25,34 +28,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=tasks.DEFAULT_TASK, metavar="NAME",
                         help=tasks.flag_help(tasks.DEFAULT_TASK, phantom_only=True, what="a task with built-in data"))
     parser.add_argument("--out", type=Path, help="report folder (default reports/demo-<task>; replaced if present)")
-    parser.add_argument("--steps", type=int, help="training iterations (default 200; fewer for a quick look)")
+    parser.add_argument("--steps", type=int, help="training iterations (default: the task's demo preset; fewer for a quick look)")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan_tf.workflows.demo import DEMO_PRESET, run_demo
+    from medgan_tf.workflows.demo import demo_preset, run_demo
     from medgan_tf.errors import UserError
 
-    preset = DEMO_PRESET
+    task = tasks.get(args.task)
+    if task.phantom is None:
+        raise UserError(f"task {task.name!r} has no built-in synthetic data; the demo runs "
+                        f"{', '.join(name for name, t in tasks.TASKS.items() if t.phantom)}")
+    preset = demo_preset(task)
     if args.steps is not None:
         if args.steps < 1:
             raise UserError(f"--steps must be at least 1, got {args.steps}")
-        preset = dataclasses.replace(preset, steps=args.steps)
-    out = args.out or Path("reports") / f"demo-{args.task}"
-    verdict = run_demo(args.task, out, preset, quiet=args.quiet)
+        every = preset.validate_every_steps
+        preset = dataclasses.replace(preset, steps=args.steps,
+                                     validate_every_steps=every if every is None or every <= args.steps else None)
+    out = args.out or Path("reports") / f"demo-{task.name}"
+    verdict = run_demo(task.name, out, preset, quiet=args.quiet)
     model, given = verdict["model_metrics"], verdict["input_metrics"]
     print("\nheld-out test patients, mean over slices (0–255 scale):")
     print(f"  {'':14} {'SSIM':>8} {'PSNR':>8}")
     rows = {"model": model, "input": given, **verdict["baseline_metrics"]}
     for name, values in rows.items():
-        print(f"  {name:14} {values['ssim']:8.4f} {values['psnr']:8.2f}")
+        note = "  (not comparable: source and target differ in unit)" if name == "input" and not verdict["input_comparable"] else ""
+        print(f"  {name:14} {values['ssim']:8.4f} {values['psnr']:8.2f}{note}")
     beats = verdict["beats_input"]
-    print(f"model beats the untouched input: SSIM {'yes' if beats['ssim'] else 'NO'}, PSNR {'yes' if beats['psnr'] else 'NO'}")
+    if beats is not None:
+        print(f"model beats the untouched input: SSIM {'yes' if beats['ssim'] else 'NO'}, "
+              f"PSNR {'yes' if beats['psnr'] else 'NO'}")
     for name, against in verdict["beats_baselines"].items():
-        print(f"model beats the classical baseline {name}: SSIM {'yes' if against['ssim'] else 'no'}, "
-              f"PSNR {'yes' if against['psnr'] else 'no'}")
+        print(f"model beats the classical baseline {name}: SSIM {'yes' if against['ssim'] else 'NO'}, "
+              f"PSNR {'yes' if against['psnr'] else 'NO'}")
     print(f"report: {out / 'README.md'}")
     if not verdict["passed"]:
-        print("error: the demo model did not beat the untouched input on both SSIM and PSNR", file=sys.stderr)
+        print("error: the demo model did not beat " + "; ".join(verdict["failed"]), file=sys.stderr)
         return 1
+    if not verdict["wins"]:
+        print("note: the demo model does not win yet: it did not beat " + "; ".join(verdict["failed"]), file=sys.stderr)
     return 0
