@@ -97,27 +97,30 @@ def write_previews(pairs_csv: str | Path, out_dir: str | Path | None = None) -> 
     return written
 
 
-# The overview's own windows: quarter- vs full-dose noise (≈ 20 vs 10 HU) only shows in the
-# abdominal soft-tissue window (W400/L40), not in the preview's −450…550 HU.
-OVERVIEW_WINDOWS = {"ct_denoise": (-160.0, 240.0)}
+# The overview's window for CT denoising (one HU modality on both sides): quarter- vs full-dose
+# noise (≈ 20 vs 10 HU) only shows in the abdominal soft-tissue window (W400/L40), not in the
+# preview's −450…550 HU.
+SOFT_TISSUE_WINDOW = (-160.0, 240.0)
 
 
-def write_overview(tasks: list[str] | None = None, path: str | Path = "docs/images/phantoms.png", seed: int = 0,
+def write_overview(names: list[str] | None = None, path: str | Path = "docs/images/phantoms.png", seed: int = 0,
                    dpi: int = 72) -> Path:
     """The README's phantom figure: one row per task with built-in data (default: all of them, in
-    `synthetic.GENERATORS` order), its first synthetic patient of `seed` at the phantom's default
-    size (a 256 mm head, a 400 mm trunk), drawn as by `render_pairs`; rows of `OVERVIEW_WINDOWS`
-    in their own window, named in the row label. Regenerate with `make docs-images`."""
-    from medgan_tf.data.synthetic import GENERATORS, patient_rng, synthesize_pair
+    registry order), its first synthetic patient of `seed` at the phantom's default size (a 256 mm
+    head, a 400 mm trunk), drawn as by `render_pairs`; CT denoising rows in `SOFT_TISSUE_WINDOW`,
+    named in the row label. Regenerate with `make docs-images`."""
+    from medgan_tf import tasks
+    from medgan_tf.data.synthetic import patient_rng, synthesize_pair
 
     rows, windows = [], {}
-    for task in tasks or list(GENERATORS):
-        source, target, _ = synthesize_pair(task, patient_rng(task, seed, 0))
-        label = task
-        if task in OVERVIEW_WINDOWS:
-            low, high = OVERVIEW_WINDOWS[task]
-            label = f"{task} ({low:g}…{high:g} HU)"
+    for name in names or [name for name, task in tasks.TASKS.items() if task.phantom]:
+        task = tasks.get(name)
+        source, target, _ = synthesize_pair(task.phantom, patient_rng(task.phantom, seed, 0))
+        label = name
+        if task.denoising and task.target.hounsfield:
+            low, high = SOFT_TISSUE_WINDOW
+            label = f"{name} ({low:g}…{high:g} HU)"
             windows[label] = (low, high)
         rows.append((label, source, target))
-        log.info("overview: %s", task)
+        log.info("overview: %s", name)
     return render_pairs(rows, path, dpi=dpi, windows=windows)
