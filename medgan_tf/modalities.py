@@ -66,12 +66,16 @@ class Modality:
         may be this modality."""
         return dicom_modality in ("OT", self.dicom, self.key)
 
-    def check_volume(self, volume: Any, what: str) -> None:
-        """UserError when `volume` (a `medgan_tf.data.io.Volume`) cannot be this modality: another
-        DICOM Modality, or values that fail the plausibility check."""
+    def check_modality(self, volume: Any, what: str) -> None:
+        """UserError when `volume` (a `medgan_tf.data.io.Volume`) was read as another DICOM Modality."""
         if not self.accepts(volume.modality):
-            code = volume.modality if re.fullmatch(r"[A-Z0-9_]{1,16}", str(volume.modality)) else "(not a modality code)"
-            raise UserError(f"{what} has modality {code}; expected {self.key} (DICOM Modality {self.dicom})")
+            raise UserError(f"{what} has modality {shown_code(volume.modality)}; expected {self.key} "
+                            f"(DICOM Modality {self.dicom})")
+
+    def check_volume(self, volume: Any, what: str) -> None:
+        """UserError when `volume` cannot be this modality: another DICOM Modality, or values that
+        fail the plausibility check."""
+        self.check_modality(volume, what)
         self.plausible(volume.array, what)
 
     def plausible(self, values: np.ndarray, what: str) -> None:
@@ -89,6 +93,12 @@ def get(key: str) -> Modality:
     if key not in MODALITIES:
         raise UserError(f"unknown modality {key!r}; expected one of {', '.join(MODALITIES.names())}")
     return MODALITIES.get(key)
+
+
+def shown_code(code: Any) -> str:
+    """A modality code as read from a header, if it looks like one (never free text: a shifted
+    header field may hold a name)."""
+    return str(code) if re.fullmatch(r"[A-Z0-9_]{1,16}", str(code)) else "(not a modality code)"
 
 
 def by_dicom(code: str) -> Modality | None:

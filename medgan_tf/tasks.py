@@ -121,7 +121,7 @@ def get(spec: str | Path | Task) -> Task:
     if isinstance(spec, Task):
         return spec
     text = str(spec)
-    if text.endswith(".toml") or Path(text).is_file():
+    if text.endswith(".toml") or (text not in TASKS and Path(text).is_file()):
         return task_from_toml(text)
     if text not in TASKS:
         raise UserError(f"unknown task {text!r}; expected one of {', '.join(TASKS.names())}, or a TOML file of your "
@@ -129,10 +129,15 @@ def get(spec: str | Path | Task) -> Task:
     return TASKS.get(text)
 
 
+def with_builtin_data() -> list[str]:
+    """Names of the registered tasks that have a phantom (built-in synthetic data)."""
+    return [name for name, task in TASKS.items() if task.phantom]
+
+
 def flag_help(default: str | None = None, phantom_only: bool = False, what: str = "the task") -> str:
     """The help text of a `--task` flag: the registered names (those with built-in data when
     `phantom_only`) or a TOML file, and the default."""
-    names = [name for name, task in TASKS.items() if task.phantom or not phantom_only]
+    names = with_builtin_data() if phantom_only else TASKS.names()
     text = f"{what}: one of {', '.join(names)} (`medgan-tf tasks`)"
     text += "" if phantom_only else ", or a TOML file of your own (`medgan-tf tasks --show NAME` prints one)"
     return text + (f"; default {default}" if default else "")

@@ -4,7 +4,6 @@ one way a volume of a pair (source, target, source_2, …) is read."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 
@@ -16,11 +15,6 @@ class PairRejected(Exception):
         self.reason = reason
         self.detail = detail or reason
         super().__init__(reason)
-
-
-def modality_code(modality: str) -> str:
-    """A modality code as read from a header, if it looks like one (never free text)."""
-    return modality if re.fullmatch(r"[A-Z0-9_]{1,16}", modality) else "(not a modality code)"
 
 
 def read_pair_volume(side: str, path: str, modality: str) -> Any:
@@ -39,7 +33,7 @@ def read_pair_volume(side: str, path: str, modality: str) -> Any:
     except VolumeReadError as error:
         raise PairRejected(f"{side}: {error.reason}", f"{side}: {error.detail}") from None
     if not expected.accepts(volume.modality):
-        raise PairRejected(f"{side}: modality {modality_code(volume.modality)}; the conversion expects {modality}")
+        raise PairRejected(f"{side}: modality {modalities.shown_code(volume.modality)}; the conversion expects {modality}")
     try:
         expected.plausible(volume.array, side)
     except UserError as error:

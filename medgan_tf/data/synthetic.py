@@ -51,7 +51,7 @@ from medgan_tf.data.phantoms.tissues import (  # noqa: F401  (re-exported: the t
 )
 
 __all__ = [
-    "GENERATORS", "BodyPhantom", "HeadPhantom", "axial_affine", "bias_field", "body_maps", "filtered_back_projection",
+    "GENERATORS", "BodyPhantom", "HeadPhantom", "axial_affine", "phantom_of", "bias_field", "body_maps", "filtered_back_projection",
     "forward_project", "grid_world", "head_labels", "head_maps", "kspace_motion", "motion_schedule", "patient_rng",
     "random_body", "random_head", "rigid_motion", "simulate_pet_acquisitions", "synthesize_pair",
     "write_synthetic_dataset", "write_task_pairs",
@@ -203,9 +203,16 @@ def write_task_pairs(task: "str | tasks.Task", out_dir: str | Path, image_size: 
     the task's spacing) under `out_dir`; returns the pairs CSV. A UserError for a task without a
     phantom (a task of your own: convert your own pairs)."""
     task = tasks.get(task)
+    field_of_view = image_size * task.data.spacing_mm[0]
+    return write_synthetic_dataset(phantom_of(task), out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
+
+
+def phantom_of(task: "str | tasks.Task") -> str:
+    """The phantom (a key of `GENERATORS`) of `task`; a UserError for a task without one (a task
+    of your own: convert your own pairs)."""
+    task = tasks.get(task)
     if task.phantom is None or task.phantom not in GENERATORS:
         raise UserError(f"task {task.name!r} has no built-in synthetic data (tasks with a phantom: "
-                        f"{', '.join(name for name, t in tasks.TASKS.items() if t.phantom)}); convert your own "
-                        "pairs with `medgan-tf convert --pairs CSV --task ...`")
-    field_of_view = image_size * task.data.spacing_mm[0]
-    return write_synthetic_dataset(task.phantom, out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
+                        f"{', '.join(tasks.with_builtin_data())}); convert your own pairs with "
+                        "`medgan-tf convert --pairs CSV --task ...`")
+    return task.phantom

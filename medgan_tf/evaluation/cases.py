@@ -144,8 +144,8 @@ def read(path: Path, what: str, patient_id: str, modality: str | None = None, *,
         raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
     if expected is not None:
         try:
-            if not expected.accepts(volume.modality) or plausible:
-                expected.check_volume(volume, f"the {what} volume")
+            check = expected.check_volume if plausible else expected.check_modality
+            check(volume, f"the {what} volume")
         except UserError as error:
             raise UserError(f"patient {patient_id}: {error}") from None
     return volume

@@ -111,7 +111,7 @@ def run_demo(task: str, out: Path, preset: DemoPreset | None = None, *, quiet: b
     `preset` defaults to the task's (`demo_preset`); `runtime` (from
     `medgan_tf.training.runtime.setup`) to the automatic settings."""
     from medgan_tf import tasks
-    from medgan_tf.data.synthetic import write_task_pairs
+    from medgan_tf.data.synthetic import phantom_of, write_task_pairs
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.datasets import evaluate_dataset
     from medgan_tf.evaluation.reports import write_report
@@ -120,6 +120,7 @@ def run_demo(task: str, out: Path, preset: DemoPreset | None = None, *, quiet: b
     from medgan_tf.serving.translation import translate_file
 
     task_record = tasks.get(task)
+    phantom_of(task_record)  # a task without built-in data is refused before OUT is replaced
     task = task_record.name
     preset = preset or demo_preset(task_record)
     grid = demo_task(task_record, preset)

@@ -113,7 +113,7 @@ def write_overview(names: list[str] | None = None, path: str | Path = "docs/imag
     from medgan_tf.data.synthetic import patient_rng, synthesize_pair
 
     rows, windows = [], {}
-    for name in names or [name for name, task in tasks.TASKS.items() if task.phantom]:
+    for name in names or tasks.with_builtin_data():
         task = tasks.get(name)
         source, target, _ = synthesize_pair(task.phantom, patient_rng(task.phantom, seed, 0))
         label = name
