@@ -37,6 +37,12 @@ class GeneratorConfig:
     max_filters: int = 512
     normalization: str = "instance"  # "instance" | "batch"
     channels: int = 1
+    # False: the paper's U-block, whose tanh output is the image. True: each U-block adds a
+    # correction to the centre slice of its input, out = centre + tanh(conv), the last conv
+    # zero-initialized so the untrained block is the identity (residual learning for denoising,
+    # as in RED-CNN, Chen et al. IEEE TMI 2017): where source and target differ by noise that is
+    # small against the window, the model starts at the input instead of at a random image.
+    residual: bool = False
 
 
 @dataclass(frozen=True)

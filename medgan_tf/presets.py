@@ -38,7 +38,8 @@ def casnet_generator(config: ExperimentConfig) -> Any:
     """The paper's CasNet of `config.generator.num_ublocks` U-blocks (§2.4)."""
     from medgan_tf.models import build_casnet
 
-    return build_casnet(config.generator, config.data.image_size, input_channels=config.data.input_channels)
+    return build_casnet(config.generator, config.data.image_size, input_channels=config.data.input_channels,
+                        centre_channel=config.data.centre_channel)
 
 
 def patchgan_discriminator(config: ExperimentConfig) -> Any:

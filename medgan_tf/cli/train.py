@@ -59,6 +59,7 @@ FIELD_FLAGS = {
     "ublocks": "generator.num_ublocks",
     "base_filters": "generator.base_filters",
     "normalization": "generator.normalization",
+    "residual": "generator.residual",
     "discriminator_normalization": "discriminator.normalization",
     "lambda_cgan": "losses.cgan",
     "lambda_perceptual": "losses.perceptual",
@@ -96,6 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--ublocks", type=int, help="CasNet depth N (U-blocks); default from the variant")
     size.add_argument("--base-filters", type=int, help="first-layer width of each U-block; default 64")
     size.add_argument("--normalization", choices=("instance", "batch"), help="generator normalization")
+    size.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                      help="each U-block adds a correction to its input (identity at the start) instead of "
+                           "drawing the image anew: for denoising, where the noise is small against the window; "
+                           "default off (the paper's model)")
     size.add_argument("--discriminator-normalization", choices=("instance", "batch", "none"))
 
     schedule = parser.add_argument_group("Algorithm 1")

@@ -30,6 +30,7 @@ patient takes about a second.
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,19 @@ PET_DENOISE_SHAPE = (64, 64, 32)  # 2.8 × 2.8 × 2 mm: the scanner's native vox
 PET_CT_TRUNK = (0.5, 32.5 / 0.4)  # t = 0.5 at the slab centre; the 32.5 mm CT slab spans t 0.3–0.7
 
 
-def synthesize_pair(task: str, rng: np.random.Generator, field_of_view_mm: float | None = None) -> tuple[Volume, Volume, dict]:
+def synthesize_pair(task: str, rng: np.random.Generator, field_of_view_mm: float | None = None,
+                    options: dict | None = None) -> tuple[Volume, Volume, dict]:
     """(source, target, extras) volumes for one synthetic patient of `task`; extras holds the
-    label maps and the phantom (for tests and previews)."""
+    label maps and the phantom (for tests and previews). `options`: the phantom's own keyword
+    settings (e.g. `full_dose_photons` of the low-dose CT phantom)."""
     generator = GENERATORS.get(task)
     if generator is None:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(GENERATORS)}")
-    return generator(rng, field_of_view_mm)
+    parameters = inspect.signature(generator).parameters
+    unknown = sorted(set(options or {}) - set(list(parameters)[2:]))
+    if unknown:
+        raise ValueError(f"phantom {task!r} has no setting {', '.join(unknown)}")
+    return generator(rng, field_of_view_mm, **(options or {}))
 
 
 def _pet_activity(phantom: BodyPhantom, labels: np.ndarray, lesion_index: np.ndarray, uptake: dict) -> np.ndarray:
@@ -141,8 +148,10 @@ def _cbct_ct(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volum
     return _volumes(simulations.simulate_cbct_ct(rng, fov or 400.0), ("CT", "HU"), ("CT", "HU"))
 
 
-def _ct_denoise(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volume, dict]:
-    return _volumes(simulations.simulate_ct_denoise(rng, fov or 400.0), ("CT", "HU"), ("CT", "HU"))
+def _ct_denoise(rng: np.random.Generator, fov: float | None,
+                full_dose_photons: float = simulations.FULL_DOSE_PHOTONS) -> tuple[Volume, Volume, dict]:
+    pair = simulations.simulate_ct_denoise(rng, fov or 400.0, full_dose_photons=full_dose_photons)
+    return _volumes(pair, ("CT", "HU"), ("CT", "HU"))
 
 
 # phantom → generator(rng, field of view mm or None → its default): the three tasks of the paper,
@@ -170,13 +179,14 @@ def write_synthetic_dataset(
     seed: int = 0,
     *,
     field_of_view_mm: float | None = None,
+    options: dict | None = None,
 ) -> Path:
     """Write `patients` synthetic NIfTI pairs of `task` under `out_dir` and `out_dir/pairs.csv`
     (`patient_id,source,target`, paths relative to the CSV). Returns the CSV path.
 
     `field_of_view_mm` sizes the phantom (the trunk of pet_ct, the head of mr_motion and mr_ct;
     default 256 mm; the trunk of cbct_ct and ct_denoise, default 400 mm); pet_denoise is always a
-    64 × 64 × 32 grid of 2.8 × 2.8 × 2 mm.
+    64 × 64 × 32 grid of 2.8 × 2.8 × 2 mm. `options`: the phantom's own settings (`synthesize_pair`).
     """
     if patients < 1:
         raise ValueError(f"patients must be ≥ 1; got {patients}")
@@ -184,7 +194,7 @@ def write_synthetic_dataset(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(patients):
-        source, target, _ = synthesize_pair(task, patient_rng(task, seed, index), field_of_view_mm)
+        source, target, _ = synthesize_pair(task, patient_rng(task, seed, index), field_of_view_mm, options)
         patient_id = f"synthetic-{task}-{index:03d}"
         source_path = write_nifti(source, out / patient_id / "source.nii.gz")
         target_path = write_nifti(target, out / patient_id / "target.nii.gz")
@@ -198,13 +208,14 @@ def write_synthetic_dataset(
 
 
 def write_task_pairs(task: "str | tasks.Task", out_dir: str | Path, image_size: int, patients: int = 8,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, options: dict | None = None) -> Path:
     """The built-in synthetic pairs of `task` (its phantom sized to fill an `image_size`² slice at
-    the task's spacing) under `out_dir`; returns the pairs CSV. A UserError for a task without a
+    the task's spacing; `options`: the phantom's own settings) under `out_dir`; returns the pairs CSV. A UserError for a task without a
     phantom (a task of your own: convert your own pairs)."""
     task = tasks.get(task)
     field_of_view = image_size * task.data.spacing_mm[0]
-    return write_synthetic_dataset(phantom_of(task), out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view)
+    return write_synthetic_dataset(phantom_of(task), out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view,
+                                   options=options)
 
 
 def phantom_of(task: "str | tasks.Task") -> str:

@@ -75,7 +75,8 @@ def build_networks(
     if generator_builder is not None:
         generator = generator_builder(config)
     else:
-        generator = build_casnet(config.generator, image_size, input_channels=config.data.input_channels)
+        generator = build_casnet(config.generator, image_size, input_channels=config.data.input_channels,
+                                 centre_channel=config.data.centre_channel)
     if discriminator_builder is not None:
         discriminator = discriminator_builder(config)
     else:

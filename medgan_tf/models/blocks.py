@@ -88,11 +88,13 @@ def apply_up_block(x, skip, filters: int, name: str, normalization: str = "insta
     return keras.layers.Concatenate(axis=-1, name=f"{name}_skip_concat")([skip, x])
 
 
-def apply_output_block(x, channels: int, name: str):
+def apply_output_block(x, channels: int, name: str, residual_of=None):
     """pix2pix outermost decoder step: ReLU → Conv2DTranspose(k4, s2, with bias) → tanh.
 
     (B, H, W, C) → (B, 2H, 2W, channels) in [-1, 1]. The tanh runs in float32 so a
-    mixed-precision generator still returns float32 images.
+    mixed-precision generator still returns float32 images. With `residual_of` (the image
+    the block corrects, (B, 2H, 2W, channels)) the transposed conv starts at zero and the output
+    is `residual_of + tanh(…)`: the identity until training moves it.
     """
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     x = keras.layers.Conv2DTranspose(
@@ -101,10 +103,13 @@ def apply_output_block(x, channels: int, name: str):
         strides=2,
         padding="same",
         use_bias=True,
-        kernel_initializer=conv_initializer(),
+        kernel_initializer="zeros" if residual_of is not None else conv_initializer(),
         name=f"{name}_conv_transpose",
     )(x)
-    return keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
+    x = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
+    if residual_of is None:
+        return x
+    return keras.layers.Add(dtype="float32", name=f"{name}_residual")([residual_of, x])
 
 
 @keras.saving.register_keras_serializable(package="medgan_tf")

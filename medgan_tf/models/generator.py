@@ -37,7 +37,8 @@ def _num_down_convs(image_size: int) -> int:
 
 
 def build_ublock(
-    generator: GeneratorConfig, image_size: int, name: str = "ublock", input_channels: int | None = None
+    generator: GeneratorConfig, image_size: int, name: str = "ublock", input_channels: int | None = None,
+    centre_channel: int = 0,
 ) -> keras.Model:
     """One U-block: the pix2pix `unet_256` generator generalised to `image_size`.
 
@@ -48,6 +49,8 @@ def build_ublock(
     → LeakyReLU → conv (innermost, no norm). Decoder: [ReLU → transposed conv → norm → concat with
     the mirrored encoder output] × (n−1), then ReLU → transposed conv to `channels` with bias → tanh.
     The paper's decoder widths 512, 1024, …, 128 are the widths after each concatenation.
+    With `generator.residual` the output is the input's channels `centre_channel` … +channels
+    plus the tanh correction (`apply_output_block`).
     """
     check_normalization(generator.normalization, ("instance", "batch"))
     # ---- arguments → graph
@@ -79,12 +82,14 @@ def build_ublock(
             name=f"{name}_up{step + 1}",
             normalization=generator.normalization,
         )
-    outputs = apply_output_block(x, generator.channels, name=f"{name}_output")
+    centre = inputs[..., centre_channel:centre_channel + generator.channels] if generator.residual else None
+    outputs = apply_output_block(x, generator.channels, name=f"{name}_output", residual_of=centre)
     return keras.Model(inputs, outputs, name=name)
 
 
 def build_casnet(
-    generator: GeneratorConfig, image_size: int, name: str = "casnet", input_channels: int | None = None
+    generator: GeneratorConfig, image_size: int, name: str = "casnet", input_channels: int | None = None,
+    centre_channel: int = 0,
 ) -> keras.Model:
     """CasNet(N): `generator.num_ublocks` U-blocks chained, the output image of block k being the
     input of block k+1 (paper §2.4.2, Fig. 2).
@@ -92,8 +97,8 @@ def build_casnet(
     Input (B, S, S, input_channels) in [-1, 1] → output (B, S, S, channels) in [-1, 1], float32.
     `input_channels` defaults to `generator.channels` (the paper's model); a 2.5D / multi-source
     model ((2K+1)·C channels, `medgan_tf.data.context`) widens only the first conv of the first
-    U-block, the later blocks refine its one-channel output as in the paper.
-    Each U-block is a nested `keras.Model` named `ublock_<k>`.
+    U-block, the later blocks refine its one-channel output as in the paper; `centre_channel` is
+    the input channel a residual first block (`generator.residual`) corrects. Each U-block is a nested `keras.Model` named `ublock_<k>`.
     """
     if generator.num_ublocks < 1:
         raise ValueError(f"num_ublocks must be ≥ 1; received {generator.num_ublocks}")
@@ -101,7 +106,8 @@ def build_casnet(
     x = inputs
     for index in range(1, generator.num_ublocks + 1):
         x = build_ublock(generator, image_size, name=f"ublock_{index}",
-                         input_channels=input_channels if index == 1 else None)(x)
+                         input_channels=input_channels if index == 1 else None,
+                         centre_channel=centre_channel if index == 1 else 0)(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -54,6 +54,10 @@ class DemoPreset:
                 about 1 mm needs a coarser grid at the demo's 64² to hold a patient of real size.
     learning_rate: of both Adam optimizers; None: the recipe's (2e-4).
     context_slices: 2.5D neighbours per side the generator sees (0: the paper's 2-D model).
+    phantom_options: the phantom's own settings for the demo's synthetic data (`data.synthetic.
+                synthesize_pair`), e.g. a dose that keeps the task's noise visible on the demo grid.
+    residual: each U-block corrects its input (`GeneratorConfig.residual`) instead of drawing
+                the image anew: for denoising, where the noise is small against the window.
     validate_every_steps: steps between validations, each a candidate for the best checkpoint
                 (chosen by `select_by` on the validation patient); None: once, at the end.
     """
@@ -66,6 +70,8 @@ class DemoPreset:
     steps: int = 300
     learning_rate: float | None = 1e-3
     context_slices: int = 2
+    residual: bool = False
+    phantom_options: dict | None = None
     validate_every_steps: int | None = 100
     select_by: str = "psnr"
     patients: int = 8
@@ -138,7 +144,8 @@ def run_demo(task: str, out: Path, preset: DemoPreset | None = None, *, quiet: b
         timings[name] = time.perf_counter() - timings[name]
 
     stage("synth")
-    pairs_csv = write_task_pairs(grid, out / "volumes", preset.image_size, patients=preset.patients, seed=preset.seed)
+    pairs_csv = write_task_pairs(grid, out / "volumes", preset.image_size, patients=preset.patients, seed=preset.seed,
+                                 options=preset.phantom_options)
     done("synth")
 
     stage("convert")
@@ -194,6 +201,7 @@ def demo_config(task: str, preset: DemoPreset | None = None):
     updates = {
         "generator.base_filters": preset.base_filters,
         "data.context_slices": preset.context_slices,
+        "generator.residual": preset.residual,
         "train.batch_size": preset.batch_size,
         "train.epochs": 1,
         "train.steps_per_epoch": preset.steps,

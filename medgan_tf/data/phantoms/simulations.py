@@ -123,21 +123,22 @@ def simulate_cbct_ct(rng: np.random.Generator, field_of_view_mm: float = 400.0,
 
 
 def simulate_ct_denoise(rng: np.random.Generator, field_of_view_mm: float = 400.0,
-                        shape: tuple[int, int, int] = CT_DENOISE_SHAPE, slice_mm: float = 3.0) -> Pair:
+                        shape: tuple[int, int, int] = CT_DENOISE_SHAPE, slice_mm: float = 3.0,
+                        full_dose_photons: float = FULL_DOSE_PHOTONS) -> Pair:
     """(quarter-dose CT HU, full-dose CT HU) of one abdomen (trunk levels ≈ 0.45–0.75: liver with
     low-contrast lesions, spleen, kidneys), as in the AAPM/Mayo Low Dose CT Grand Challenge
     (McCollough CH et al. Med Phys 2017;44:e339–e352): the target is the routine full-dose scan,
     itself noisy; the source is a quarter dose simulated from the same projections (Yu L et al.
     J Comput Assist Tomogr 2012;36:477–487).
 
-    Noise-free CT of the labels → line integrals → Poisson counts at I0 = `FULL_DOSE_PHOTONS` ×
+    Noise-free CT of the labels → line integrals → Poisson counts at I0 = `full_dose_photons` ×
     0.8–1.25 (patient and tube current) → binomial thinning to `QUARTER_DOSE` → −ln(counts / I0)
     of each → FBP → HU. Quarter dose: 4× fewer photons → 2× the noise standard deviation.
     """
     labels, density, affine, _, phantom = _anatomy("abdomen", rng, field_of_view_mm, shape, slice_mm, 0.6)
     truth = ct_from_labels(labels, density, rng, noise_hu=0.0)
     pixel = field_of_view_mm / shape[0]
-    photons = FULL_DOSE_PHOTONS * float(rng.uniform(0.8, 1.25))
+    photons = full_dose_photons * float(rng.uniform(0.8, 1.25))
     target, source = ct_physics.simulate_dose_levels(_slices(truth), pixel, rng, photons=photons,
                                                      dose_fractions=(1.0, QUARTER_DOSE))
     # truth: the noise-free CT (I, J, K) HU that both scans image
