@@ -145,14 +145,15 @@ def write_dicom_series(
     with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort.
     `reverse_instance_numbers` numbers the slices K…1 along k (against their positions)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+    from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
+                             PositronEmissionTomographyImageStorage, generate_uid)
 
     folder.mkdir(parents=True, exist_ok=True)
     lps = LPS @ affine
     row_cosine = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
     column_cosine = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
     assert np.allclose(np.cross(row_cosine, column_cosine), lps[:3, 2] / np.linalg.norm(lps[:3, 2]), atol=1e-6)
-    sop_class = CTImageStorage if modality == "CT" else PositronEmissionTomographyImageStorage
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, PositronEmissionTomographyImageStorage)
     series_uid, study_uid = generate_uid(), generate_uid()
     stored = np.round((np.asarray(array, dtype=np.float64) - intercept) / slope)
     assert stored.min() >= -32768 and stored.max() <= 32767

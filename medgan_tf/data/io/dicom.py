@@ -59,7 +59,8 @@ class DicomSeriesFormat:
         if provenance is None:
             return write_dicom_series(volume, path)
         source = provenance.source
-        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None))
+        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None),
+                                      dicom_slices=getattr(source, "dicom_slices", ()))
         return write_dicom_series(derived, path, description=provenance.description or None,
                                   derivation=provenance.derivation or None)
 
@@ -81,6 +82,8 @@ def _read_dicom_series(folder: Path) -> Volume:
     affine = LPS_TO_RAS @ affine_lps
 
     first = images[0][1]
+    slices = tuple((str(ds.SOPClassUID), str(ds.SOPInstanceUID), tuple(float(v) for v in position))
+                   for (_, ds), position in zip(images, positions) if "SOPInstanceUID" in ds and "SOPClassUID" in ds)
     modality = str(first.get("Modality", "OT")).strip() or "OT"
     metadata: dict[str, Any] = {"format": "dicom", "num_files": len(images)}
     array, unit = _physical_units(first, modality, array, metadata)
@@ -93,6 +96,7 @@ def _read_dicom_series(folder: Path) -> Volume:
         unit=unit,
         metadata=metadata,
         dicom_header=first,
+        dicom_slices=slices if len(slices) == len(images) else (),
     )
 
 
