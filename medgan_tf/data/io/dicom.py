@@ -130,10 +130,26 @@ def _series_images(folder: Path) -> list[tuple[Path, Any]]:
     if len(series) > 1:
         raise VolumeReadError(folder, f"folder holds {len(series)} image series; expected one")
     for _, ds in images:
+        layout = _unsupported_layout(ds)
+        if layout:
+            raise VolumeReadError(folder, layout)
         for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if keyword not in ds:
                 raise VolumeReadError(folder, f"DICOM image without {keyword}; cannot place it in world space")
     return images
+
+
+def _unsupported_layout(ds: Any) -> str | None:
+    """Why `ds` is not one slice per file (the layout this reader takes), or None when it is."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        sop = ds.get("SOPClassUID", None)
+        return (f"enhanced multi-frame DICOM ({frames} frames in one file, {getattr(sop, 'name', 'unknown SOP class')}); "
+                "this reader takes one slice per file: convert the series to NIfTI (e.g. with dcm2niix) and give that")
+    if "MOSAIC" in [str(value).upper() for value in (ds.get("ImageType") or [])]:
+        return ("Siemens MOSAIC image (several slices tiled into one image); this reader takes one slice per file: "
+                "convert the series to NIfTI (e.g. with dcm2niix, which unpacks mosaics) and give that")
+    return None
 
 
 def _orientation(folder: Path, images: list[tuple[Path, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
