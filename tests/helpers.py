@@ -247,22 +247,25 @@ def compress_series(folder: Path, syntax: str) -> Path:
 
 
 def dcm2niix_nifti(series: Path, out_dir: Path):
-    """The independent converter dcm2niix (requirements-test.txt) run on the DICOM `series`
-    folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is not installed."""
+    """The independent converter dcm2niix (requirements-test.txt's wheel, else one on PATH) run on
+    the DICOM `series` folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is
+    not installed."""
     import shutil
     import subprocess
 
     import nibabel as nib
     import pytest
 
-    binary = shutil.which("dcm2niix")
-    if binary is None:
-        try:
-            import dcm2niix
+    # The pinned wheel first: a system dcm2niix (e.g. Debian's) may be older and lack decoders
+    # (JPEG-LS) the tests need.
+    try:
+        import dcm2niix
 
-            binary = str(dcm2niix.bin)
-        except ImportError:
-            pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
+        binary = str(dcm2niix.bin)
+    except ImportError:
+        binary = shutil.which("dcm2niix")
+    if binary is None:
+        pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([binary, "-z", "n", "-b", "n", "-f", "series", "-o", str(out_dir), str(series)],
                          capture_output=True, text=True, timeout=120)
