@@ -102,3 +102,22 @@ def test_on_same_voxels_undoes_any_axis_order_and_direction(order, flips):
     shifted = affine.copy()
     shifted[:3, 3] += 0.5 * affine[:3, 0]  # half a voxel off: not the same voxels
     assert on_same_voxels(Volume(other, other_affine), array.shape, shifted) is None
+
+
+def test_the_command_takes_like_alone_and_as_a_csv_column(mr_series_and_nifti, tmp_path, capsys):
+    from medgan_tf.cli import main
+
+    from helpers import make_run
+
+    folder, nifti = mr_series_and_nifti
+    make_run(tmp_path / "run", "mr_motion", image_size=32)
+    command = ["translate", "--model", str(tmp_path / "run"), "--quiet"]
+    assert main(command + ["--input", str(nifti), "--output", str(tmp_path / "one"), "--like", str(folder)]) == 0
+    (tmp_path / "rows.csv").write_text(f"input,patient_id,like\n{nifti},two,{folder}\n")
+    assert main(command + ["--inputs", str(tmp_path / "rows.csv"), "--output-dir", str(tmp_path / "many"),
+                           "--output-format", "dicom"]) == 0
+    study = series(folder)[0].StudyInstanceUID
+    assert series(tmp_path / "one")[0].StudyInstanceUID == series(tmp_path / "many" / "two")[0].StudyInstanceUID == study
+    assert main(command + ["--inputs", str(tmp_path / "rows.csv"), "--output-dir", str(tmp_path / "x"),
+                           "--like", str(folder)]) == 2
+    assert "--like goes with --input" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from medgan_tf import modalities
 log = logging.getLogger(__name__)
 
 MANUFACTURER = "medgan-tf"
+SIBLINGS_READ = 200  # folders beside an output whose SeriesNumber a new series avoids
 
 # Modules copied from the source header (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2, C.7.4.1).
 PATIENT_STUDY_KEYWORDS = (
@@ -159,12 +160,16 @@ def new_series_number(header: Any, study_uid: str, folder: Path | None) -> int:
 
 
 def _sibling_series_numbers(folder: Path | None, study_uid: str) -> Iterable[int]:
-    """SeriesNumbers of the DICOM series of study `study_uid` in the folders beside `folder`."""
+    """SeriesNumbers of the DICOM series of study `study_uid` in the folders beside `folder` (up to
+    `SIBLINGS_READ` of them: a batch of many patients writes many folders of other studies, and
+    reading them all for each output would grow with the square of their number)."""
+    import itertools
+
     import pydicom
 
     if folder is None or not folder.parent.is_dir():
         return
-    for sibling in folder.parent.iterdir():
+    for sibling in itertools.islice(folder.parent.iterdir(), SIBLINGS_READ):
         first = next((p for p in sorted(sibling.iterdir()) if p.is_file()), None) if sibling.is_dir() else None
         if first is None:
             continue
