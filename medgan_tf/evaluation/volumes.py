@@ -22,7 +22,7 @@ import numpy as np
 from medgan_tf import tasks
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
-from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, suv_factor
+from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
 from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
 
@@ -190,8 +190,8 @@ def evaluate_volumes(
         try:
             _score_case(result, row, model, baselines, batch_size, tile_overlap)
         except UserError as error:
-            log.error("%s", error)
-            result.failures.append({"patient_id": row.patient_id, "reason": str(error)})
+            log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
+            result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
     if not result.per_patient:
         raise UserError(f"no patient could be scored ({len(result.failures)} failed: {result.failures[0]['reason']})")
     return result
