@@ -16,7 +16,8 @@ float32 (the tanh output layer is float32). Loading is unchanged: `translate`/`e
 graph as exported.
 
 A version is written to a hidden temporary folder inside OUT and renamed into place at the end,
-so an interrupted export never leaves a numeric folder that TF Serving would pick up. The
+so an interrupted export never leaves a numeric folder that TF Serving would pick up; the next
+export removes the temporary folders of exports that were killed (their process is gone). The
 signatures are described in `medgan_tf.serving.signatures`.
 """
 
@@ -97,6 +98,7 @@ def export_generator(
     from medgan_tf.training.runtime import choose_inference_precision
 
     out_dir = Path(out_dir)
+    files.recover_leftovers(out_dir)  # versions a killed export left half-written
     if version is None:
         version = next_version(out_dir)
     if int(version) < 1:
