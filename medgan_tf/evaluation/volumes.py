@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -228,9 +229,15 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     kwargs = _protocol_inputs(case, protocol, factor, task)
     candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
     try:
-        scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: named in a note, not a warning
+            scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
     except ValueError as error:
         raise UserError(f"patient {row.patient_id}: {error}") from None
+    undefined = sorted({metric for values in scores.values() for metric, value in values.items()
+                        if isinstance(value, float) and math.isnan(value)})
+    if undefined and float(np.ptp(case.target)) == 0:
+        result.notes.append(f"patient {row.patient_id}: the target holds one value ({float(case.target.flat[0]):g}); "
+                            f"{', '.join(undefined)} against its range or peak are undefined (nan)")
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
                                "suv_known": known, "scores": scores})
     _keep_for_figures(result, case, candidates, mask, factor)
