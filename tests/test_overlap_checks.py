@@ -45,7 +45,8 @@ def test_translate_refuses_an_extra_input_that_does_not_overlap_the_source(two_s
 
     err = capsys.readouterr().err.strip()
     assert code == 2 and not output.exists()
-    assert err.count("\n") == 0 and "does not overlap" in err and "world space" in err and "Traceback" not in err
+    assert err.count("\n") == 0 and "volumes do not overlap in world space (source_2 covers 0.0%" in err
+    assert "Traceback" not in err
 
 
 SHAPE = (24, 22, 20)
@@ -101,3 +102,25 @@ def test_evaluate_lists_a_far_prediction_or_mask_as_failed_and_scores_the_others
         text = (tmp_path / "r" / name).read_text()
         assert str(tmp_path) not in text and "Doe_Jane" not in text and "pred_7731" not in text, name
     assert "Doe_Jane" in caplog.text, "the terminal still names the file"
+
+
+def test_a_report_reason_names_the_column_not_the_file(tmp_path):
+    from pathlib import Path
+
+    from medgan_tf.errors import UserError
+    from medgan_tf.evaluation.cases import Row, report_reason
+
+    folder = Path("/data/Doe_Jane")
+    row = Row(7, "p7", {"target": folder / "ct_7731", "source": folder / "pet.nii.gz", "prediction": None, "mask": None,
+                        "labels": None}, "", {}, [folder / "mr_0042.nii.gz"], tmp_path / "eval.csv")
+    cases = {
+        f"patient p7: the source {folder / 'pet.nii.gz'} is in Bq/ml but the target in SUV":
+            "line 7: patient p7: the source <source column> is in Bq/ml but the target in SUV",
+        f"patient p7: mask of {folder / 'ct_7731'} and {folder / 'mr_0042.nii.gz'}":
+            "line 7: patient p7: mask of <target column> and <source_2 column>",
+        f"patient p7: cannot read {folder / 'ct_7731' / 'IM0001.dcm'}":
+            "line 7: patient p7: cannot read <target column>/IM0001.dcm",
+        "patient p7: cannot read /elsewhere/Doe_Jane.nii": "line 7: see the terminal's message for this patient",
+    }
+    for message, expected in cases.items():
+        assert report_reason(row, UserError(message)) == expected

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from medgan_tf.errors import UserError
 PATH_COLUMNS = ("target", "source", "prediction", "mask", "labels")
 SUV_COLUMNS = ("weight_kg", "injected_dose_bq", "half_life_s", "delay_s")
 TRAINING_SPLITS = ("train", "val")
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(])(?:/|~/|[A-Za-z]:\\)\w")  # "/data/…", "~/…", "C:\…", not "Bq/ml"
 
 
 class CaseError(UserError):
@@ -62,7 +64,7 @@ def report_reason(row: "Row", error: UserError) -> str:
             text = text.replace(path.name, f"<{column} column>")
     if row.csv is not None:
         text = text.replace(str(row.csv), "the CSV")
-    if "/" in text or "\\" in text:  # a path the row does not name (a file inside a DICOM folder, ...)
+    if ABSOLUTE_PATH.search(text):  # a path the row does not name (a file inside a DICOM folder, ...)
         text = "see the terminal's message for this patient"
     return f"line {row.line}: {text}"
 
