@@ -67,7 +67,7 @@ from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, 
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output
-from pipelines.runners import pipeline_options, pipeline_runner
+from pipelines.runners import check_beam_args, pipeline_options, pipeline_runner
 from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import ConvertOptions, add_arguments, options_from_namespace
 
@@ -188,7 +188,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Convert a pairs CSV named on the command line (`argv`, default sys.argv[1:]); returns the
     exit status of `convert`. Bad or missing flags exit through argparse (status 2).
 
-    Unknown options are passed to Beam as PipelineOptions.
+    Other options are passed to Beam as PipelineOptions; one Beam does not know either is an error.
     """
     parser = add_arguments(argparse.ArgumentParser(prog="python -m pipelines.convert", description=__doc__.split("\n")[0]))
     args, beam_args = parser.parse_known_args(argv)
@@ -203,6 +203,7 @@ def convert(options: ConvertOptions, beam_args: Sequence[str] = ()) -> int:
     Raises UserError for a bad option, an unreadable pairs CSV or an output it may not write.
     """
     started = time.monotonic()
+    check_beam_args(beam_args)  # Beam drops what it does not know: a typo would silently convert with a default
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
     data_config = converter_data_config(options)  # options first: a bad one is named before any input is read

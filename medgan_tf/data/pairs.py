@@ -132,8 +132,11 @@ def check_row(row: dict[str, Any]) -> str:
         raise PairRejected(row["split_conflict"])
     split = row.get("split", "")
     if split and split not in SPLITS:
-        shown = repr(split) if re.fullmatch(r"[\w-]{1,20}", split) else "(not a split name)"
-        raise PairRejected(f"split: {shown} is not one of {', '.join(SPLITS)} (any case) or blank")
+        # The cell may hold anything a shifted column puts there (a name, an ID): the manifest names
+        # where it is, only the terminal quotes it.
+        where = f"the cell on line {row['row']}, column split," if row.get("row") else "the split cell"
+        expected = f"is not one of {', '.join(SPLITS)} (any case) or blank"
+        raise PairRejected(f"split: {where} {expected}", f"split: {split!r} {expected}")
     return split
 
 

@@ -20,7 +20,9 @@ What the files carry (README "What the output series carries" lists every tag):
 The series is built in a temporary sibling folder and renamed into place, so a folder with this
 name is either complete or absent. An existing folder is replaced only when it is empty or holds
 a series written here before (every file a DICOM of Manufacturer "medgan-tf"); anything else is
-refused.
+refused. A replacement killed midway leaves the earlier series in place, or moved aside where the
+file system cannot swap two folders in one step: the next write puts it back, and removes the work
+folders of dead runs first (`medgan_tf.files.recover_leftovers`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def write_dicom_series(
     is neither empty nor an earlier output of this writer.
     """
     folder = Path(folder)
+    files.recover_leftovers(folder.parent, [folder.name])  # an earlier series a killed run moved aside comes back
     check_destination(folder)
     datasets = series_datasets(volume, description=description, derivation=derivation, folder=folder)
     with files.atomic_folder(folder) as temporary:
