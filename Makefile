@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv test test-fast demo bench docs-images clean
+# The real DICOM checkers the tests run: dciodvfy (dicom3tools), dcm2niix, Orthanc with its DICOMweb
+# plugin. Installed through apt-get when missing and apt-get is usable (Debian, root); elsewhere
+# the tests that need them skip and say which package is missing.
+DICOM_TOOLS := dicom3tools dcm2niix orthanc orthanc-dicomweb
+
+.PHONY: venv test test-fast demo bench docs-images clean dicom-tools
 
 venv: $(STAMP)
 
@@ -17,7 +22,14 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg
 	$(BIN)/pip install --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+dicom-tools:
+	@if command -v dciodvfy >/dev/null && command -v dcm2niix >/dev/null && command -v Orthanc >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DICOM_TOOLS)) \
+			|| echo "note: apt-get could not install $(DICOM_TOOLS); the tests that need them will skip"; \
+	else echo "note: $(DICOM_TOOLS) not installed and apt-get not usable here; the tests that need them will skip"; fi
+
+test: $(STAMP) dicom-tools
 	$(BIN)/lint-imports setup.cfg
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
 

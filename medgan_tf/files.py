@@ -5,7 +5,9 @@ run state, manifests, NIfTI and DICOM outputs, exports, converted datasets) is w
 temporary name in its destination's folder and renamed into place when complete: a reader, a
 crash or a full disk never leaves half a file under the real name, and an earlier version stays
 valid until the new one replaces it. The temporary names start with a dot and name the
-destination, so a leftover is recognizable.
+destination, so a leftover is recognizable; work folders also name the process that owns them
+(`.NAME.KIND-<pid>-<random>`), so that the next run removes those of a dead process, and puts
+back an earlier folder a killed replacement had moved aside (`recover_leftovers`).
 
 Temporary files are made by `tempfile`, which creates them readable by their owner only; a
 published file or folder gets the permissions a plain `open()` / `mkdir()` would have given it
@@ -18,12 +20,17 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>writing|export|old)-(?P<pid>\d+)-[^.]+$")
 
 
 def _umask() -> int:
@@ -74,10 +81,48 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, **dump_options: Any
 
 def new_folder(path: str | os.PathLike, kind: str) -> Path:
     """A fresh work folder beside `path` (same file system, so publishing is a rename), hidden and
-    named after it: `.NAME.KIND-<random>`."""
+    named after it and this process: `.NAME.KIND-<pid>-<random>`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{kind}-"))
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{kind}-{os.getpid()}-"))
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_leftovers(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[str]:
+    """Clean up after killed writers in `folder` (only for destinations in `names`, default all):
+    a work folder (`.NAME.writing-…`, `.NAME.export-…`) of a dead process is removed; an earlier
+    folder a dead replacement had moved aside (`.NAME.old-…`) is put back when NAME is missing,
+    else removed. Folders of living processes are left alone. Returns what was done, one line each
+    (also logged)."""
+    folder = Path(folder)
+    wanted = None if names is None else set(names)
+    done = []
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = LEFTOVER.match(entry.name)
+        if not match or not entry.is_dir() or (wanted is not None and match["name"] not in wanted):
+            continue
+        if int(match["pid"]) == os.getpid() or is_alive(int(match["pid"])):
+            continue
+        destination = folder / match["name"]
+        if match["kind"] == "old" and not destination.exists():
+            os.rename(entry, destination)
+            done.append(f"put back {destination}, which a killed run had moved aside to {entry.name}")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"removed {entry}, left by a killed run (process {match['pid']})")
+    for line in done:
+        log.warning("%s", line)
+    return done
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ class Modality:
     check:         the plausibility check of a volume's values (None: any finite volume).
     protocol:      the evaluation protocol (`medgan_tf.evaluation.protocols`) for targets of this
                    modality, unless a task names its own.
+    encoding:      how the DICOM writer stores and labels its images (`DicomEncoding`).
     """
 
     key: str
@@ -60,6 +61,12 @@ class Modality:
     hounsfield: bool = False
     check: Check | None = None
     protocol: str = "paper"
+    encoding: "DicomEncoding | None" = None
+
+    @property
+    def dicom_encoding(self) -> "DicomEncoding":
+        """Its `encoding`, or the one for any other image (values spread over 16 bits, no window)."""
+        return self.encoding or DicomEncoding()
 
     def accepts(self, dicom_modality: str) -> bool:
         """Whether a volume read with this DICOM Modality code (or "OT": unknown, as from NIfTI)
@@ -83,6 +90,52 @@ class Modality:
         reason = self.check(np.asarray(values)) if self.check is not None else None
         if reason:
             raise UserError(f"{what} cannot be {self.name} ({self.key} check): {reason}")
+
+
+# A window rule: (values as the DICOM series stores them, after rescale) → ((center, width, name), …).
+WindowRule = Callable[[np.ndarray], "tuple[tuple[float, float, str], ...]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DicomEncoding:
+    """How the DICOM writer stores one modality's values and labels its derived images.
+
+    image_type:  ImageType of a synthetic image of this IOD (PS3.3 C.8): value 1 DERIVED; value 2
+                 PRIMARY where the IOD allows nothing else (PET), else SECONDARY; value 3 where the
+                 IOD requires one (CT: AXIAL, MR: OTHER).
+    intercept:   the RescaleIntercept every series keeps (PET: 0, its image module requires it;
+                 CT: −1024, as scanners store HU), or None: chosen per series so the values use
+                 the whole 16-bit range.
+    unit_slope:  slope 1 whenever the range fits at `intercept` (CT: exact to 1 HU); otherwise
+                 the range is spread over the integers and the error is at most half a step.
+    signed:      always int16 (CT); otherwise int16 only when a value lies below the intercept.
+    windows:     the Window Center/Width pairs the series carries, with their explanations.
+    window_rule: the same, in words.
+    """
+
+    image_type: tuple[str, ...] = ("DERIVED", "SECONDARY", "OTHER")
+    intercept: float | None = None
+    unit_slope: bool = False
+    signed: bool = False
+    windows: WindowRule | None = None
+    window_rule: str = "none"
+
+
+def fixed_windows(*windows: tuple[float, float, str]) -> WindowRule:
+    """The same windows for every series (CT: soft tissue, bone)."""
+    return lambda _values: tuple(windows)
+
+
+def range_window(values: np.ndarray) -> tuple[tuple[float, float, str], ...]:
+    """One window from the lowest value (or 0, whichever is lower) to the highest (PET activity)."""
+    low, high = min(float(np.min(values)), 0.0), float(np.max(values))
+    return ((low + high) / 2, max(high - low, 1e-6), "RANGE"),
+
+
+def percentile_window(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[tuple[float, float, str], ...]:
+    """One window over the 1st…99th percentile of the values (MR, whose scale is arbitrary)."""
+    bottom, top = (float(v) for v in np.percentile(values, [low, high]))
+    return ((bottom + top) / 2, max(top - bottom, 1e-6), f"P{low:g}-P{high:g}"),
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
@@ -183,24 +236,35 @@ def _relative_threshold(fraction: float, percentile: float = 99.5) -> Callable[[
 
 # CT window −1000…2000 HU: air to dense cortical bone (the paper's PET→CT preset).
 _HU_WINDOW = {"kind": "window", "low": -1000.0, "high": 2000.0, "unit": "HU"}
+# CT in DICOM: int16 HU at slope 1, intercept −1024; the soft-tissue (40/400) and bone (400/1800) windows.
+_HU_ENCODING = DicomEncoding(
+    ("DERIVED", "SECONDARY", "AXIAL"), intercept=-1024.0, unit_slope=True, signed=True,
+    windows=fixed_windows((40.0, 400.0, "SOFT TISSUE"), (400.0, 1800.0, "BONE")),
+    window_rule="soft tissue (centre 40, width 400 HU) and bone (400/1800 HU)")
 
 MODALITIES.add("CT", Modality(
     "CT", "CT", "CT", "1.2.840.10008.5.1.4.1.1.2", "HU", _HU_WINDOW,
     mask_threshold=lambda _: -300.0, mask_rule="HU > -300", hounsfield=True,
-    check=_both(varying_check, hounsfield_check(air_at_most=-900.0, lowest=-1100.0)), protocol="synthrad2023"))
+    check=_both(varying_check, hounsfield_check(air_at_most=-900.0, lowest=-1100.0)), protocol="synthrad2023",
+    encoding=_HU_ENCODING))
 # Cone-beam CT: stored as a CT series (same SOP Class); its HU are less exact (scatter, cupping),
 # so air is looked for up to −800 HU and streaks far below air are allowed.
 MODALITIES.add("CBCT", Modality(
     "CBCT", "cone-beam CT", "CT", "1.2.840.10008.5.1.4.1.1.2", "HU", _HU_WINDOW,
     mask_threshold=lambda _: -300.0, mask_rule="HU > -300", hounsfield=True,
-    check=_both(varying_check, hounsfield_check(air_at_most=-800.0, lowest=None)), protocol="synthrad2023"))
+    check=_both(varying_check, hounsfield_check(air_at_most=-800.0, lowest=None)), protocol="synthrad2023",
+    encoding=_HU_ENCODING))
 MODALITIES.add("MR", Modality(
     "MR", "MR", "MR", "1.2.840.10008.5.1.4.1.1.4", "a.u.",
     {"kind": "percentile", "percentile_low": 0.5, "percentile": 99.5, "unit": "a.u."},
     mask_threshold=_relative_threshold(0.1), mask_rule="signal > 10 % of its 99.5th percentile",
-    check=varying_check))
+    check=varying_check,
+    encoding=DicomEncoding(("DERIVED", "SECONDARY", "OTHER"), windows=percentile_window,
+                           window_rule="1st to 99th percentile of the series' values")))
 MODALITIES.add("PT", Modality(
     "PT", "PET", "PT", "1.2.840.10008.5.1.4.1.1.128", "SUV",
     {"kind": "scale", "percentile": 99.5, "unit": "SUV"},
     mask_threshold=_relative_threshold(0.05), mask_rule="activity > 5 % of its 99.5th percentile",
-    check=activity_check(), protocol="pet"))
+    check=activity_check(), protocol="pet",
+    encoding=DicomEncoding(("DERIVED", "PRIMARY"), intercept=0.0, windows=range_window,
+                           window_rule="0 (or the lowest value, when below 0) to the highest value")))

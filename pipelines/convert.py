@@ -67,7 +67,7 @@ from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, 
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output
-from pipelines.runners import pipeline_options, pipeline_runner
+from pipelines.runners import check_beam_args, pipeline_options, pipeline_runner
 from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import ConvertOptions, add_arguments, options_from_namespace
 
@@ -83,9 +83,10 @@ class ConvertPairFn(beam.DoFn):
     `volumes` (JSON summary per converted pair) and `rejected` (JSON: row, patient_key, reason
     without paths, detail for stderr)."""
 
-    def __init__(self, data_config: dict[str, Any], salt: bytes):
+    def __init__(self, data_config: dict[str, Any], salt: bytes, allow_different_patients: bool = False):
         self._data_config = data_config  # plain dict: picklable for any runner
         self._salt = salt
+        self._allow_different_patients = allow_different_patients
 
     def setup(self) -> None:
         from medgan_tf.config import from_dict
@@ -101,7 +102,8 @@ class ConvertPairFn(beam.DoFn):
             named_split = check_row(row)
             with filesystems.staged_row(row) as local:
                 records, summary = convert_pair(local["source"], local["target"], key, self._config, local["extra_sources"],
-                                                **({"mask_path": local["mask"]} if local["mask"] else {}))
+                                                **({"mask_path": local["mask"]} if local["mask"] else {}),
+                                                allow_different_patients=self._allow_different_patients)
             summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
@@ -123,13 +125,15 @@ def build_pipeline(
     salt: bytes,
     work_dir: Path | str,
     num_shards: int,
+    allow_different_patients: bool = False,
 ) -> None:
     """Labelled steps from the CSV rows to shards and summary files under `work_dir` (a local
     folder or a folder on any filesystem Beam writes).
 
     The split is assigned after conversion, over the patients that converted (a side input),
     so rejected pairs cannot leave a split empty. The test split is written only when asked
-    for (`test_fraction` > 0, or a CSV row names it).
+    for (`test_fraction` > 0, or a CSV row names it). `allow_different_patients` goes to every
+    pair (`convert_pair`).
     """
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -137,7 +141,7 @@ def build_pipeline(
     converted = (
         pipeline
         | "ReadPairs" >> beam.Create(rows, reshuffle=True)
-        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt)).with_outputs(REJECTED, VOLUMES, main="records")
+        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, allow_different_patients)).with_outputs(REJECTED, VOLUMES, main="records")
     )
     splits = (
         converted[VOLUMES]
@@ -184,7 +188,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Convert a pairs CSV named on the command line (`argv`, default sys.argv[1:]); returns the
     exit status of `convert`. Bad or missing flags exit through argparse (status 2).
 
-    Unknown options are passed to Beam as PipelineOptions.
+    Other options are passed to Beam as PipelineOptions; one Beam does not know either is an error.
     """
     parser = add_arguments(argparse.ArgumentParser(prog="python -m pipelines.convert", description=__doc__.split("\n")[0]))
     args, beam_args = parser.parse_known_args(argv)
@@ -199,6 +203,7 @@ def convert(options: ConvertOptions, beam_args: Sequence[str] = ()) -> int:
     Raises UserError for a bad option, an unreadable pairs CSV or an output it may not write.
     """
     started = time.monotonic()
+    check_beam_args(beam_args)  # Beam drops what it does not know: a typo would silently convert with a default
     if logging.getLogger("apache_beam").level == logging.NOTSET:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO is per-stage noise
     data_config = converter_data_config(options)  # options first: a bad one is named before any input is read
@@ -246,7 +251,8 @@ def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[
     beam_options = pipeline_options(options, beam_args)
     try:
         with beam.Pipeline(runner=pipeline_runner(options.runner, beam_options), options=beam_options) as pipeline:
-            build_pipeline(pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards)
+            build_pipeline(pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards,
+                           options.allow_different_patients)
     except Exception as error:
         if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
             raise

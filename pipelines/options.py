@@ -25,7 +25,8 @@ class ConvertOptions:
     secret (None: $MEDGAN_TF_SALT or the per-user secret file); overwrite: replace a non-empty
     `out`; num_shards: train shards (val and test get half); runner: Beam runner name;
     num_workers: DirectRunner worker processes; context_slices: 2.5D neighbours stored per side;
-    extra_source_modalities: "M2,M3,…" for the CSV's source_2, source_3, … columns.
+    extra_source_modalities: "M2,M3,…" for the CSV's source_2, source_3, … columns;
+    allow_different_patients: accept DICOM pairs whose headers name different patients.
     """
 
     pairs: str
@@ -43,6 +44,7 @@ class ConvertOptions:
     num_workers: int | None = None
     context_slices: int = 0
     extra_source_modalities: str | None = None
+    allow_different_patients: bool = False
 
     def resolved_task(self) -> tasks.Task:
         """The task `task` names (a registered one, or the one its TOML file declares)."""
@@ -92,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="share hashed into the held-out test split (default 0; at least one patient when F > 0 and "
                         "there are ≥ 3); train always keeps one")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1, no output) if any pair is rejected")
+    parser.add_argument("--allow-different-patients", action="store_true",
+                        help="accept a DICOM pair whose source and target name different patients (PatientID, or "
+                             "name and birth date); by default such a pair is rejected")
     parser.add_argument("--salt", default=None, help="secret for the patient pseudonyms (default: $MEDGAN_TF_SALT or a per-user secret file)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.add_argument("--num-shards", type=int, default=None, help="train shards (val and test get half; default from the task preset)")

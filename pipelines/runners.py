@@ -4,6 +4,8 @@ runner as named by --runner, and Beam's own logging kept off the user's terminal
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import logging
 import os
 from typing import Any, Sequence
@@ -17,8 +19,32 @@ try:
 finally:
     logging.getLogger().setLevel(_root_level)
 
+from medgan_tf.errors import UserError
 from pipelines import worker
-from pipelines.options import ConvertOptions
+from pipelines.options import ConvertOptions, add_arguments
+
+
+def check_beam_args(beam_args: Sequence[str]) -> None:
+    """Raises UserError naming the first of `beam_args` that no registered Beam pipeline option
+    knows, with the nearest flag of the converter or of Beam: Beam itself drops such words, so a
+    typo (`--spacng 2,2,2`) would convert with the default and exit 0."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)  # how PipelineOptions.get_all_options collects them
+    _, unknown = parser.parse_known_args(list(beam_args))
+    if not unknown:
+        return
+    word = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
+    flag = word.split("=", 1)[0]
+    own = add_arguments(argparse.ArgumentParser(add_help=False))
+    known = [name for known_parser in (own, parser) for name in known_parser._option_string_actions if name.startswith("--")]
+    nearest = difflib.get_close_matches(flag, known, n=1)
+    hint = f"; did you mean {nearest[0]}?" if nearest else " (`medgan-tf convert --help` lists the converter's options)"
+    if not flag.startswith("-"):
+        raise UserError(f"unexpected argument {flag!r}: neither the converter nor Beam takes it")
+    raise UserError(f"unknown option {flag}: neither the converter nor Beam's pipeline options know it{hint}")
 
 
 def pipeline_options(convert_options: ConvertOptions, beam_args: Sequence[str]) -> Any:

@@ -145,14 +145,15 @@ def write_dicom_series(
     with RescaleSlope/Intercept); files are named in shuffled order so the reader must sort.
     `reverse_instance_numbers` numbers the slices K…1 along k (against their positions)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+    from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
+                             PositronEmissionTomographyImageStorage, generate_uid)
 
     folder.mkdir(parents=True, exist_ok=True)
     lps = LPS @ affine
     row_cosine = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
     column_cosine = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
     assert np.allclose(np.cross(row_cosine, column_cosine), lps[:3, 2] / np.linalg.norm(lps[:3, 2]), atol=1e-6)
-    sop_class = CTImageStorage if modality == "CT" else PositronEmissionTomographyImageStorage
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, PositronEmissionTomographyImageStorage)
     series_uid, study_uid = generate_uid(), generate_uid()
     stored = np.round((np.asarray(array, dtype=np.float64) - intercept) / slope)
     assert stored.min() >= -32768 and stored.max() <= 32767
@@ -246,22 +247,25 @@ def compress_series(folder: Path, syntax: str) -> Path:
 
 
 def dcm2niix_nifti(series: Path, out_dir: Path):
-    """The independent converter dcm2niix (requirements-test.txt) run on the DICOM `series`
-    folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is not installed."""
+    """The independent converter dcm2niix (requirements-test.txt's wheel, else one on PATH) run on
+    the DICOM `series` folder → its one NIfTI image (nibabel), or a pytest skip when dcm2niix is
+    not installed."""
     import shutil
     import subprocess
 
     import nibabel as nib
     import pytest
 
-    binary = shutil.which("dcm2niix")
-    if binary is None:
-        try:
-            import dcm2niix
+    # The pinned wheel first: a system dcm2niix (e.g. Debian's) may be older and lack decoders
+    # (JPEG-LS) the tests need.
+    try:
+        import dcm2niix
 
-            binary = str(dcm2niix.bin)
-        except ImportError:
-            pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
+        binary = str(dcm2niix.bin)
+    except ImportError:
+        binary = shutil.which("dcm2niix")
+    if binary is None:
+        pytest.skip("dcm2niix is not installed (pip install -r requirements-test.txt)")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([binary, "-z", "n", "-b", "n", "-f", "series", "-o", str(out_dir), str(series)],
                          capture_output=True, text=True, timeout=120)

@@ -83,3 +83,26 @@ def test_bad_combinations_are_refused_before_the_pairs_csv_is_read(tmp_path):
     with pytest.raises(UserError, match="leaves no patient for train"):
         convert.convert(options)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("typo, suggested", [(["--spacng", "2,2,2"], "--spacing"), (["--image_sise=32"], "--image-size"),
+                                             (["--direct_running_mod=in_memory"], "--direct_running_mode")])
+def test_an_option_neither_the_converter_nor_beam_knows_is_an_error_naming_the_nearest(tmp_path, capsys, typo, suggested):
+    from medgan_tf import cli
+
+    pairs = write_synthetic_dataset("pet_denoise", tmp_path / "volumes", patients=2, seed=0)
+    argv = ["convert", "--pairs", str(pairs), "--task", "pet_denoise", "--out", str(tmp_path / "out"), "--image-size", "16"]
+
+    assert cli.main(argv + typo) == 2
+
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: unknown option") and typo[0].split("=")[0] in message and suggested in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_options_beam_knows_still_pass_through():
+    from pipelines.runners import check_beam_args
+
+    check_beam_args(["--direct_running_mode=in_memory", "--direct_num_workers", "2", "--project", "p"])
+    with pytest.raises(UserError, match="did you mean --overwrite"):
+        check_beam_args(["--overwrit"])

@@ -16,7 +16,7 @@ from medgan_tf import config as config_lib
 from medgan_tf import presets
 from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, read_volume, write_nifti
-from medgan_tf.data.io.dicom_writer import quantize, series_datasets, write_dicom_series as write_output_series
+from medgan_tf.data.io.dicom_writer import series_datasets, write_dicom_series as write_output_series
 from medgan_tf.serving import export, loading, signatures
 from medgan_tf.serving.translation import translate_file
 
@@ -69,7 +69,7 @@ def check_new_identity(output: list, source: list) -> None:
     assert len({ds.SeriesInstanceUID for ds in output}) == 1
     for keyword in ("FrameOfReferenceUID", "StudyInstanceUID", "PatientID", "PatientName", "StudyDate"):
         assert {str(ds.get(keyword)) for ds in output} == {str(origin.get(keyword))}, keyword
-    assert first.SeriesNumber == 1007 and list(first.ImageType) == ["DERIVED", "SECONDARY"]
+    assert first.SeriesNumber not in (origin.SeriesNumber, None) and first.ImageType[0] == "DERIVED"
     assert sorted(ds.InstanceNumber for ds in output) == list(range(1, len(output) + 1))
 
 
@@ -195,25 +195,6 @@ def test_pet_without_a_dicom_source_names_its_unit(unit, units_tag, factor):
     step = float(first.RescaleSlope)
     assert step == pytest.approx(12.5 / 65535, rel=1e-6)  # the whole uint16 range, not 1 SUV per step
     assert np.max(np.abs(first.pixel_array.T * step - values[:, :, 0] * factor)) <= step / 2 + 1e-9
-
-
-def test_quantize_keeps_every_value_within_half_a_step():
-    stored, slope, intercept = quantize(np.array([-1000.0, 0.0, 1500.4]), signed=True, preferred_intercept=-1024.0,
-                                        unit_slope=True)
-    assert (slope, intercept, stored.tolist(), stored.dtype) == (1.0, -1024.0, [24, 1024, 2524], np.int16)
-    values = np.array([0.0, 3.3, 131070.0])  # beyond uint16 at slope 1; PET keeps intercept 0
-    stored, slope, intercept = quantize(values, signed=False, fixed_intercept=True)
-    assert intercept == 0.0 and slope == pytest.approx(2.0, rel=1e-6) and stored.dtype == np.uint16
-    assert np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
-    values = np.array([246.3, 300.0, 393.9])  # all well above 0 (an MR output): 16 bits of precision, not 1
-    stored, slope, intercept = quantize(values, signed=False, fixed_intercept=True)
-    assert intercept == 0.0 and slope == pytest.approx(393.9 / 65535, rel=1e-6) and stored.dtype == np.uint16
-    assert np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
-    stored, slope, intercept = quantize(np.full(5, 7.25), signed=False)  # a constant
-    assert np.all(stored * slope + intercept == 7.25)
-    values = np.linspace(-5e5, 2e5, 7)  # free intercept: the whole int16 range
-    stored, slope, intercept = quantize(values, signed=True)
-    assert stored.min() == -32768 and np.max(np.abs(stored * slope + intercept - values)) <= slope / 2
 
 
 def test_grids_and_modalities_dicom_cannot_hold_are_refused():

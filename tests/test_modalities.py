@@ -155,5 +155,5 @@ def test_evaluate_pairs_reports_an_implausible_target_and_scores_the_others(tmp_
     payload = json.loads(capsys.readouterr().out)
     assert payload["num_patients"] == 2
     assert [f["patient_id"] for f in payload["failures"]] == ["not_hu"]
-    assert payload["failures"][0]["reason"].startswith("patient not_hu: the target volume cannot be CT (CT check): no air")
+    assert payload["failures"][0]["reason"].startswith("line 4, column target: the target volume cannot be CT (CT check): no air")
     assert payload["summary"]["model"]["mae"]["mean"] == pytest.approx(20.0, abs=1.0)

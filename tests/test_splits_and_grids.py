@@ -82,8 +82,9 @@ def test_split_and_mask_columns_are_read_checked_and_resolved(tmp_path):
     for row in rows[2:4]:
         with pytest.raises(pairs.PairRejected, match=r"different splits \(train on line 4; val on line 5\)"):
             pairs.check_row(row)
-    with pytest.raises(pairs.PairRejected, match="'holdout' is not one of train, val, test"):
+    with pytest.raises(pairs.PairRejected, match="line 6, column split, is not one of train, val, test") as rejected:
         pairs.check_row(rows[4])
+    assert "holdout" not in rejected.value.reason and "'holdout'" in rejected.value.detail  # the cell: terminal only
     assert pairs.resolve_input("gs://bucket/csvs", "../vol/ct.nii.gz") == "gs://bucket/vol/ct.nii.gz"
 
 
@@ -151,7 +152,8 @@ def test_named_splits_win_bad_rows_are_rejected_and_the_test_split_is_written(na
     reasons = {item["row"]: item["reason"] for item in manifest["rejected"]}
     assert set(reasons) == {5, 6, 7}
     assert "different splits (train on line 5; val on line 6)" in reasons[5] == reasons[6]
-    assert "'holdout' is not one of train, val, test" in reasons[7]
+    assert "the cell on line 7, column split, is not one of train, val, test" in reasons[7]
+    assert "holdout" not in (out / "manifest.json").read_text()  # a cell's value may be a name: never quoted
     for split in pairs.SPLITS:
         records = list(data.iterate_records(out, split))
         assert len(records) == manifest["counts"][split]["slices"] > 0

@@ -100,12 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         import_tensorflow_quietly()
     quiet_tensorflow()
-    from medgan_tf.errors import UserError
+    from medgan_tf.errors import UserError, no_room_error
 
     try:
         return int(args._run(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a full disk is the user's to fix, not a bug: one line, not a traceback
+        failure = no_room_error(error)
+        if failure is None:
+            raise
+        logging.debug("the write that failed", exc_info=True)
+        print(f"error: {failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

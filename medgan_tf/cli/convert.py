@@ -19,7 +19,8 @@ Rejected pairs are listed on stderr (with their paths) and in the manifest (by C
 paths); the exit status is non-zero only when nothing converted or with --strict. One conversion
 at a time writes DIR (a second one is refused); an interrupted or failed run (disk full, SIGTERM,
 SIGKILL) leaves the previous DIR, or none, never a half-written one. Options this command does not know are passed to Beam as
-pipeline options (e.g. --direct_running_mode=multi_threading, or a Dataflow project/region).
+pipeline options (e.g. --direct_running_mode=multi_threading, or a Dataflow project/region); an
+option neither knows is an error naming the nearest known one (a typo is not silently dropped).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Examples:
       --ublocks 1 --base-filters 8 --logdir runs/smoke   # the default task on its built-in data
   medgan-tf train --resume runs/pd --epochs 300        # continue, with a longer schedule
   medgan-tf train --resume runs/pd --data data/pd-v2 --data-changed   # continue on other data, on purpose
+  medgan-tf train --resume runs/pd --restart           # its checkpoints all damaged: again from step 0
   tensorboard --logdir runs/
 """
 
@@ -81,7 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
                       "synthetic data, or with --resume the run's own dataset")
     what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
-    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last complete checkpoint")
+    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its newest intact checkpoint (a damaged "
+                      "newer one is named and skipped; none intact is an error)")
+    what.add_argument("--restart", action="store_true",
+                      help="with --resume: train RUN again from step 0 on purpose (its config and dataset kept; its "
+                      "checkpoints are replaced as new ones are saved)")
     what.add_argument("--data-changed", action="store_true",
                       help="with --resume: continue on purpose on a --data other than the run's own, or on its "
                       "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
@@ -196,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
         from medgan_tf.errors import UserError
 
         raise UserError("--data-changed only applies with --resume RUN (continuing a run on changed data)")
+    if args.restart and saved is None:
+        from medgan_tf.errors import UserError
+
+        raise UserError("--restart only applies with --resume RUN (training that run again from step 0)")
     if saved is not None:
         run_dir = Path(args.resume)
     else:
@@ -214,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         summary = train_experiment(experiment, data_dir, run_dir, runtime=rt, resume=saved is not None,
-                                   data_changed=args.data_changed, quiet=args.quiet, log_every=args.log_every)
+                                   restart=args.restart, data_changed=args.data_changed, quiet=args.quiet, log_every=args.log_every)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",

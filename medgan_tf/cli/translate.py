@@ -9,11 +9,13 @@ the target's physical unit (HU / SUV / MR a.u.) and resampled onto the input's o
 The output has the input's grid and is written atomically, as NIfTI (`--output` ending in .nii or
 .nii.gz) or as a DICOM series (`--output` a folder name without suffix, or `--output-format dicom`):
 one file per slice, a new series (new Series and SOP Instance UIDs) in the source's study with its
-Patient, Study and Frame of Reference modules, the input's geometry tags, ImageType
-DERIVED\\SECONDARY and a SeriesDescription naming the model; CT as int16 in HU, PET in Bq/ml
+Patient, Study and Frame of Reference modules, the input's geometry tags, references to the
+source's series and instances and a SeriesDescription naming the model; CT as int16 in HU, PET in Bq/ml
 (Units BQML) with the source's radiopharmaceutical and decay tags, MR as the source's. A NIfTI
-input gets a new minimal Patient/Study (PatientID ANONYMOUS). An existing output folder is
-replaced only when it is empty or an earlier medgan-tf series.
+input gets a new minimal Patient/Study (PatientID ANONYMOUS) and the log says so, unless `--like
+SERIES_FOLDER` names a DICOM series of the same patient and frame of reference: then the output
+joins that series' patient, study and frame of reference (on its grid, when the two hold the same
+voxels). An existing output folder is replaced only when it is empty or an earlier medgan-tf series.
 
 Many volumes, one model load: `--inputs CSV --output-dir DIR`. The CSV needs an `input` (or
 `source`, so a pairs CSV works as it is) column; optional `patient_id` names each output
@@ -63,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-format", choices=[f.key for f in formats()], default=None,
                         help="nifti or dicom (a series folder: one file per slice, a new series in the source's study); "
                         f"default: from the --output name, {DEFAULT_OUTPUT_FORMAT} for --inputs")
+    parser.add_argument("--like", type=Path, metavar="SERIES_FOLDER",
+                        help="with a NIfTI --input: a DICOM series of the same patient and frame of reference; a "
+                        "DICOM output joins its patient, study and frame of reference, on its grid when the two "
+                        "hold the same voxels (without it, a NIfTI input's DICOM output is a new study)")
     parser.add_argument("--batch-size", type=int, default=8, help="S×S tiles (slices) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
                         help="overlap of neighbouring tiles on slices larger than the model's field of view, "
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
         extra_inputs=args.extra_input,
-        output_format=volume_format.key,
+        output_format=volume_format.key, like=args.like,
     )
     volume = translation.volume
     if not args.quiet:
@@ -120,6 +126,8 @@ def _run_many(args: argparse.Namespace) -> int:
 
     if args.output_dir is None or args.input is not None or args.output is not None:
         raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
+    if args.like is not None:
+        raise UserError("--like goes with --input (one volume); with --inputs give each row's series in a 'like' column")
     if args.extra_input:
         raise UserError("--extra-input goes with --input (one volume); with --inputs give the extra sources as the "
                         "CSV's source_2, source_3, … columns")

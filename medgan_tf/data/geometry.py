@@ -163,3 +163,23 @@ def overlap_fraction(moving: Volume, shape: tuple[int, ...], affine: np.ndarray)
 def coverage(volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Boolean mask over grid (`shape`, `affine`): voxel centres that fall inside `volume`."""
     return _inside(volume.array.shape, np.linalg.inv(volume.affine) @ affine, shape)
+
+
+def on_same_voxels(volume: Volume, shape: tuple[int, ...], affine: np.ndarray, tolerance: float = 0.01) -> np.ndarray | None:
+    """`volume.array` reordered onto the grid (`shape`, `affine`) when that grid holds the same
+    voxel centres with its axes in another order or direction (a NIfTI made from a DICOM series
+    and that series, say); None when it does not (within `tolerance` voxels)."""
+    mapping = np.linalg.solve(np.asarray(affine, np.float64), np.asarray(volume.affine, np.float64))
+    signs = np.round(mapping[:3, :3])  # our index → their index: a signed permutation, if anything
+    if not np.allclose(mapping[:3, :3], signs, atol=tolerance) or not np.array_equal(np.abs(signs).sum(0), np.ones(3)) \
+            or not np.array_equal(np.abs(signs).sum(1), np.ones(3)):
+        return None
+    order = [int(np.flatnonzero(signs[axis])[0]) for axis in range(3)]  # their axis `axis` is our axis order[axis]
+    array = np.transpose(volume.array, order)
+    flipped = [signs[axis, order[axis]] < 0 for axis in range(3)]
+    for axis in np.flatnonzero(flipped):
+        array = np.flip(array, int(axis))
+    corner = [shape[axis] - 1 if flipped[axis] else 0 for axis in range(3)]  # where our voxel 0 lands
+    if array.shape != tuple(shape) or not np.allclose(mapping[:3, 3], corner, atol=tolerance):
+        return None
+    return np.ascontiguousarray(array)

@@ -132,8 +132,11 @@ def check_row(row: dict[str, Any]) -> str:
         raise PairRejected(row["split_conflict"])
     split = row.get("split", "")
     if split and split not in SPLITS:
-        shown = repr(split) if re.fullmatch(r"[\w-]{1,20}", split) else "(not a split name)"
-        raise PairRejected(f"split: {shown} is not one of {', '.join(SPLITS)} (any case) or blank")
+        # The cell may hold anything a shifted column puts there (a name, an ID): the manifest names
+        # where it is, only the terminal quotes it.
+        where = f"the cell on line {row['row']}, column split," if row.get("row") else "the split cell"
+        expected = f"is not one of {', '.join(SPLITS)} (any case) or blank"
+        raise PairRejected(f"split: {where} {expected}", f"split: {split!r} {expected}")
     return split
 
 
@@ -171,6 +174,7 @@ def convert_pair(
     data_config: DataConfig,
     extra_source_paths: tuple[str, ...] | list[str] = (),
     mask_path: str = "",
+    allow_different_patients: bool = False,
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
@@ -179,12 +183,15 @@ def convert_pair(
     when K > 0 or `extra_source_paths`.
     With `mask_path` (a mask volume on the source's frame), every record also carries the mask
     on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
+    Two DICOM volumes of different patients are rejected unless `allow_different_patients`.
     """
     from medgan_tf.data import schema
     from medgan_tf.data.preparation import prepare
 
     source = read_pair_volume("source", source_path, data_config.source_modality)
     target = read_pair_volume("target", target_path, data_config.target_modality)
+    if not allow_different_patients:
+        check_same_patient(source, target)
     modalities = data_config.extra_source_modalities
     if len(extra_source_paths) != len(modalities):
         raise PairRejected(f"{len(extra_source_paths)} extra source volume(s); the conversion expects {len(modalities)}")
@@ -221,6 +228,28 @@ def convert_pair(
     if mask is not None:
         summary["mask"] = {"voxels": int(mask[..., keep].sum()), "shape": list(mask.shape)}
     return records, summary
+
+
+def check_same_patient(source: Any, target: Any) -> None:
+    """PairRejected when both volumes come from DICOM and their headers name different patients:
+    PatientIDs that differ, or (without both IDs) PatientName and PatientBirthDate that differ.
+    The reason names which tags differ, never their values."""
+    headers = (source.dicom_header, target.dicom_header)
+    if any(header is None for header in headers):
+        return  # a NIfTI file names no patient
+
+    def tag(header: Any, keyword: str) -> str:
+        return str(header.get(keyword, "") or "").strip().upper()
+
+    ids = [tag(header, "PatientID") for header in headers]
+    if all(ids):
+        differ = ["PatientID"] if ids[0] != ids[1] else []
+    else:
+        differ = [keyword for keyword in ("PatientName", "PatientBirthDate")
+                  if all(tag(h, keyword) for h in headers) and tag(headers[0], keyword) != tag(headers[1], keyword)]
+    if differ:
+        raise PairRejected(f"source and target are of different patients (their {' and '.join(differ)} differ); "
+                           "a pair must show one patient (pass --allow-different-patients if this pairing is intended)")
 
 
 def mask_on_grid(mask_path: str, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:

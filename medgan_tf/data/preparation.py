@@ -89,10 +89,10 @@ def prepare(
     source does not overlap the source in world space, or no slice is covered by both volumes.
     """
     spacing, size = tuple(float(v) for v in data.spacing_mm), int(data.image_size)
-    overlap = 1.0 if target is None else geometry.overlap_fraction(target, source.array.shape, source.affine)
-    if overlap < MIN_OVERLAP:
-        raise PairRejected(f"volumes do not overlap in world space (target covers {overlap:.1%} of the source; "
-                           f"expected at least {MIN_OVERLAP:.0%})")
+    if target is not None:
+        reason = overlap_problem(target, source, "target", "source")
+        if reason:
+            raise PairRejected(reason)
     grid = geometry.model_grid(source, spacing, size, cover=cover)
     source_array, grid_affine = geometry.to_model_grid(source, spacing, size, grid=grid)
     source_covered = geometry.coverage(source, grid[0], grid_affine)
@@ -126,6 +126,21 @@ def prepare(
     return Prepared(**prepared, **extras)
 
 
+def overlap_problem(moving: Volume, reference: Volume | tuple, moving_name: str, reference_name: str,
+                    minimum: float = MIN_OVERLAP) -> str | None:
+    """Why `moving` cannot be put beside `reference` (a Volume, or a grid (shape, affine)) voxel by
+    voxel: it covers less than `minimum` of the reference's voxel centres in world space (0: none at
+    all); None when it overlaps. The one-line reason every command uses (convert, translate's extra
+    inputs, evaluate --pairs)."""
+    shape, affine = (reference.array.shape, reference.affine) if isinstance(reference, Volume) else reference
+    overlap = geometry.overlap_fraction(moving, shape, affine)
+    if overlap >= minimum and overlap > 0:
+        return None
+    expected = f"at least {minimum:.0%}" if minimum >= 0.01 else "some overlap"
+    return (f"volumes do not overlap in world space ({moving_name} covers {overlap:.1%} of the {reference_name}; "
+            f"expected {expected})")
+
+
 def output_parameters(config: NormalizationConfig, source_params: Mapping[str, Any], source_unit: str) -> dict[str, Any] | None:
     """The `normalization.denormalize` parameters of a model output when there is no target: a fixed
     window's own, or (shared with the source, e.g. PET denoising) the source's window in the
@@ -154,8 +169,9 @@ def _extra_sources(volumes: Sequence[Volume], data: DataConfig, grid: tuple, kee
     spacing, size = tuple(float(v) for v in data.spacing_mm), int(data.image_size)
     params, normalized = [], []
     for index, (volume, modality) in enumerate(zip(volumes, data.extra_source_modalities), start=2):
-        if geometry.overlap_fraction(volume, shape, affine) < MIN_OVERLAP:
-            raise PairRejected(f"source_{index}: does not overlap the first source in world space")
+        reason = overlap_problem(volume, grid, f"source_{index}", "first source's grid")
+        if reason:
+            raise PairRejected(f"source_{index}: {reason}")
         array, _ = geometry.to_model_grid(volume, spacing, size, grid=grid)
         fitted = fit_covered(array, geometry.coverage(volume, shape, affine), keep,
                              context.extra_normalization(modality), volume.unit)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,36 @@ from medgan_tf.errors import UserError
 PATH_COLUMNS = ("target", "source", "prediction", "mask", "labels")
 SUV_COLUMNS = ("weight_kg", "injected_dose_bq", "half_life_s", "delay_s")
 TRAINING_SPLITS = ("train", "val")
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(])(?:/|~/|[A-Za-z]:\\)\w")  # "/data/…", "~/…", "C:\…", not "Bq/ml"
+
+
+class CaseError(UserError):
+    """A patient that cannot be scored: the message (stderr) may name its files; `reason` names
+    only the CSV line and column, for reports (metrics.json, metrics.md)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def report_reason(row: "Row", error: UserError) -> str:
+    """`error` as a report may carry it: its own `reason`, or its text with every file of the row
+    replaced by the CSV column that names it, after the CSV line. Reports hold no path."""
+    reason = getattr(error, "reason", None)
+    if reason:
+        return reason
+    text = str(error)
+    cells = [(column, path) for column, path in row.paths.items() if path is not None]
+    cells += [(f"source_{index}", path) for index, path in enumerate(row.extra_sources, start=2) if path is not None]
+    for column, path in sorted(cells, key=lambda cell: -len(str(cell[1]))):
+        text = text.replace(str(path), f"<{column} column>")
+        if not path.name.isalpha() and len(path.name) >= 4:
+            text = text.replace(path.name, f"<{column} column>")
+    if row.csv is not None:
+        text = text.replace(str(row.csv), "the CSV")
+    if ABSOLUTE_PATH.search(text):  # a path the row does not name (a file inside a DICOM folder, ...)
+        text = "see the terminal's message for this patient"
+    return f"line {row.line}: {text}"
 
 
 @dataclasses.dataclass
@@ -141,7 +172,8 @@ def read(path: Path, what: str, patient_id: str, modality: str | None = None, *,
     try:
         volume = read_volume(path, modality_hint=modality)
     except VolumeReadError as error:
-        raise UserError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}") from None
+        raise CaseError(f"patient {patient_id}: cannot read {what} {error.path}: {error.reason}",
+                        f"column {what}: cannot read {what} volume: {error.reason}") from None
     if expected is not None:
         try:
             check = expected.check_volume if plausible else expected.check_modality
@@ -193,27 +225,55 @@ def load_case(row: Row, target_modality: str, source_modality: str, *, need_sour
               extra_modalities: tuple[str, ...] = ()) -> Case:
     """Read one row's volumes and put prediction, mask and labels on the target's grid; with
     `extra_modalities` (a multi-source model's source_2, …) read those sources too, as they are."""
-    target = read(row.paths["target"], "target", row.patient_id, target_modality)
+    target = _cell(row, "target", lambda: read(row.paths["target"], "target", row.patient_id, target_modality))
     source = None
     if row.paths["source"] is not None:
-        source = read(row.paths["source"], "source", row.patient_id, source_modality)
+        source = _cell(row, "source", lambda: read(row.paths["source"], "source", row.patient_id, source_modality))
+        _check_overlap(row, "source", source, target)
     elif need_source:
         raise UserError(f"patient {row.patient_id}: no source volume (the CSV's source column is needed with --model)")
     extra_volumes = _extra_sources(row, extra_modalities)
     prediction = None
     if row.paths["prediction"] is not None and not need_source:
-        volume = read(row.paths["prediction"], "prediction", row.patient_id, target_modality, plausible=False)
+        volume = _cell(row, "prediction", lambda: read(row.paths["prediction"], "prediction", row.patient_id,
+                                                       target_modality, plausible=False))
+        _check_overlap(row, "prediction", volume, target)
         prediction = on_grid(volume.array, volume.affine, target)
     mask = labels = None
     if row.paths["mask"] is not None:
-        volume = read(row.paths["mask"], "mask", row.patient_id)
+        volume = _cell(row, "mask", lambda: read(row.paths["mask"], "mask", row.patient_id))
+        _check_overlap(row, "mask", volume, target, minimum=0.0)
         mask = on_grid(volume.array, volume.affine, target, order=0, fill=0.0) > 0
         if not mask.any():
-            raise UserError(f"patient {row.patient_id}: mask {row.paths['mask']} is empty on the target's grid")
+            raise CaseError(f"patient {row.patient_id}: mask {row.paths['mask']} is empty on the target's grid",
+                            f"line {row.line}, column mask: the mask is empty on the target's grid")
     if row.paths["labels"] is not None:
-        volume = read(row.paths["labels"], "labels", row.patient_id)
+        volume = _cell(row, "labels", lambda: read(row.paths["labels"], "labels", row.patient_id))
+        _check_overlap(row, "labels", volume, target, minimum=0.0)
         labels = np.rint(on_grid(volume.array, volume.affine, target, order=0, fill=0.0)).astype(np.int32)
     return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels, extra_volumes)
+
+
+def _cell(row: Row, column: str, read_volume: Any) -> Any:
+    """`read_volume()`, its UserError given a report reason naming the CSV line and `column`."""
+    try:
+        return read_volume()
+    except CaseError as error:
+        raise CaseError(str(error), f"line {row.line}, {error.reason}") from None
+    except UserError as error:  # the modality's plausibility check: values, never paths
+        detail = str(error).split(": ", 1)[-1]
+        raise CaseError(str(error), f"line {row.line}, column {column}: {detail}") from None
+
+
+def _check_overlap(row: Row, column: str, volume: Any, target: Any, minimum: float | None = None) -> None:
+    """CaseError when `volume` (the CSV's `column`) does not overlap the target in world space:
+    the converter's reason (`medgan_tf.data.preparation.overlap_problem`)."""
+    from medgan_tf.data.preparation import MIN_OVERLAP, overlap_problem
+
+    reason = overlap_problem(volume, target, column, "target", MIN_OVERLAP if minimum is None else minimum)
+    if reason:
+        raise CaseError(f"patient {row.patient_id}: {column} {row.paths[column]}: {reason}",
+                        f"line {row.line}, column {column}: {reason}")
 
 
 def _extra_sources(row: Row, extra_modalities: tuple[str, ...]) -> list[Any]:
@@ -228,5 +288,6 @@ def _extra_sources(row: Row, extra_modalities: tuple[str, ...]) -> list[Any]:
     if empty:
         raise UserError(f"patient {row.patient_id} (line {row.line}): empty {', '.join(empty)} cell; the model takes "
                         f"{sources_text(extra_modalities)}")
-    return [read(path, f"source_{index}", row.patient_id, modality)
+    return [_cell(row, f"source_{index}", lambda path=path, index=index, modality=modality:
+                  read(path, f"source_{index}", row.patient_id, modality))
             for index, (path, modality) in enumerate(zip(cells, extra_modalities), start=2)]

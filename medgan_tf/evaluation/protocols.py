@@ -209,6 +209,8 @@ def pet(prediction, target, mask=None, *, labels=None, suv_factor: float = 1.0,
 
     nrmse — √mean((ref − pred)²) / (max(ref) − min(ref))          (UDPET `compute_nrmse`)
     psnr  — 20·log10(max(ref) / RMSE) dB                           (UDPET `compute_psnr`)
+    (identical volumes: nrmse 0, psnr +inf; a constant reference has no range, nor a zero one a
+    peak, to measure against: nrmse, psnr NaN — undefined rather than a division by zero)
     ssim  — mean 3-D SSIM (7-voxel uniform window, 3-voxel crop), data range max(ref) − min(ref)
 
     With `labels` (integer map, same shape, 0 = background), for every region k > 0, signed %
@@ -219,8 +221,8 @@ def pet(prediction, target, mask=None, *, labels=None, suv_factor: float = 1.0,
     span = float(ref.max() - ref.min())
     rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
     out = {
-        "nrmse": rmse / span if span else float("nan"),
-        "psnr": float("inf") if rmse == 0 else float(20 * np.log10(ref.max() / rmse)),
+        "nrmse": rmse / span if span else 0.0 if rmse == 0 else float("nan"),
+        "psnr": float("inf") if rmse == 0 else float(20 * np.log10(ref.max() / rmse)) if ref.max() > 0 else float("nan"),
         "ssim": float(_crop(ssim_map(ref, pred, span or 1.0)).mean(dtype=np.float64)),
     }
     if labels is not None:
@@ -272,7 +274,8 @@ def paper(prediction, target, mask=None, *, target_params: Mapping | None = None
 
     pred, ref = _pair(prediction, target)
     if target_params is None:
-        target_params = {"kind": "window", "low": float(ref.min()), "high": float(ref.max()) or 1.0}
+        low = float(ref.min())  # a constant target: a window of one unit above it, as normalization.fit keeps
+        target_params = {"kind": "window", "low": low, "high": float(ref.max()) if ref.max() > low else low + 1.0}
     names = [n for n in per_slice_metrics() if METRICS.get(n).function is not None
              and METRICS.get(n).minimum_size <= min(ref.shape[1:])]
     per_slice: dict[str, list[float]] = {n: [] for n in names}

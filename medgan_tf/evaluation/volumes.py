@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 from medgan_tf import tasks
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
-from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, suv_factor
+from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
 from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
 
@@ -190,8 +191,8 @@ def evaluate_volumes(
         try:
             _score_case(result, row, model, baselines, batch_size, tile_overlap)
         except UserError as error:
-            log.error("%s", error)
-            result.failures.append({"patient_id": row.patient_id, "reason": str(error)})
+            log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
+            result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
     if not result.per_patient:
         raise UserError(f"no patient could be scored ({len(result.failures)} failed: {result.failures[0]['reason']})")
     return result
@@ -228,9 +229,15 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     kwargs = _protocol_inputs(case, protocol, factor, task)
     candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
     try:
-        scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: named in a note, not a warning
+            scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
     except ValueError as error:
         raise UserError(f"patient {row.patient_id}: {error}") from None
+    undefined = sorted({metric for values in scores.values() for metric, value in values.items()
+                        if isinstance(value, float) and math.isnan(value)})
+    if undefined and float(np.ptp(case.target)) == 0:
+        result.notes.append(f"patient {row.patient_id}: the target holds one value ({float(case.target.flat[0]):g}); "
+                            f"{', '.join(undefined)} against its range or peak are undefined (nan)")
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
                                "suv_known": known, "scores": scores})
     _keep_for_figures(result, case, candidates, mask, factor)

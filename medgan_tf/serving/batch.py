@@ -10,6 +10,8 @@ The CSV has a header row and one volume per row:
   source_2, source_3, …  a multi-source model's extra source volumes, in training order (the
                      converter's pairs CSV columns, read by `medgan_tf.data.pairs`); required
                      exactly when the model takes them, and then in every row.
+  like               optional; for a NIfTI input, a DICOM series of the same patient whose
+                     study a DICOM output joins (`translate --like`).
 
 Relative input paths are relative to the CSV's folder, relative outputs to DIR. Each row is
 translated and written (atomically) on its own: a failing row is reported with its path and reason,
@@ -31,13 +33,14 @@ from medgan_tf.serving.channels import check_extra_columns, empty_extra_cells, s
 
 @dataclasses.dataclass(frozen=True)
 class BatchItem:
-    """One CSV row: its line number in the file, the input, where its output goes and its extra
-    sources (source_2, … in order; None for an empty cell)."""
+    """One CSV row: its line number in the file, the input, where its output goes, its extra
+    sources (source_2, … in order; None for an empty cell) and its --like series (or None)."""
 
     line: int
     input: Path
     output: Path
     extra_inputs: tuple[Path | None, ...] = ()
+    like: Path | None = None
 
 
 @dataclasses.dataclass
@@ -81,7 +84,8 @@ def read_inputs_csv(csv_path: str | Path, output_dir: str | Path, output_format:
                             "give them different patient_id or output values")
         seen[output] = line
         extra = read_extra_sources(csv_path, str(csv_path.parent), row, columns)
-        items.append(BatchItem(line, source, output, tuple(Path(path) if path else None for path in extra)))
+        like = _resolve(csv_path.parent, row["like"]) if row.get("like") else None
+        items.append(BatchItem(line, source, output, tuple(Path(path) if path else None for path in extra), like))
     return items
 
 
@@ -127,7 +131,7 @@ def translate_many(
         try:
             extra_inputs = _extra_inputs(item, extra_modalities)
             translate_file(model, item.input, item.output, output_format=output_format, extra_inputs=extra_inputs,
-                           **options)
+                           like=item.like, **options)
         except UserError as error:
             reason = str(error)
         except Exception as error:  # noqa: BLE001 — one broken volume must not stop the others

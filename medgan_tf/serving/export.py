@@ -16,12 +16,14 @@ float32 (the tanh output layer is float32). Loading is unchanged: `translate`/`e
 graph as exported.
 
 A version is written to a hidden temporary folder inside OUT and renamed into place at the end,
-so an interrupted export never leaves a numeric folder that TF Serving would pick up. The
+so an interrupted export never leaves a numeric folder that TF Serving would pick up; the next
+export removes the temporary folders of exports that were killed (their process is gone). The
 signatures are described in `medgan_tf.serving.signatures`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from medgan_tf import config as config_lib
 from medgan_tf import files
-from medgan_tf.errors import UserError
+from medgan_tf.errors import UserError, no_room_error
 from medgan_tf.training.build import EXPORT_POLICIES, generator_in_precision
 from medgan_tf.serving.signatures import (
     CONFIG_ASSET,
@@ -97,6 +99,7 @@ def export_generator(
     from medgan_tf.training.runtime import choose_inference_precision
 
     out_dir = Path(out_dir)
+    files.recover_leftovers(out_dir)  # versions a killed export left half-written
     if version is None:
         version = next_version(out_dir)
     if int(version) < 1:
@@ -114,6 +117,26 @@ def export_generator(
     compute_dtype, reason = choose_inference_precision(precision)
     served = generator_in_precision(generator, experiment, compute_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        signatures = _write_version(served, experiment, final, description, compute_dtype, reason)
+    except OSError as error:
+        if isinstance(error, FileExistsError) or error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise UserError(f"{final} was written by another export while this one ran; this one was discarded and "
+                            f"{final} is the other's, complete. Run it again (it takes the next free version) or pass "
+                            "--version") from None
+        raise no_room_error(error, f"the export {final}") or error
+    except tf.errors.OpError as error:
+        raise no_room_error(error, f"the export {final}") or error
+    log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
+    return final
+
+
+def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path, description: dict,
+                   compute_dtype: str, reason: str) -> list[str]:
+    """The SavedModel of `served` with its assets, published as the folder `final` when complete;
+    returns the names of its signatures."""
+    import tensorflow as tf
+
     # The folder appears under its version number only when complete: TF Serving polls for new ones.
     with files.atomic_folder(final, replace=False, kind="export") as staging:
         asset_dir = staging / ".asset-sources"  # copied into staging/assets/ by tf.saved_model.save
@@ -133,8 +156,7 @@ def export_generator(
         if not (staging / "saved_model.pb").is_file():
             raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
         shutil.rmtree(asset_dir)
-    log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
-    return final
+    return list(signatures)
 
 
 def export_run(

@@ -179,10 +179,15 @@ def translate_file(
     quiet: bool = False,
     extra_inputs: tuple[str | Path, ...] | list[str | Path] = (),
     output_format: str | None = None,
+    like: str | Path | None = None,
 ) -> Translation:
     """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path` in
     `output_format` (a key of the format table `medgan_tf.data.io.formats`, or None: the one the
     name asks for, e.g. a NIfTI suffix or a DICOM series folder name).
+
+    `like` (a NIfTI input only): a DICOM series of the same patient and frame of reference; the
+    output takes its Patient, Study and Frame of Reference, and when the two grids hold the same
+    voxels, its orientation and slice references (`like_series`).
 
     `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`;
     `extra_inputs` are the extra source volumes of a multi-source model (source_2, … in order).
@@ -199,10 +204,48 @@ def translate_file(
     volume = io.read_input("input", input_path, data.source_modality)
     hints = data.extra_source_modalities + ("OT",) * len(extra_inputs)
     extra_volumes = [io.read_input("extra input", path, hint) for path, hint in zip(extra_inputs, hints)]
+    like_volume = like_series(like, volume) if like is not None else None
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes)
-    io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, volume))
+    source = volume
+    if like_volume is not None:
+        translation.volume, source = as_like(translation.volume, volume, like_volume)
+    io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, source))
     return translation
+
+
+def like_series(path: str | Path, volume: Any) -> Any:
+    """The DICOM series `path` given with --like for the NIfTI input `volume`; UserError when the
+    input is DICOM (it keeps its own study), `path` is no DICOM series or does not overlap it."""
+    from medgan_tf.data import io
+    from medgan_tf.data.geometry import overlap_fraction
+
+    if volume.dicom_header is not None:
+        raise UserError("--like gives a NIfTI input the study of a DICOM series; this input is a DICOM series and "
+                        "keeps its own study (leave out --like)")
+    like = io.read_input("--like series", path)
+    if like.dicom_header is None:
+        raise UserError(f"--like {path} is not a DICOM series folder; expected the series whose patient, study and "
+                        "frame of reference the output joins")
+    if overlap_fraction(like, volume.shape, volume.affine) == 0.0:
+        raise UserError(f"--like {path}: the input does not overlap that series anywhere in world coordinates; it "
+                        "cannot be in its frame of reference")
+    return like
+
+
+def as_like(output: Any, volume: Any, like: Any) -> tuple[Any, Any]:
+    """(`output`, the source its DICOM copies from) for a NIfTI input `volume` given `like`: the
+    output on the like series' grid when it holds the same voxels, else on its own grid (logged)."""
+    from medgan_tf.data.geometry import on_same_voxels
+
+    source = dataclasses.replace(volume, dicom_header=like.dicom_header, dicom_slices=like.dicom_slices)
+    array = on_same_voxels(output, like.shape, like.affine)
+    if array is None:
+        log.warning("the --like series has other voxels than the input: the output keeps the input's grid and takes "
+                    "only that series' patient, study and frame of reference (its slices reference none of the series)")
+        return output, source
+    log.info("the output joins the --like series' study on its grid (orientation and slice order)")
+    return dataclasses.replace(output, array=array, affine=np.array(like.affine)), source
 
 
 def _progress_bar(unit: str) -> Callable[[int, int], None]:

@@ -13,6 +13,8 @@ both optimizers, the global step and the epoch. TensorFlow writes the data files
 atomically last, so a process killed while saving leaves the state pointing at the last complete
 checkpoint, which `--resume` then uses. A save that fails (a full disk) removes what it had
 written and ends in one UserError; the leftovers of a killed save are removed when a run starts.
+A checkpoint damaged afterwards (a truncated data file, a deleted index) is named on resume, which
+continues from the newest intact one; a garbled state file is an error naming it.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ class CheckpointStore:
         if is_chief:  # a save killed mid-way (SIGKILL, power loss) leaves its staging folder behind
             remove_leftovers(self.directory)
             remove_leftovers(self.directory / BEST_DIR)
+            for folder in (self.directory, self.directory / BEST_DIR):
+                read_state(folder)  # TensorFlow's manager would fail on a garbled one with a traceback
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(write_dir), max_to_keep=keep, step_counter=self.step
         )
@@ -141,11 +145,16 @@ class CheckpointStore:
         return self._save(self.best_manager, self._write_dir / BEST_DIR, "the best checkpoint")
 
     def restore_latest(self) -> str | None:
-        """Restore the newest complete checkpoint of the run; None when there is none."""
-        path = tf.train.latest_checkpoint(str(self.directory))
+        """Restore the newest intact checkpoint of the run; None when there is none. Newer damaged
+        ones are named in a warning (they stay on disk: the next saves replace them)."""
+        path, damaged = newest_intact(self.directory)
+        for name, reason in damaged:
+            log.warning("checkpoint %s is damaged (%s)", self.directory / name, reason)
         if path is None:
             return None
         self.checkpoint.restore(path).assert_existing_objects_matched()
+        if damaged:
+            log.warning("resuming from %s, the newest intact checkpoint", path)
         log.info("restored %s (step %d, epoch %d)", path, int(self.step.numpy()), int(self.epoch.numpy()))
         return path
 
@@ -170,6 +179,64 @@ class CheckpointStore:
         if not self._is_chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path
+
+
+def read_state(directory: Path) -> list[str]:
+    """The checkpoint prefixes the `checkpoint` state file of `directory` records, oldest first
+    ([] without a state file). A state file that is not TensorFlow's text format (garbled bytes,
+    a cut line) is a UserError naming it: TensorFlow would ignore it and start over at step 0."""
+    path = Path(directory) / "checkpoint"
+    if not path.exists():
+        return []
+    tf_log = tf.get_logger()
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # TensorFlow logs its parse error before returning None
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except (ValueError, OSError, tf.errors.OpError) as error:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{path}: the checkpoint state file is garbled ({type(error).__name__}); restore it from a "
+                        f"backup, or start the run again from step 0 with --resume {Path(directory).parent} --restart") from None
+    finally:
+        tf_log.setLevel(level)
+    if state is None:
+        raise UserError(f"{path}: the checkpoint state file is garbled (not TensorFlow's checkpoint state); restore it "
+                        f"from a backup, or start the run again from step 0 with --resume {Path(directory).parent} --restart")
+    recorded = [*state.all_model_checkpoint_paths]
+    if state.model_checkpoint_path and state.model_checkpoint_path not in recorded:
+        recorded.append(state.model_checkpoint_path)
+    return [str(Path(directory) / Path(prefix).name) for prefix in recorded]
+
+
+def newest_intact(directory: Path) -> tuple[str | None, list[tuple[str, str]]]:
+    """(the newest recorded checkpoint whose files are complete, or None; the newer ones found
+    damaged as (name, reason)). Complete: its index and every data file it lists can be read."""
+    damaged = []
+    for prefix in sorted(read_state(directory), key=_step_of, reverse=True):
+        reason = damage_of(prefix)
+        if reason is None:
+            return prefix, damaged
+        damaged.append((Path(prefix).name, reason))
+    return None, damaged
+
+
+def damage_of(prefix: str) -> str | None:
+    """Why checkpoint `prefix` cannot be restored (a missing index or data file, a short read),
+    or None when every tensor it holds reads back."""
+    if not Path(prefix + ".index").is_file():
+        return f"{Path(prefix).name}.index is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as error:
+        detail = (getattr(error, "message", None) or str(error)).split("\n", 1)[0].split(" [Op:", 1)[0]
+        return f"its files cannot be read: {detail[:200]}"
+    return None
+
+
+def _step_of(prefix: str) -> int:
+    number = Path(prefix).name.rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else -1
 
 
 def remove_leftovers(directory: Path) -> list[Path]:

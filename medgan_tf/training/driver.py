@@ -169,13 +169,15 @@ def train(
     data_dir: Path | None = None,
     runtime: Runtime,
     resume: bool = False,
+    restart: bool = False,
     quiet: bool = False,
     log_every: int = 10,
 ) -> dict:
     """Train `experiment` into `run_dir`; returns the content of `summary.json`.
 
     Pass either `data_dir` (a converted dataset) or a prepared `TrainingData`. Most callers want
-    `medgan_tf.training.train_experiment`, which checks the run and the data first.
+    `medgan_tf.training.train_experiment`, which checks the run and the data first. resume: continue
+    from the newest intact checkpoint (none is a UserError); with restart, begin again at step 0.
     """
     run_dir = Path(run_dir)
     train_cfg = experiment.train
@@ -188,6 +190,7 @@ def train(
             raise ValueError("train() needs data or data_dir")
         data = tfrecord_data(Path(data_dir), experiment, global_batch)
     steps_per_epoch = train_cfg.steps_per_epoch or max(1, data.train_slices // global_batch)
+    resume = resume and not restart
     model, store = _build(experiment, run_dir, runtime, resume)
     if runtime.is_chief:
         checkpoints.write_config(run_dir, experiment)
@@ -245,7 +248,8 @@ def _build(experiment: config_lib.ExperimentConfig, run_dir: Path, runtime: Runt
             worker_index=runtime.worker_index,
         )
     if resume and store.restore_latest() is None:
-        log.warning("%s has no complete checkpoint: starting from step 0", run_dir)
+        raise UserError(f"{run_dir} has no intact checkpoint to resume from (see the warnings above); to train it "
+                        f"again from step 0 on purpose, add --restart")
     return model, store
 
 

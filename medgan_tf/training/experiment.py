@@ -63,9 +63,12 @@ def _read_record(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / DATA_FILE
     try:
         record = json.loads(path.read_text())
-        return record if isinstance(record, dict) and isinstance(record.get("data_dir"), str) else None
-    except (OSError, ValueError):
+    except OSError:
         return None
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError alike
+        raise UserError(f"{path}: the run's dataset record is garbled ({type(error).__name__}); restore it, or "
+                        f"delete it and resume with --data naming the run's dataset") from None
+    return record if isinstance(record, dict) and isinstance(record.get("data_dir"), str) else None
 
 
 def train_experiment(
@@ -75,6 +78,7 @@ def train_experiment(
     *,
     runtime: Runtime,
     resume: bool = False,
+    restart: bool = False,
     data_changed: bool = False,
     quiet: bool = False,
     log_every: int = 10,
@@ -85,8 +89,10 @@ def train_experiment(
     complete checkpoint; `config` may differ from the run's only in `RESUMABLE_FIELDS`, and
     `data_dir` may be None (the run's own dataset, recorded in RUN/data.json) or that same
     dataset, unchanged since (same manifest fingerprint); `data_changed=True` accepts another or a
-    reconverted dataset and records the change. Every mismatch is a UserError that names it;
-    nothing is written before the checks.
+    reconverted dataset and records the change. A damaged newest checkpoint is named and the run
+    continues from the newest intact one; none intact is a UserError unless `restart=True`, which
+    trains the run again from step 0 (its config and data checks as for resume).
+    Every mismatch is a UserError that names it; nothing is written before the checks.
     `runtime` comes from `medgan_tf.training.runtime.setup` (strategy, XLA, precision).
     """
     from medgan_tf.data.context import adopt_dataset_sources, check_context
@@ -98,6 +104,8 @@ def train_experiment(
     config_lib.validate(config)
     check_selection_metric(config.train.select_by)
     run_dir = Path(run_dir)
+    if restart and not resume:
+        raise UserError("--restart only applies with --resume RUN (training that run again from step 0)")
     if data_changed and not resume:
         raise UserError("--data-changed only applies when resuming a run (--resume RUN); a new run records "
                         "its dataset itself")
@@ -119,7 +127,7 @@ def train_experiment(
     if runtime.is_chief:
         checkpoints.write_json_atomic(run_dir / DATA_FILE, _data_record(record, data_dir, data_changed, resume))
     log.info("training %s on %s into %s", config.model, config.task, run_dir)
-    return driver.train(config, run_dir, data_dir=data_dir, runtime=runtime, resume=resume, quiet=quiet,
+    return driver.train(config, run_dir, data_dir=data_dir, runtime=runtime, resume=resume, restart=restart, quiet=quiet,
                         log_every=log_every)
 
 

@@ -76,8 +76,11 @@ class BestModel:
         path = Path(run_dir) / SELECTION_FILE
         try:
             saved = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except OSError:
             return cls(metric, patience)
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError alike
+            raise UserError(f"{path}: the model-selection state is garbled ({type(error).__name__}); restore it, "
+                            f"or delete it to start the best-checkpoint bookkeeping afresh") from None
         if saved.get("metric") != metric:
             return cls(metric, patience)
         return cls(metric, patience, list(saved.get("curve", [])), saved.get("best"), int(saved.get("since_best", 0)))

@@ -79,6 +79,8 @@ class Volume:
               the Patient, Study, Frame of Reference and PET modules a DICOM output copies; for a
               volume derived from one (a translation), the header of its source; None otherwise.
               It identifies the patient: nothing that stores data (records, manifests) keeps it.
+    dicom_slices: alongside `dicom_header`, each source slice's (SOPClassUID, SOPInstanceUID,
+              ImagePositionPatient [mm, LPS]) in k order: what a derived DICOM series references.
     """
 
     array: np.ndarray
@@ -87,6 +89,8 @@ class Volume:
     unit: str = "a.u."
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     dicom_header: Any = dataclasses.field(default=None, repr=False, compare=False)
+    dicom_slices: tuple[tuple[str, str, tuple[float, float, float]], ...] = dataclasses.field(
+        default=(), repr=False, compare=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:

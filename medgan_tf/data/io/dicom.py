@@ -59,7 +59,8 @@ class DicomSeriesFormat:
         if provenance is None:
             return write_dicom_series(volume, path)
         source = provenance.source
-        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None))
+        derived = dataclasses.replace(volume, dicom_header=getattr(source, "dicom_header", None),
+                                      dicom_slices=getattr(source, "dicom_slices", ()))
         return write_dicom_series(derived, path, description=provenance.description or None,
                                   derivation=provenance.derivation or None)
 
@@ -81,6 +82,8 @@ def _read_dicom_series(folder: Path) -> Volume:
     affine = LPS_TO_RAS @ affine_lps
 
     first = images[0][1]
+    slices = tuple((str(ds.SOPClassUID), str(ds.SOPInstanceUID), tuple(float(v) for v in position))
+                   for (_, ds), position in zip(images, positions) if "SOPInstanceUID" in ds and "SOPClassUID" in ds)
     modality = str(first.get("Modality", "OT")).strip() or "OT"
     metadata: dict[str, Any] = {"format": "dicom", "num_files": len(images)}
     array, unit = _physical_units(first, modality, array, metadata)
@@ -93,6 +96,7 @@ def _read_dicom_series(folder: Path) -> Volume:
         unit=unit,
         metadata=metadata,
         dicom_header=first,
+        dicom_slices=slices if len(slices) == len(images) else (),
     )
 
 
@@ -126,10 +130,26 @@ def _series_images(folder: Path) -> list[tuple[Path, Any]]:
     if len(series) > 1:
         raise VolumeReadError(folder, f"folder holds {len(series)} image series; expected one")
     for _, ds in images:
+        layout = _unsupported_layout(ds)
+        if layout:
+            raise VolumeReadError(folder, layout)
         for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if keyword not in ds:
                 raise VolumeReadError(folder, f"DICOM image without {keyword}; cannot place it in world space")
     return images
+
+
+def _unsupported_layout(ds: Any) -> str | None:
+    """Why `ds` is not one slice per file (the layout this reader takes), or None when it is."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        sop = ds.get("SOPClassUID", None)
+        return (f"enhanced multi-frame DICOM ({frames} frames in one file, {getattr(sop, 'name', 'unknown SOP class')}); "
+                "this reader takes one slice per file: convert the series to NIfTI (e.g. with dcm2niix) and give that")
+    if "MOSAIC" in [str(value).upper() for value in (ds.get("ImageType") or [])]:
+        return ("Siemens MOSAIC image (several slices tiled into one image); this reader takes one slice per file: "
+                "convert the series to NIfTI (e.g. with dcm2niix, which unpacks mosaics) and give that")
+    return None
 
 
 def _orientation(folder: Path, images: list[tuple[Path, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
