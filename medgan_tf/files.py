@@ -88,14 +88,19 @@ def new_folder(path: str | os.PathLike, kind: str) -> Path:
 
 
 def is_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (one of another user counts as alive)."""
+    """Whether process `pid` exists on this machine and is not a zombie (one of another user
+    counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def recover_leftovers(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[str]:

@@ -139,24 +139,9 @@ def _check_stale(out: Path, path: Path, holder: dict, host: str, flock_held: boo
     if holder.get("host") != host:
         raise UserError(f"{path} names a conversion by PID {pid} on host {holder.get('host')!r}, which this host cannot "
                         f"check; if no conversion into {out} is running there, delete {path} and run again")
-    if not flock_held and isinstance(pid, int) and pid_alive(pid):
+    if not flock_held and isinstance(pid, int) and files.is_alive(pid):
         raise _busy(out, path, holder)
     logging.warning("taking over the lock %s of PID %s, which ended without releasing it", path, pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process `pid` exists on this host (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def _release(out: Path, descriptor: int) -> None:
@@ -193,7 +178,7 @@ def recover(out: Path) -> None:
         logging.warning("removing %s, a dataset replaced by an earlier --overwrite", path)
         shutil.rmtree(path)
     for path, pid in _siblings(out, "partial"):
-        if pid is not None and pid != os.getpid() and pid_alive(pid):
+        if pid is not None and pid != os.getpid() and files.is_alive(pid):
             logging.warning("leaving %s in place: its PID %d is running (another host's run, or a reused "
                             "PID); delete it if no conversion into %s is running", path, pid, out)
             continue
