@@ -325,7 +325,7 @@ def test_a_reason_from_an_unexpected_error_keeps_its_type_but_not_its_message(mo
     from medgan_tf.config import to_dict
     from medgan_tf.tasks import TASKS
 
-    def explode(source, *_args):
+    def explode(source, *_args, **_kwargs):
         raise ValueError(f"cannot parse {source}")
 
     monkeypatch.setattr(convert, "convert_pair", explode)
