@@ -43,6 +43,7 @@ stderr only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import logging
@@ -65,6 +66,7 @@ from medgan_tf.config import DataConfig, to_dict
 from medgan_tf.data.manifest import build_manifest, write_manifest
 from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, unexpected_reason
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
+from medgan_tf.data.registration import RegistrationSettings, log_line
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output
 from pipelines.runners import check_beam_args, pipeline_options, pipeline_runner
@@ -83,16 +85,19 @@ class ConvertPairFn(beam.DoFn):
     `volumes` (JSON summary per converted pair) and `rejected` (JSON: row, patient_key, reason
     without paths, detail for stderr)."""
 
-    def __init__(self, data_config: dict[str, Any], salt: bytes, allow_different_patients: bool = False):
+    def __init__(self, data_config: dict[str, Any], salt: bytes, allow_different_patients: bool = False,
+                 registration: dict[str, Any] | None = None):
         self._data_config = data_config  # plain dict: picklable for any runner
         self._salt = salt
         self._allow_different_patients = allow_different_patients
+        self._registration = registration  # `RegistrationSettings` fields, or None
 
     def setup(self) -> None:
         from medgan_tf.config import from_dict
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         self._config = from_dict(DataConfig, self._data_config)
+        self._register = RegistrationSettings(**self._registration) if self._registration else None
 
     def process(self, row: dict[str, Any]):
         key = pseudonym(row["patient_id"], self._salt) if row["patient_id"] else ""
@@ -103,7 +108,8 @@ class ConvertPairFn(beam.DoFn):
             with filesystems.staged_row(row) as local:
                 records, summary = convert_pair(local["source"], local["target"], key, self._config, local["extra_sources"],
                                                 **({"mask_path": local["mask"]} if local["mask"] else {}),
-                                                allow_different_patients=self._allow_different_patients)
+                                                allow_different_patients=self._allow_different_patients,
+                                                **({"registration": self._register} if self._register else {}))
             summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
@@ -126,22 +132,24 @@ def build_pipeline(
     work_dir: Path | str,
     num_shards: int,
     allow_different_patients: bool = False,
+    registration: RegistrationSettings | None = None,
 ) -> None:
     """Labelled steps from the CSV rows to shards and summary files under `work_dir` (a local
     folder or a folder on any filesystem Beam writes).
 
     The split is assigned after conversion, over the patients that converted (a side input),
     so rejected pairs cannot leave a split empty. The test split is written only when asked
-    for (`test_fraction` > 0, or a CSV row names it). `allow_different_patients` goes to every
-    pair (`convert_pair`).
+    for (`test_fraction` > 0, or a CSV row names it). `allow_different_patients` and `registration`
+    (when enabled) go to every pair (`convert_pair`).
     """
     from apache_beam.io.filesystem import CompressionTypes
 
     base = str(work_dir).rstrip("/")
+    registered = dataclasses.asdict(registration) if registration is not None and registration.enabled else None
     converted = (
         pipeline
         | "ReadPairs" >> beam.Create(rows, reshuffle=True)
-        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, allow_different_patients)).with_outputs(REJECTED, VOLUMES, main="records")
+        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, allow_different_patients, registered)).with_outputs(REJECTED, VOLUMES, main="records")
     )
     splits = (
         converted[VOLUMES]
@@ -252,7 +260,7 @@ def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[
     try:
         with beam.Pipeline(runner=pipeline_runner(options.runner, beam_options), options=beam_options) as pipeline:
             build_pipeline(pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards,
-                           options.allow_different_patients)
+                           options.allow_different_patients, options.registration())
     except Exception as error:
         if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
             raise
@@ -309,8 +317,13 @@ def _finish(options: ConvertOptions, rows: list[dict[str, Any]], data_config: Da
         print(f"rejected pair (CSV line {item['row']}: {row['source']} | {row['target']}): {item['reason']}{extra}", file=sys.stderr)
         item["reason"] = _identity_free(item["reason"], row)
 
+    for summary in volumes:
+        if "registration" in summary:  # one line per pair: its pseudonym, never a path
+            logging.info("registered pair %s: %s", summary["patient_key"][:12], log_line(summary["registration"]))
     shards = written[2]
     manifest = build_manifest(options.resolved_task().name, data_config, volumes, rejected, shards, salt_source, time.monotonic() - started)
+    if options.register != "none":
+        manifest["registration"] = dataclasses.asdict(options.registration())
     counts = manifest["counts"]
     if not volumes or (options.strict and rejected):
         why = "no pair converted" if not volumes else f"--strict and {len(rejected)} pair(s) rejected"

@@ -9,7 +9,10 @@ import dataclasses
 import math
 import os
 from medgan_tf import tasks
+from medgan_tf.data.registration import METHODS, RegistrationSettings
 from medgan_tf.errors import UserError
+
+_REGISTRATION = RegistrationSettings()  # the defaults of --max-rotation, --max-translation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +29,10 @@ class ConvertOptions:
     `out`; num_shards: train shards (val and test get half); runner: Beam runner name;
     num_workers: DirectRunner worker processes; context_slices: 2.5D neighbours stored per side;
     extra_source_modalities: "M2,M3,…" for the CSV's source_2, source_3, … columns;
-    allow_different_patients: accept DICOM pairs whose headers name different patients.
+    allow_different_patients: accept DICOM pairs whose headers name different patients;
+    register: "none" (world coordinates), "rigid", "affine" or "deformable" registration of each
+    target to its source; max_rotation (degrees), max_translation (mm), min_similarity (None: the
+    metric's floor): beyond them a registered pair is rejected (`medgan_tf.data.registration`).
     """
 
     pairs: str
@@ -45,10 +51,19 @@ class ConvertOptions:
     context_slices: int = 0
     extra_source_modalities: str | None = None
     allow_different_patients: bool = False
+    register: str = "none"
+    max_rotation: float = _REGISTRATION.max_rotation_deg
+    max_translation: float = _REGISTRATION.max_translation_mm
+    min_similarity: float | None = None
 
     def resolved_task(self) -> tasks.Task:
         """The task `task` names (a registered one, or the one its TOML file declares)."""
         return tasks.get(self.task)
+
+    def registration(self) -> RegistrationSettings:
+        """How each pair's target is registered to its source (`--register` and its limits)."""
+        return RegistrationSettings(method=self.register, max_rotation_deg=float(self.max_rotation),
+                                    max_translation_mm=float(self.max_translation), min_similarity=self.min_similarity)
 
     def __post_init__(self) -> None:
         # Paths may be given as pathlib.Path; the converter and Beam's FileSystems take strings.
@@ -56,6 +71,7 @@ class ConvertOptions:
         object.__setattr__(self, "out", os.fspath(self.out))
         object.__setattr__(self, "task", os.fspath(self.task))
         self.resolved_task()  # a UserError naming the registered tasks, or the task file's bad key
+        self.registration()  # a UserError for a method or limit that cannot be
         if self.spacing is not None:
             spacing = tuple(float(value) for value in self.spacing)
             if len(spacing) != 3 or not all(0 < value < 1e3 for value in spacing):
@@ -108,6 +124,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--extra-source-modalities", default=None, metavar="M2,M3,...",
                         help="modality (CT, PT or MR) of each extra source column source_2, source_3, … of the pairs "
                         "CSV; picks its normalization; default: the task's source modality for each")
+    add_registration_arguments(parser)
+    return parser
+
+
+def add_registration_arguments(parser: argparse.ArgumentParser, what: str = "convert") -> argparse.ArgumentParser:
+    """--register and its limits (shared by `convert` and `evaluate --pairs`)."""
+    parser.add_argument("--register", default="none", choices=METHODS,
+                        help="register each target to its source before " + ("the slices are made" if what == "convert" else "scoring")
+                        + ": none (default: world coordinates as the headers say), rigid (rotation + translation), affine "
+                        "(+ scaling and shear) or deformable (+ a coarse B-spline); correlation within one modality, "
+                        "mutual information across; see README \"Pairs that are not aligned\"")
+    parser.add_argument("--max-rotation", type=float, default=_REGISTRATION.max_rotation_deg, metavar="DEG",
+                        help=f"with --register: reject a pair rotated more than DEG degrees (default {_REGISTRATION.max_rotation_deg:g})")
+    parser.add_argument("--max-translation", type=float, default=_REGISTRATION.max_translation_mm, metavar="MM",
+                        help=f"with --register: reject a pair moved more than MM mm at the source's centre "
+                        f"(default {_REGISTRATION.max_translation_mm:g})")
+    parser.add_argument("--min-similarity", type=float, default=None, metavar="S",
+                        help="with --register: reject a pair whose similarity after registration is below S (default: "
+                        "0.8 correlation, 0.3 normalized mutual information; both smoothed by one voxel)")
     return parser
 
 

@@ -29,9 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="size the phantom to fill an S×S slice at the task spacing (default 256)",
     )
     parser.add_argument(
+        "--misalign", type=misalign_bounds, default=None, metavar="MM,DEG",
+        help="move each target by a random rigid transform: up to MM mm and DEG degrees (e.g. 6,4); the "
+        "transform is written to pairs.csv (misalign_* columns) as the ground truth for `convert --register`",
+    )
+    parser.add_argument(
         "--preview", action="store_true",
         help="also write OUT/preview/<patient>.png: axial, coronal and sagittal planes of source and target",
     )
+
+
+def misalign_bounds(text: str) -> tuple[float, float]:
+    """"MM,DEG" → (mm, degrees), both ≥ 0 and finite; argparse shows the error."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(0 <= value < 1e3 for value in values):
+        raise argparse.ArgumentTypeError(f"expected MM,DEG (two numbers ≥ 0, e.g. 6,4); received {text!r}")
+    return values  # type: ignore[return-value]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.patients < 1:
         raise UserError(f"--patients {args.patients}; expected at least 1")
     started = time.monotonic()
-    csv_path = write_task_pairs(args.task, args.out, args.image_size, patients=args.patients, seed=args.seed)
+    csv_path = write_task_pairs(args.task, args.out, args.image_size, patients=args.patients, seed=args.seed,
+                                misalign=getattr(args, "misalign", None))
     logging.info("wrote %d synthetic %s pairs and %s in %.1f s", args.patients, args.task, csv_path, time.monotonic() - started)
     if args.preview:
         from medgan_tf.workflows.previews import write_previews

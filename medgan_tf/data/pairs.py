@@ -175,6 +175,7 @@ def convert_pair(
     extra_source_paths: tuple[str, ...] | list[str] = (),
     mask_path: str = "",
     allow_different_patients: bool = False,
+    registration: Any = None,
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
@@ -184,6 +185,8 @@ def convert_pair(
     With `mask_path` (a mask volume on the source's frame), every record also carries the mask
     on the model grid (nearest neighbour, 1 inside, 0 outside) and the summary its voxel count.
     Two DICOM volumes of different patients are rejected unless `allow_different_patients`.
+    With `registration` (`data.registration.RegistrationSettings`, method other than "none") the
+    target is first registered to the source (`register_pair`) and the summary holds the report.
     """
     from medgan_tf.data import schema
     from medgan_tf.data.preparation import prepare
@@ -192,6 +195,9 @@ def convert_pair(
     target = read_pair_volume("target", target_path, data_config.target_modality)
     if not allow_different_patients:
         check_same_patient(source, target)
+    registered = None
+    if registration is not None and registration.enabled:
+        target, registered = register_pair(source, target, data_config, registration, mask_path)
     modalities = data_config.extra_source_modalities
     if len(extra_source_paths) != len(modalities):
         raise PairRejected(f"{len(extra_source_paths)} extra source volume(s); the conversion expects {len(modalities)}")
@@ -227,7 +233,28 @@ def convert_pair(
                     for i, (v, p) in enumerate(zip(prepared.extra_volumes, prepared.extra_params), start=2)})
     if mask is not None:
         summary["mask"] = {"voxels": int(mask[..., keep].sum()), "shape": list(mask.shape)}
+    if registered is not None:
+        summary["registration"] = registered
     return records, summary
+
+
+def register_pair(source: Any, target: Any, data_config: DataConfig, settings: Any, mask_path: str = "") -> tuple[Any, dict]:
+    """`target` registered to `source` (`data.registration`; the metric from the task's modalities,
+    the body mask at `mask_path` when given) → (registered target, report). PairRejected with the
+    reason when the registration is not to be trusted (`registration.check`)."""
+    from medgan_tf.data import registration
+    from medgan_tf.data.io import VolumeReadError, read_volume
+
+    mask = None
+    if mask_path:
+        try:
+            mask = read_volume(mask_path)
+        except VolumeReadError as error:
+            raise PairRejected(f"mask: {error.reason}", f"mask: {error.detail}") from None
+    metric = registration.metric_of(data_config.source_modality, data_config.target_modality)
+    moved, report = registration.register_target(source, target, settings, metric, mask)
+    registration.check(report, settings)
+    return moved, report
 
 
 def check_same_patient(source: Any, target: Any) -> None:

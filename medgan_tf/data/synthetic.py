@@ -180,9 +180,14 @@ def write_synthetic_dataset(
     *,
     field_of_view_mm: float | None = None,
     options: dict | None = None,
+    misalign: tuple[float, float] | None = None,
 ) -> Path:
     """Write `patients` synthetic NIfTI pairs of `task` under `out_dir` and `out_dir/pairs.csv`
     (`patient_id,source,target`, paths relative to the CSV). Returns the CSV path.
+
+    `misalign` = (mm, degrees): each target is moved by a random rigid transform (`misalignment`)
+    and the CSV records it in the columns of `MISALIGN_COLUMNS`, the ground truth a registration
+    (`convert --register`) should recover.
 
     `field_of_view_mm` sizes the phantom (the trunk of pet_ct, the head of mr_motion and mr_ct;
     default 256 mm; the trunk of cbct_ct and ct_denoise, default 400 mm); pet_denoise is always a
@@ -195,27 +200,59 @@ def write_synthetic_dataset(
     rows = []
     for index in range(patients):
         source, target, _ = synthesize_pair(task, patient_rng(task, seed, index), field_of_view_mm, options)
+        truth: tuple = ()
+        if misalign is not None:
+            # Its own stream: the volumes stay those of the aligned dataset of the same seed.
+            target, truth = misalignment(target, np.random.default_rng([int(seed), index, 7919]), *misalign)
         patient_id = f"synthetic-{task}-{index:03d}"
         source_path = write_nifti(source, out / patient_id / "source.nii.gz")
         target_path = write_nifti(target, out / patient_id / "target.nii.gz")
-        rows.append((patient_id, source_path.relative_to(out).as_posix(), target_path.relative_to(out).as_posix()))
+        rows.append((patient_id, source_path.relative_to(out).as_posix(), target_path.relative_to(out).as_posix(), *truth))
     csv_path = out / "pairs.csv"
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(("patient_id", "source", "target"))
+        writer.writerow(("patient_id", "source", "target") + (MISALIGN_COLUMNS if misalign is not None else ()))
         writer.writerows(rows)
     return csv_path
 
 
+MISALIGN_COLUMNS = ("misalign_rx_deg", "misalign_ry_deg", "misalign_rz_deg", "misalign_tx_mm", "misalign_ty_mm",
+                    "misalign_tz_mm", "misalign_rotation_deg", "misalign_translation_mm")
+
+
+def misalignment(target: Volume, rng: np.random.Generator, max_mm: float, max_deg: float) -> tuple[Volume, tuple]:
+    """`target` moved by a random rigid transform G: a rotation by an angle uniform in [0, max_deg]
+    about a random axis through the target's centre, then a translation of length uniform in
+    [0, max_mm] in a random direction. Its grid moves (the header places it by G, as a second
+    scanner's would; no voxel is interpolated), so the anatomy at world x now lies at G(x): G maps
+    a source point to the target's, which is what `convert --register` reports. Returns (moved
+    target, the `MISALIGN_COLUMNS` values: Euler angles about x, then y, then z (degrees, as
+    `registration.rigid_matrix`), translation (mm), total angle, translation length)."""
+    from medgan_tf.data.registration import rigid_matrix
+
+    axis, direction = rng.normal(size=3), rng.normal(size=3)
+    axis, direction = axis / np.linalg.norm(axis), direction / np.linalg.norm(direction)
+    angle, length = np.radians(rng.uniform(0.0, max_deg)), rng.uniform(0.0, max_mm)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross  # Rodrigues
+    euler = np.degrees([np.arctan2(rotation[2, 1], rotation[2, 2]), -np.arcsin(np.clip(rotation[2, 0], -1, 1)),
+                        np.arctan2(rotation[1, 0], rotation[0, 0])])
+    centre = target.affine[:3, :3] @ ((np.asarray(target.array.shape, np.float64) - 1) / 2) + target.affine[:3, 3]
+    matrix = rigid_matrix(tuple(euler), tuple(direction * length), centre)
+    moved = Volume(target.array, matrix @ target.affine, target.modality, target.unit, dict(target.metadata))
+    truth = (*np.round(euler, 4), *np.round(direction * length, 4), round(float(np.degrees(angle)), 4), round(float(length), 4))
+    return moved, tuple(float(v) for v in truth)
+
+
 def write_task_pairs(task: "str | tasks.Task", out_dir: str | Path, image_size: int, patients: int = 8,
-                     seed: int = 0, options: dict | None = None) -> Path:
+                     seed: int = 0, options: dict | None = None, misalign: tuple[float, float] | None = None) -> Path:
     """The built-in synthetic pairs of `task` (its phantom sized to fill an `image_size`² slice at
     the task's spacing; `options`: the phantom's own settings) under `out_dir`; returns the pairs CSV. A UserError for a task without a
     phantom (a task of your own: convert your own pairs)."""
     task = tasks.get(task)
     field_of_view = image_size * task.data.spacing_mm[0]
     return write_synthetic_dataset(phantom_of(task), out_dir, patients=patients, seed=seed, field_of_view_mm=field_of_view,
-                                   options=options)
+                                   options=options, misalign=misalign)
 
 
 def phantom_of(task: "str | tasks.Task") -> str:
