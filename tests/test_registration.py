@@ -17,7 +17,7 @@ from medgan_tf.data import registration
 from medgan_tf.data.io import Volume
 from medgan_tf.data.pairs import PairRejected
 from medgan_tf.data.phantoms import simulations
-from medgan_tf.data.synthetic import patient_rng, synthesize_pair, write_synthetic_dataset
+from medgan_tf.data.synthetic import write_synthetic_dataset
 
 pytest.importorskip("SimpleITK")
 
@@ -33,6 +33,18 @@ def head():
     second = np.abs(mr * bias + rng.normal(0, 0.02 * float(mr.max()), SHAPE)).astype(np.float32)
     return (Volume(mr, affine, "MR", "a.u.", {}), Volume(ct, affine, "CT", "HU", {}),
             Volume(second, affine, "MR", "a.u.", {}))
+
+
+def trunk_ct() -> Volume:
+    """A trunk phantom's CT (HU) straight from its tissue map: another anatomy than the head."""
+    from medgan_tf.data.phantoms.body import body_maps, random_body
+    from medgan_tf.data.phantoms.geometry import axial_affine, grid_world
+    from medgan_tf.data.phantoms.tissues import ct_from_labels
+
+    rng = np.random.default_rng(0)
+    shape, affine = (64, 64, 16), axial_affine((64, 64, 16), (6.0, 6.0, 4.0))
+    labels, density, _ = body_maps(random_body(rng, 384.0), grid_world(shape, affine), (0.5, 80.0))
+    return Volume(ct_from_labels(labels, density, rng), affine, "CT", "HU", {})
 
 
 def moved(volume: Volume, matrix: np.ndarray) -> Volume:
@@ -80,16 +92,14 @@ def test_affine_recovers_a_five_percent_scaling_within_one_percent(head):
     _, report = registration.register_target(source, moved(ct, truth), registration.RegistrationSettings(method="affine"),
                                              "mutual information")
     assert np.allclose(report["scales"], 1.05, atol=0.01), report["scales"]
-    _, rigid = registration.register_target(source, moved(ct, truth), registration.RegistrationSettings(method="rigid"),
-                                            "mutual information")
-    assert rigid["scales"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)  # rigid cannot, so the test can tell
-    assert report["similarity_after"] > rigid["similarity_after"]
+    assert report["similarity_after"] > 0.5 and report["rotation_deg"] == pytest.approx(2.0, abs=0.5)
 
 
 def test_two_different_phantoms_are_rejected_by_the_similarity_check(head):
     source = head[0]
-    _, body_ct, _ = synthesize_pair("ct_denoise", patient_rng("ct_denoise", 0, 0))
-    settings = registration.RegistrationSettings(method="rigid", max_rotation_deg=180, max_translation_mm=1000)
+    body_ct = trunk_ct()
+    # Few iterations: the similarity is checked first, and a stranger never converges anyway.
+    settings = registration.RegistrationSettings(method="rigid", max_rotation_deg=180, max_translation_mm=1000, iterations=40)
     _, report = registration.register_target(source, body_ct, settings, "mutual information")
     with pytest.raises(PairRejected, match="similarity"):
         registration.check(report, settings)
@@ -116,7 +126,7 @@ def test_deformable_runs_after_the_affine_stage_and_reports_its_displacement(hea
     source, ct, _ = head
     truth = registration.rigid_matrix((0.0, 2.0, 0.0), (4.0, 0.0, 0.0), registration._centre(source))
     registered, report = registration.register_target(source, moved(ct, truth),
-                                                      registration.RegistrationSettings(method="deformable", iterations=30),
+                                                      registration.RegistrationSettings(method="deformable", iterations=8),
                                                       "mutual information")
     assert set(report["displacement_mm"]) == {"mean", "p95", "max"}
     assert registered.array.shape == source.array.shape and np.allclose(registered.affine, source.affine)
@@ -136,25 +146,24 @@ def test_convert_register_rigid_recovers_the_misalignment_synth_wrote_and_reject
     from medgan_tf.cli import main as cli_main
     from medgan_tf.data.manifest import read_manifest
 
-    pairs = write_synthetic_dataset("mr_ct", tmp_path / "synth", patients=2, seed=1, field_of_view_mm=FIELD_MM,
+    pairs = write_synthetic_dataset("mr_ct", tmp_path / "synth", patients=1, seed=1, field_of_view_mm=FIELD_MM,
                                     misalign=(6.0, 4.0))
     with open(pairs) as handle:
         truth = {row["patient_id"]: row for row in csv.DictReader(handle)}
     assert all(0 < float(r["misalign_rotation_deg"]) <= 4 and 0 < float(r["misalign_translation_mm"]) <= 6 for r in truth.values())
     # A third row: the head's MR against a trunk's CT, which no registration can make one anatomy.
-    stranger = write_synthetic_dataset("ct_denoise", tmp_path / "trunk", patients=1)
-    with open(stranger) as handle:
-        trunk_ct = str(tmp_path / "trunk" / list(csv.DictReader(handle))[0]["target"])
+    from medgan_tf.data.io import write_nifti
+
+    trunk = str(write_nifti(trunk_ct(), tmp_path / "trunk_ct.nii.gz"))
     with open(pairs, "a", newline="") as handle:
         first = truth["synthetic-mr_ct-000"]
-        csv.writer(handle).writerow(["stranger", first["source"], trunk_ct] + [""] * 8)
+        csv.writer(handle).writerow(["stranger", first["source"], trunk] + [""] * 8)
     out = tmp_path / "out"
     status = cli_main(["convert", "--pairs", str(pairs), "--task", "mr_ct", "--out", str(out), "--image-size", "32",
-                       "--spacing", "6,6,6", "--salt", "test-salt-0123456789", "--register", "rigid",
-                       "--max-translation", "30"])
+                       "--spacing", "6,6,6", "--salt", "test-salt-0123456789", "--register", "rigid"])
     assert status == 0
     manifest = read_manifest(out)
-    assert manifest["registration"]["method"] == "rigid" and manifest["converted_pairs"] == 2
+    assert manifest["registration"]["method"] == "rigid" and manifest["converted_pairs"] == 1
     (rejected,) = manifest["rejected"]
     assert "similarity" in rejected["reason"] and str(tmp_path) not in json.dumps(manifest)
     from medgan_tf.data.pseudonyms import pseudonym
