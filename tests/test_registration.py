@@ -173,3 +173,26 @@ def test_convert_register_rigid_recovers_the_misalignment_synth_wrote_and_reject
         report = summary["registration"]
         assert report["rotation_deg"] == pytest.approx(float(row["misalign_rotation_deg"]), abs=0.5)
         assert report["translation_mm"] == pytest.approx(float(row["misalign_translation_mm"]), abs=1.0)
+
+
+def test_evaluate_pairs_register_scores_against_the_registered_target_and_says_so(tmp_path, head):
+    from medgan_tf.cli import main as cli_main
+    from medgan_tf.data.io import write_nifti
+
+    source, ct, _ = head
+    truth = registration.rigid_matrix((0.0, 2.0, 3.0), (5.0, -4.0, 0.0), registration._centre(source))
+    write_nifti(source, tmp_path / "mr.nii.gz")
+    write_nifti(moved(ct, truth), tmp_path / "ct_moved.nii.gz")
+    write_nifti(ct, tmp_path / "prediction.nii.gz")  # a perfect synthetic CT, in the source's frame
+    (tmp_path / "pairs.csv").write_text("patient_id,source,target,prediction\np1,mr.nii.gz,ct_moved.nii.gz,prediction.nii.gz\n")
+    mae = {}
+    for method in ("none", "rigid"):
+        out = tmp_path / method
+        assert cli_main(["evaluate", "--pairs", str(tmp_path / "pairs.csv"), "--task", "mr_ct", "--protocol", "synthrad2023",
+                         "--out", str(out), "--register", method]) == 0
+        report = json.loads((out / "metrics.json").read_text())
+        mae[method] = report["per_patient"][0]["scores"]["model"]["mae"]
+        registered = [note for note in report["notes"] if "registered to their sources" in note]
+        assert bool(registered) == (method != "none")
+    assert report["per_patient"][0]["registration"]["rotation_deg"] == pytest.approx(3.6, abs=0.5)
+    assert mae["rigid"] < 0.25 * mae["none"], mae

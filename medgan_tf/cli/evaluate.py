@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="--data: slices in figure.png (default 4)")
     parser.add_argument("--max-slices", type=int, help="--data: score only the first N slices (quick checks)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    from pipelines.options import add_registration_arguments
+
+    add_registration_arguments(parser, what="evaluate --pairs")
     parser.add_argument("--precision", choices=("export", "auto", "float32", "bfloat16"), default="export",
                         help="compute precision: export (default) = what the model carries (an export's own, float32 "
                              "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pairs is not None:
         return _run_pairs(args)
+    if getattr(args, "register", "none") != "none":
+        raise UserError("--register registers whole volumes: give them with --pairs CSV (converted records are "
+                        "registered at conversion: convert --register)")
     if args.model is None:
         raise UserError("--data needs --model (the records hold no predictions); score existing volumes with --pairs")
     if args.protocol is not None and not PROTOCOLS.get(args.protocol).records:
@@ -174,10 +180,15 @@ def _run_pairs(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"evaluate {message}", file=sys.stderr, flush=True)
 
+    from medgan_tf.data.registration import RegistrationSettings
+
+    registration = RegistrationSettings(method=args.register, max_rotation_deg=args.max_rotation,
+                                        max_translation_mm=args.max_translation, min_similarity=args.min_similarity)
     result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
-                              tile_overlap=args.tile_overlap, progress=progress)
+                              tile_overlap=args.tile_overlap, progress=progress, registration=registration)
     who = f"{model.config.model}" if model is not None else "predictions"
-    title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol})"
+    registered = f", targets registered ({args.register})" if registration.enabled else ""
+    title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol}{registered})"
     out_dir = args.out if args.out is not None else Path("reports") / f"{task.name}-{protocol}"
     paths = write_volume_report(result, out_dir, title=title)
     if args.json:

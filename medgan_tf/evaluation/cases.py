@@ -212,6 +212,7 @@ class Case:
     mask: np.ndarray | None
     labels: np.ndarray | None
     extra_source_volumes: list[Any] = dataclasses.field(default_factory=list)  # source_2, … as read
+    registration: dict[str, Any] | None = None  # what `--register` did (`data.registration` report)
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -222,9 +223,11 @@ class Case:
 
 
 def load_case(row: Row, target_modality: str, source_modality: str, *, need_source: bool,
-              extra_modalities: tuple[str, ...] = ()) -> Case:
+              extra_modalities: tuple[str, ...] = (), registration: Any = None) -> Case:
     """Read one row's volumes and put prediction, mask and labels on the target's grid; with
-    `extra_modalities` (a multi-source model's source_2, …) read those sources too, as they are."""
+    `extra_modalities` (a multi-source model's source_2, …) read those sources too, as they are.
+    With `registration` (`data.registration.RegistrationSettings`, enabled) the target is first
+    registered to the source, and the target's mask and labels move with it."""
     target = _cell(row, "target", lambda: read(row.paths["target"], "target", row.patient_id, target_modality))
     source = None
     if row.paths["source"] is not None:
@@ -232,6 +235,9 @@ def load_case(row: Row, target_modality: str, source_modality: str, *, need_sour
         _check_overlap(row, "source", source, target)
     elif need_source:
         raise UserError(f"patient {row.patient_id}: no source volume (the CSV's source column is needed with --model)")
+    report = moved_by = None
+    if registration is not None and registration.enabled:
+        target, report, moved_by = _register(row, source, target, source_modality, target_modality, registration)
     extra_volumes = _extra_sources(row, extra_modalities)
     prediction = None
     if row.paths["prediction"] is not None and not need_source:
@@ -241,17 +247,49 @@ def load_case(row: Row, target_modality: str, source_modality: str, *, need_sour
         prediction = on_grid(volume.array, volume.affine, target)
     mask = labels = None
     if row.paths["mask"] is not None:
-        volume = _cell(row, "mask", lambda: read(row.paths["mask"], "mask", row.patient_id))
+        volume = _follow(row, "mask", _cell(row, "mask", lambda: read(row.paths["mask"], "mask", row.patient_id)), moved_by)
         _check_overlap(row, "mask", volume, target, minimum=0.0)
         mask = on_grid(volume.array, volume.affine, target, order=0, fill=0.0) > 0
         if not mask.any():
             raise CaseError(f"patient {row.patient_id}: mask {row.paths['mask']} is empty on the target's grid",
                             f"line {row.line}, column mask: the mask is empty on the target's grid")
     if row.paths["labels"] is not None:
-        volume = _cell(row, "labels", lambda: read(row.paths["labels"], "labels", row.patient_id))
+        volume = _follow(row, "labels", _cell(row, "labels", lambda: read(row.paths["labels"], "labels", row.patient_id)),
+                         moved_by)
         _check_overlap(row, "labels", volume, target, minimum=0.0)
         labels = np.rint(on_grid(volume.array, volume.affine, target, order=0, fill=0.0)).astype(np.int32)
-    return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels, extra_volumes)
+    return Case(row, zyx(target.array).astype(np.float64), target, source, prediction, mask, labels, extra_volumes, report)
+
+
+def _register(row: Row, source: Any, target: Any, source_modality: str, target_modality: str,
+              settings: Any) -> tuple[Any, dict[str, Any], np.ndarray | str]:
+    """The row's target registered to its source → (registered target, report, the 4×4 that
+    moved a linear registration's target grid, or "deformable"). CaseError when the
+    registration is rejected (`registration.check`) or there is no source."""
+    from medgan_tf.data import registration
+    from medgan_tf.data.rejections import PairRejected
+
+    if source is None:
+        raise CaseError(f"patient {row.patient_id}: --register needs the source volume (the CSV's source column)",
+                        f"line {row.line}: --register needs the source column")
+    metric = registration.metric_of(source_modality, target_modality)
+    moved, report = registration.register_target(source, target, settings, metric)
+    try:
+        registration.check(report, settings)
+    except PairRejected as error:
+        raise CaseError(f"patient {row.patient_id}: {error.reason}", f"line {row.line}: {error.reason}") from None
+    linear = settings.method != "deformable"
+    return moved, report, (moved.affine @ np.linalg.inv(target.affine) if linear else "deformable")
+
+
+def _follow(row: Row, column: str, volume: Any, moved_by: Any) -> Any:
+    """A volume on the target's frame (mask, labels) moved as a registration moved the target."""
+    if moved_by is None:
+        return volume
+    if isinstance(moved_by, str):
+        raise CaseError(f"patient {row.patient_id}: a {column} column with --register deformable is not supported; "
+                        "use rigid or affine", f"line {row.line}: a {column} column with --register deformable is not supported")
+    return dataclasses.replace(volume, affine=moved_by @ volume.affine)
 
 
 def _cell(row: Row, column: str, read_volume: Any) -> Any:

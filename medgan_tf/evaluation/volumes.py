@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medgan_tf import tasks
+from medgan_tf.data.registration import metric_of
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
 from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
@@ -64,16 +65,17 @@ class VolumeEvaluation:
                 for row in self.rows}
 
 
-def _pairs_for_fitting(rows: Sequence[Row], task: tasks.Task, notes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(source on the target grid, target) arrays of rows that have a source; a row that cannot
-    be read is left out, and `notes` says so."""
+def _pairs_for_fitting(rows: Sequence[Row], task: tasks.Task, notes: list[str],
+                       registration: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(source on the target grid, target) arrays of rows that have a source (the target
+    registered to it with `registration`); a row that cannot be read is left out, and `notes` says so."""
     data = task.data
     pairs = []
     for row in rows:
         if row.paths["source"] is None:
             continue
         try:
-            case = load_case(row, data.target_modality, data.source_modality, need_source=True)
+            case = load_case(row, data.target_modality, data.source_modality, need_source=True, registration=registration)
         except UserError as error:
             log.error("%s", error)
             notes.append(f"not used for the baselines ({row.split or 'evaluated'} row): {error}")
@@ -82,9 +84,11 @@ def _pairs_for_fitting(rows: Sequence[Row], task: tasks.Task, notes: list[str]) 
     return pairs
 
 
-def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: "str | tasks.Task") -> tuple[list, list[str]]:
+def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: "str | tasks.Task",
+                      registration: Any = None) -> tuple[list, list[str]]:
     """The task's baselines fitted on the CSV's train rows and chosen on its val rows; with
-    neither, on the scored rows themselves (the notes say so: optimistic for the baselines)."""
+    neither, on the scored rows themselves (the notes say so: optimistic for the baselines).
+    `registration`: targets registered to their sources first (`load_case`)."""
     train = [r for r in rows if r.split == "train"]
     val = [r for r in rows if r.split == "val"]
     notes, name = [], "validation"
@@ -93,7 +97,8 @@ def fit_csv_baselines(rows: Sequence[Row], scored: Sequence[Row], task: "str | t
         notes.append("baseline parameters were chosen on the evaluated volumes themselves (the CSV has no "
                      "train/val rows), which favours the baselines")
     task = tasks.get(task)
-    train_pairs, val_pairs = _pairs_for_fitting(train, task, notes), _pairs_for_fitting(val, task, notes)
+    train_pairs, val_pairs = (_pairs_for_fitting(train, task, notes, registration),
+                              _pairs_for_fitting(val, task, notes, registration))
     if not train_pairs and not val_pairs:
         return [], notes + ["no classical baselines: no row has a source volume"]
     return baselines_lib.fit_baselines(task, train_pairs, val_pairs, validation_name=name), notes
@@ -155,11 +160,15 @@ def evaluate_volumes(
     tile_overlap: float = 0.25,
     progress: Callable[[str], None] | None = None,
     fitted: tuple[list, list[str]] | None = None,
+    registration: Any = None,
 ) -> VolumeEvaluation:
     """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
     column), the untouched input and the task's baselines, per patient. See the module docstring.
     `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
-    one CSV share them); default: fitted here."""
+    one CSV share them); default: fitted here. `registration`
+    (`data.registration.RegistrationSettings`, enabled): each target is registered to its source
+    before scoring (as SynthRAD scores against registered CTs); the notes say so and each patient's
+    entry holds what the registration did."""
     get_protocol(protocol)  # a UserError naming the registered ones
     task = tasks.get(task)
     data = task.data
@@ -171,7 +180,7 @@ def evaluate_volumes(
     if fitted is not None:
         baselines, notes = fitted[0], list(fitted[1])
     elif has_source:
-        baselines, notes = fit_csv_baselines(rows, scored, task)
+        baselines, notes = fit_csv_baselines(rows, scored, task, registration)
     else:
         baselines, notes = [], ["no input or baseline rows: the CSV has no source column"]
     row_names = ["model"]
@@ -183,13 +192,17 @@ def evaluate_volumes(
     row_names += [b.name for b in baselines]
     if model is not None and any(r.paths["prediction"] is not None for r in scored):
         notes.append("the CSV's prediction column was not scored: --model translated the sources instead")
+    registered = registration is not None and registration.enabled
+    if registered:
+        notes.insert(0, f"targets were registered to their sources before scoring (--register {registration.method}, "
+                        f"{metric_of(data.source_modality, data.target_modality)}); per patient in metrics.json")
     result = VolumeEvaluation(protocol, task.name, "", row_names, baselines={b.name: b.describe() for b in baselines},
                               notes=notes + extra_notes, definition=task)
     for index, row in enumerate(scored, start=1):
         if progress is not None:
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
         try:
-            _score_case(result, row, model, baselines, batch_size, tile_overlap)
+            _score_case(result, row, model, baselines, batch_size, tile_overlap, registration if registered else None)
         except UserError as error:
             log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
             result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
@@ -213,12 +226,13 @@ def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
     return ["the model read every source column; the input row and the baselines use the first source only"]
 
 
-def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float) -> None:
+def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float,
+                registration: Any = None) -> None:
     task = result.definition or tasks.get(result.task)
     data = task.data
     extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
     case = load_case(row, data.target_modality, data.source_modality, need_source=model is not None,
-                     extra_modalities=extras)
+                     extra_modalities=extras, registration=registration)
     result.unit = result.unit or case.target_volume.unit
     if case.source_volume is not None and task.same_unit:
         _check_units(row, "source", case.source_volume.unit, case.target_volume.unit)
@@ -239,7 +253,8 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
         result.notes.append(f"patient {row.patient_id}: the target holds one value ({float(case.target.flat[0]):g}); "
                             f"{', '.join(undefined)} against its range or peak are undefined (nan)")
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
-                               "suv_known": known, "scores": scores})
+                               "suv_known": known, "scores": scores,
+                               **({"registration": case.registration} if case.registration is not None else {})})
     _keep_for_figures(result, case, candidates, mask, factor)
 
 
