@@ -40,6 +40,7 @@ METHODS = ("none", "rigid", "affine", "deformable")
 MIN_SIMILARITY = {"correlation": 0.8, "mutual information": 0.3}  # below: not one anatomy (README "limits")
 SAMPLES_PER_LEVEL = 40000  # random metric samples per pyramid level: seconds for a 256×256×100 pair
 SEED = 20260  # the metric's sampling: the same pair registers the same way every time
+GRID_MM = 2.0  # registration grid: voxels at least this size (finer volumes are smoothed and resampled)
 BSPLINE_ITERATIONS = 25  # per level: a B-spline iteration costs ~50× a rigid one in SimpleITK
 
 
@@ -84,6 +85,27 @@ def to_sitk(volume: Volume) -> Any:
     return image
 
 
+def coarser(image: Any, grid_mm: float = GRID_MM) -> Any:
+    """`image` on a grid of voxels at least `grid_mm` along every axis (Gaussian pre-smoothing of
+    half the new voxel size against aliasing), or `image` itself when its voxels already are: a
+    256×256×100 volume of 1 mm pixels registers on 128×128×100, in seconds, still well below a voxel."""
+    import SimpleITK as sitk
+
+    spacing = np.asarray(image.GetSpacing(), np.float64)
+    wanted = np.maximum(spacing, grid_mm)
+    if np.allclose(wanted, spacing):
+        return image
+    size = np.maximum(1, np.round(np.asarray(image.GetSize()) * spacing / wanted)).astype(int)
+    variance = [float(v) for v in 0.25 * np.maximum(wanted ** 2 - spacing ** 2, 0.0)]  # mm², 0 along kept axes
+    smoothed = sitk.DiscreteGaussian(image, variance, 32, 0.01, True)
+    # Voxel centres: the new grid covers the same extent, its first centre half a new voxel in.
+    direction = np.asarray(image.GetDirection(), np.float64).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction @ ((wanted - spacing) / 2.0)
+    return sitk.Resample(smoothed, [int(v) for v in size], sitk.Transform(), sitk.sitkLinear, [float(v) for v in origin],
+                         [float(v) for v in wanted], [float(v) for v in direction.ravel()], float(np.min(
+                             sitk.GetArrayViewFromImage(image))), sitk.sitkFloat32)
+
+
 def metric_of(source_modality: str, target_modality: str) -> str:
     """"correlation" for one modality on both sides, "mutual information" across modalities."""
     return "correlation" if source_modality == target_modality else "mutual information"
@@ -101,7 +123,7 @@ def register_target(source: Volume, target: Volume, settings: RegistrationSettin
     import SimpleITK as sitk
 
     started = time.monotonic()
-    fixed, moving = to_sitk(source), to_sitk(target)
+    fixed, moving = coarser(to_sitk(source)), coarser(to_sitk(target))
     fixed_mask = sitk.Cast(to_sitk(mask) != 0, sitk.sitkUInt8) if mask is not None else None
     start, start_name = _start(source, target, fixed, moving)
     transform, converged, iterations = start, True, 0
@@ -124,7 +146,8 @@ def register_target(source: Volume, target: Volume, settings: RegistrationSettin
     report.update(similarity_before=round(before, 4), similarity_after=round(after, 4), converged=bool(converged),
                   iterations=int(iterations), seconds=round(time.monotonic() - started, 2))
     if settings.method == "deformable":
-        moved = sitk.Resample(moving, fixed, final, sitk.sitkLinear, float(np.min(target.array)), sitk.sitkFloat32)
+        moved = sitk.Resample(to_sitk(target), to_sitk(source), final, sitk.sitkLinear, float(np.min(target.array)),
+                              sitk.sitkFloat32)
         array = np.transpose(sitk.GetArrayFromImage(moved), (2, 1, 0))
         registered = dataclasses.replace(target, array=array.astype(np.float32), affine=np.asarray(source.affine, np.float64).copy())
     else:
@@ -269,7 +292,8 @@ def _method(fixed: Any, metric: str, fixed_mask: Any, iterations: int, bspline: 
     else:
         method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=iterations,
                                                         relaxationFactor=0.7, gradientMagnitudeTolerance=1e-8)
-        method.SetOptimizerScalesFromPhysicalShift()
+        # A small central region: the scales come out the same, the estimate is 3× faster on large grids.
+        method.SetOptimizerScalesFromPhysicalShift(centralRegionRadius=1)
     return method
 
 
