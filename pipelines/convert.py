@@ -2,13 +2,15 @@
 
     python -m pipelines.convert --pairs pairs.csv --task NAME|my_task.toml --out data/sct [--image-size 256]
         [--strict] [--salt SECRET] [--overwrite] [--runner DirectRunner] [--num-workers 2]
+        [--register none|rigid|affine|deformable [--max-rotation DEG] [--max-translation MM]]
         [any other Beam pipeline option, e.g. --direct_running_mode=multi_threading]
 
 From Python: `convert(ConvertOptions(pairs=..., task=..., out=..., image_size=...), beam_args=())`
 returns the same exit status; `run(argv)` parses the command line into those two and calls it.
 
-Steps: ReadPairs → Convert (`medgan_tf.data.pairs.convert_pair`: read both volumes, target onto
-the source grid by world coordinates, resample to the task spacing, centre crop/pad to image_size,
+Steps: ReadPairs → Convert (`medgan_tf.data.pairs.convert_pair`: read both volumes, with --register
+the target registered to the source (`medgan_tf.data.registration`; a registration not to be trusted
+rejects the pair), target onto the source grid by world coordinates, resample to the task spacing, centre crop/pad to image_size,
 normalize per task, axial slices → tf.train.Example; rejected pairs go to a tagged output) →
 SplitByPatient (the split a CSV row names, else the hash split: `pipelines.settings`) →
 Write{Train,Val,Test} (GZIP TFRecord shards; test only when asked for) and WriteVolumes/WriteRejected

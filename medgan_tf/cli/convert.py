@@ -9,9 +9,16 @@ model grid, stored in the manifest and followed by train, export and translate. 
 or on any scheme Beam's FileSystems knows (gs://, s3://, ...); such inputs are staged to a local
 temporary copy, and such an output is complete once its manifest.json (written last) exists.
 
+Pairs that are not aligned: --register rigid|affine|deformable registers each target to its
+source first (correlation within a modality, mutual information across); the manifest and one log
+line per pair report the rotation, translation and similarity before/after, and a pair whose
+similarity gets worse or stays low, whose optimizer does not converge, or that moved more than
+--max-rotation / --max-translation is rejected with that reason.
+
 Examples:
   medgan-tf convert --pairs pairs.csv --task NAME --out data/sct --spacing 2,2,3 --test-fraction 0.1
   medgan-tf convert --pairs pairs.csv --task my_task.toml --out data/mine     # a task of your own
+  medgan-tf convert --pairs pairs.csv --task NAME --out data/reg --register rigid --max-rotation 10
   medgan-tf convert --pairs gs://bucket/pairs.csv --task NAME --out gs://bucket/sct --runner DataflowRunner ...
 (NAME: a task of `medgan-tf tasks`.)
 
