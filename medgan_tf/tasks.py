@@ -276,6 +276,7 @@ def _toml_value(value: Any) -> str:
 
 DEFAULT_TASK = "pet_denoise"  # the demo's and `train`'s default: the paper's task a short run learns best
 REFERENCE_TASK = "pet_ct"  # the paper's first task: the benchmark's CasNet-6 at 256²
+REGISTRATION_TASK = "mr_ct"  # `bench`'s registration figures: MR against CT of one head, moved on purpose
 
 # The paper's three (arXiv 1806.06397 §3.1), with its settings.
 TASKS.add("pet_ct", make(

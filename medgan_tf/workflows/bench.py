@@ -16,6 +16,7 @@ Figures (keys of `run_bench(...)["figures"]`; `_bf16` = the same in bfloat16):
   train_iteration_demo[_bf16]   the same at the demo preset (64², 1 U-block, base 16, batch 4)
   input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
+  convert_register_{none,rigid} pairs/s of misaligned MR/CT pairs (synth --misalign 6,4), 2 workers
 
 Targets: inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
 batch-8 per-slice time; input pipeline ≥ 20 × the slices/s the demo training consumes; 2 Beam
@@ -89,18 +90,20 @@ def casnet_experiment(task: str = tasks.REFERENCE_TASK, model: str = "medgan", i
     return dataclasses.replace(experiment, data=data, generator=gen)
 
 
-def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
-    """slices/s of `pipelines.convert.convert` end to end (pipeline start → manifest) with `workers`
-    DirectRunner worker processes; the NIfTI inputs are written once beforehand, untimed."""
+def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int,
+                    register: str = "none", misalign: tuple[float, float] | None = None) -> dict[str, Any]:
+    """slices/s and pairs/s of `pipelines.convert.convert` end to end (pipeline start → manifest)
+    with `workers` DirectRunner worker processes and `--register register`; the NIfTI inputs (moved
+    by `synth --misalign` when `misalign`) are written once beforehand, untimed."""
     from medgan_tf.data.synthetic import write_task_pairs
     from pipelines.convert import ConvertOptions, convert
 
-    csv_path = work_dir / f"synth-{task}-{patients}" / "pairs.csv"
+    csv_path = work_dir / f"synth-{task}-{patients}{'-moved' if misalign else ''}" / "pairs.csv"
     if not csv_path.is_file():
-        write_task_pairs(task, csv_path.parent, image_size, patients=patients, seed=0)
-    out = work_dir / f"converted-{workers}"
+        write_task_pairs(task, csv_path.parent, image_size, patients=patients, seed=0, misalign=misalign)
+    out = work_dir / (f"converted-{workers}" + (f"-{register}" if register != "none" else ""))
     options = ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt="medgan-tf-bench-salt-0000",
-                             overwrite=True, num_workers=workers)
+                             overwrite=True, num_workers=workers, register=register)
 
     def convert_once() -> None:
         status = convert(options)
@@ -118,6 +121,8 @@ def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, w
         "slices": slices,
         "seconds": timing.median,
         "slices_per_s": slices / timing.median,
+        "pairs_per_s": int(manifest["converted_pairs"]) / timing.median,
+        "register": register,
         # CPU of this process and its (reaped) worker processes per run: equal for 1 and 2 workers
         # when the work is split without duplicated overhead, whatever the machine's load.
         "cpu_seconds": cpu_per_run,
@@ -274,6 +279,11 @@ def _conversion_section(figures: dict, work_dir: Path, quick: bool, repeats: int
         figures[f"convert_workers{workers}"] = convert_figures(
             work_dir, tasks.REFERENCE_TASK, patients=8 if quick else 16, image_size=convert_size, workers=workers, repeats=repeats
         )
+    for register in ("none", "rigid"):  # pairs/s with and without registration, on pairs that need it
+        say(f"conversion of misaligned pairs, --register {register}")
+        figures[f"convert_register_{register}"] = convert_figures(
+            work_dir, tasks.REGISTRATION_TASK, patients=4 if quick else 8, image_size=convert_size, workers=2, repeats=1,
+            register=register, misalign=(6.0, 4.0))
     say("input pipeline")
     # Reads the records just converted (slices ≥ the demo's 64², so the figure is conservative).
     figures["input_pipeline"] = input_pipeline_figures(
@@ -357,6 +367,11 @@ def _figure_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
     for workers in (1, 2):
         item = f[f"convert_workers{workers}"]
         rows.append(("conversion", f"{workers} Beam worker(s), {item['pairs']} pairs, {item['slices']} slices", f"{item['slices_per_s']:.1f} slices/s ({item['seconds']:.1f} s, {item.get('cpu_seconds', float('nan')):.1f} CPU-s)"))
+    for register in ("none", "rigid"):
+        item = f.get(f"convert_register_{register}")
+        if item:
+            rows.append(("conversion", f"--register {register}, {item['pairs']} misaligned pairs, 2 workers",
+                         f"{item['pairs_per_s']:.2f} pairs/s ({item['seconds']:.1f} s)"))
     return rows
 
 
