@@ -62,10 +62,10 @@ class RegistrationSettings:
 
         if self.method not in METHODS:
             raise UserError(f"--register {self.method!r}; expected one of {', '.join(METHODS)}")
-        for name in ("max_rotation_deg", "max_translation_mm"):
+        for name, flag in (("max_rotation_deg", "--max-rotation"), ("max_translation_mm", "--max-translation")):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise UserError(f"{name}: expected a positive number; received {value!r}")
+                raise UserError(f"{flag}: expected a positive number; received {value!r}")
 
     @property
     def enabled(self) -> bool:
