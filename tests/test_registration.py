@@ -196,3 +196,18 @@ def test_evaluate_pairs_register_scores_against_the_registered_target_and_says_s
         assert bool(registered) == (method != "none")
     assert report["per_patient"][0]["registration"]["rotation_deg"] == pytest.approx(3.6, abs=0.5)
     assert mae["rigid"] < 0.25 * mae["none"], mae
+
+
+def test_a_body_mask_on_the_source_frame_restricts_the_metric_and_the_move_is_still_found(head):
+    source, ct, _ = head
+    from scipy import ndimage
+
+    inside = ndimage.binary_fill_holes(ndimage.binary_closing(source.array > 0.1 * source.array.max(), iterations=3))
+    body = Volume(ndimage.binary_dilation(inside, iterations=3).astype(np.float32), source.affine, "OT", "a.u.", {})
+    assert 0.1 < body.array.mean() < 0.9  # a body, not the whole field of view
+    centre = registration._centre(source)
+    truth = registration.rigid_matrix((2.0, 0.0, -3.0), (-4.0, 5.0, 2.0), centre)
+    _, report = registration.register_target(source, moved(ct, truth), registration.RegistrationSettings(method="rigid"),
+                                             "mutual information", mask=body)
+    rotation_error, translation_error = errors(report["matrix"], truth, centre)
+    assert rotation_error < 0.5 and translation_error < 1.0, (rotation_error, translation_error)
