@@ -9,9 +9,11 @@ moved onto the source, with a report of what it did:
   2. metric: correlation when both sides are one modality, Mattes mutual information across
      modalities (MR against CT, PET against CT); a body mask on the source's frame, when one is
      known, restricts it to the body;
-  3. a three-level pyramid (shrink 4, 2, 1; Gaussian smoothing of 2, 1, 0 voxels; fewer levels for
-     thin volumes), randomly sampled with a fixed seed (deterministic), regular-step gradient
-     descent with scales from the physical shift;
+  3. on a grid of voxels of at least `GRID_MM` (finer volumes smoothed and resampled: `coarser`),
+     a three-level pyramid (shrink 4, 2, 1; Gaussian smoothing of 2, 1, 0 voxels; fewer levels for
+     thin volumes), `SAMPLES_PER_LEVEL` regularly spaced samples per level (jittered with a fixed
+     seed: the same pair registers the same way every time), regular-step gradient descent with
+     scales from the physical shift;
   4. rigid (`Euler3DTransform`), affine (`AffineTransform`, after a rigid stage) or deformable (a
      cubic B-spline on a coarse mesh after the affine stage, L-BFGS-B);
   5. the similarity before and after on the source's grid (both smoothed by one voxel;
