@@ -15,10 +15,11 @@ moved onto the source, with a report of what it did:
      seed: the same pair registers the same way every time), regular-step gradient descent with
      scales from the physical shift;
   4. rigid (`Euler3DTransform`), affine (`AffineTransform`, after a rigid stage) or deformable (a
-     cubic B-spline on a coarse mesh after the affine stage, L-BFGS-B);
-  5. the similarity before and after on the source's grid (both smoothed by one voxel;
-     normalized: correlation within a modality, 2·MI / (H(source) + H(target)) across), the rotation (degrees), the translation at the
-     source's centre (mm), the scales of an affine, the displacement of a deformable stage.
+     cubic B-spline on a coarse mesh after the affine stage, gradient descent with line search);
+  5. the similarity before and after on the source's grid (both smoothed by one voxel; normalized:
+     correlation within a modality, 2·MI / (H(source) + H(target)) across), the rotation (degrees),
+     the translation at the source's centre (mm), the scales of an affine, the displacement of a
+     deformable stage.
 
 `check` turns the report into a `PairRejected` with the reason: the similarity got worse, stayed
 below the floor a true pair reaches (the two volumes do not show one anatomy), the optimizer did not
