@@ -46,6 +46,8 @@ import json
 import sys
 from pathlib import Path
 
+from medgan_tf.serving.uncertainty import TTA_MODES
+
 HELP = "score a model or existing outputs: the paper's metrics on records, or SynthRAD/PET protocols on volumes"
 
 
@@ -78,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="slices (tiles) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25,
                         help="--pairs with --model: overlap of the S×S tiles of large slices (default 0.25)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="--pairs with --model: test-time augmentation as in `translate --tta`; with it (or an "
+                        "ensemble export) the model row also reports how well the uncertainty predicts the error "
+                        "(Spearman ρ over the mask, MAE in the 5%% most uncertain voxels vs the rest) and the "
+                        "figure shows the uncertainty")
     parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="--data: slices in figure.png (default 4)")
     parser.add_argument("--max-slices", type=int, help="--data: score only the first N slices (quick checks)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -175,7 +182,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
         print(f"evaluate {message}", file=sys.stderr, flush=True)
 
     result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
-                              tile_overlap=args.tile_overlap, progress=progress)
+                              tile_overlap=args.tile_overlap, progress=progress, tta=args.tta)
     who = f"{model.config.model}" if model is not None else "predictions"
     title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol})"
     out_dir = args.out if args.out is not None else Path("reports") / f"{task.name}-{protocol}"
