@@ -160,3 +160,20 @@ def test_the_dicom_uncertainty_is_a_conformant_second_series_of_the_output_study
     assert not dciodvfy_errors(tmp_path / "out_sd") - dciodvfy_errors(source)
     values = read_volume(tmp_path / "out_sd").array
     assert values.min() >= 0 and values.max() > 0
+
+
+def test_translate_inputs_writes_each_rows_uncertainty_beside_its_output(run_dir, tmp_path):
+    affine = np.diag([2.8, 2.8, 2.0, 1.0])
+    for name in ("a", "b"):
+        array = np.random.default_rng(len(name)).gamma(2.0, 1.0, (SIZE, SIZE, 2)).astype(np.float32)
+        write_nifti(Volume(array, affine, "PT", "SUV"), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "inputs.csv").write_text("patient_id,input\npa,a.nii.gz\npb,b.nii.gz\n")
+    out = tmp_path / "out"
+    assert main(["translate", "--model", str(run_dir), "--inputs", str(tmp_path / "inputs.csv"), "--output-dir",
+                 str(out), "--tta", "flips", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pa.nii.gz", "pa_uncertainty.nii.gz", "pb.nii.gz",
+                                                     "pb_uncertainty.nii.gz"]
+    plain = tmp_path / "plain"
+    assert main(["translate", "--model", str(run_dir), "--inputs", str(tmp_path / "inputs.csv"), "--output-dir",
+                 str(plain), "-q"]) == 0
+    assert sorted(p.name for p in plain.iterdir()) == ["pa.nii.gz", "pb.nii.gz"]

@@ -75,34 +75,7 @@ FIELD_FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_argument_group("what to train")
-    what.add_argument("--task", metavar="NAME|FILE.toml",
-                      help=tasks.flag_help() + f"; default: the task --data was converted for, else {tasks.DEFAULT_TASK} "
-                      "(a resumed run keeps its own)")
-    what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
-    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
-                      "synthetic data, or with --resume the run's own dataset")
-    what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
-    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its newest intact checkpoint (a damaged "
-                      "newer one is named and skipped; none intact is an error)")
-    what.add_argument("--restart", action="store_true",
-                      help="with --resume: train RUN again from step 0 on purpose (its config and dataset kept; its "
-                      "checkpoints are replaced as new ones are saved)")
-    what.add_argument("--folds", type=int, metavar="K",
-                      help="K-fold ensemble training: the training split's patients are dealt into K folds and K runs "
-                      "are trained into LOGDIR/fold-1 … fold-K, each validated on its own held-out patients (the "
-                      "dataset's val split is not used); run the same command again to continue (finished folds are "
-                      "kept). `medgan-tf export --ensemble LOGDIR` makes one SavedModel of them")
-    what.add_argument("--data-changed", action="store_true",
-                      help="with --resume: continue on purpose on a --data other than the run's own, or on its "
-                      "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
-
-    what.add_argument("--context-slices", type=int, metavar="K",
-                      help="2.5D: the generator and the discriminator's condition see the 2K+1 adjacent source slices "
-                      "(edge slices repeat) and G still outputs the centre slice; K ≤ the K the data was converted "
-                      "with; default 0 (the paper's 2D model). Every source of a multi-source dataset (source_2, …) "
-                      "is used, each as 2K+1 channels")
-
+    _add_what_arguments(parser.add_argument_group("what to train"))
     size = parser.add_argument_group("model size (small values for smoke runs)")
     size.add_argument("--image-size", type=int, help="slice size S (S×S), a power of two; default 256")
     size.add_argument("--ublocks", type=int, help="CasNet depth N (U-blocks); default from the variant")
@@ -159,6 +132,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "epoch end; each validation feeds --select-by and --patience; default: every epoch")
     run.add_argument("--log-every", type=int, default=10, help="steps between scalar summaries / quiet log lines")
     run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+
+
+def _add_what_arguments(what) -> None:
+    """The "what to train" group: task, model, data, run directory, resuming and folds."""
+    what.add_argument("--task", metavar="NAME|FILE.toml",
+                      help=tasks.flag_help() + f"; default: the task --data was converted for, else {tasks.DEFAULT_TASK} "
+                      "(a resumed run keeps its own)")
+    what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
+    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
+                      "synthetic data, or with --resume the run's own dataset")
+    what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
+    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its newest intact checkpoint (a damaged "
+                      "newer one is named and skipped; none intact is an error)")
+    what.add_argument("--restart", action="store_true",
+                      help="with --resume: train RUN again from step 0 on purpose (its config and dataset kept; its "
+                      "checkpoints are replaced as new ones are saved)")
+    what.add_argument("--folds", type=int, metavar="K",
+                      help="K-fold ensemble training: the training split's patients are dealt into K folds and K runs "
+                      "are trained into LOGDIR/fold-1 … fold-K, each validated on its own held-out patients (the "
+                      "dataset's val split is not used); run the same command again to continue (finished folds are "
+                      "kept). `medgan-tf export --ensemble LOGDIR` makes one SavedModel of them")
+    what.add_argument("--data-changed", action="store_true",
+                      help="with --resume: continue on purpose on a --data other than the run's own, or on its "
+                      "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
+
+    what.add_argument("--context-slices", type=int, metavar="K",
+                      help="2.5D: the generator and the discriminator's condition see the 2K+1 adjacent source slices "
+                      "(edge slices repeat) and G still outputs the centre slice; K ≤ the K the data was converted "
+                      "with; default 0 (the paper's 2D model). Every source of a multi-source dataset (source_2, …) "
+                      "is used, each as 2K+1 channels")
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfig, config_lib.ExperimentConfig | None]:
