@@ -114,11 +114,16 @@ def run(args: argparse.Namespace) -> int:
     from medgan_tf.evaluation.protocols import PROTOCOLS
 
     if args.pairs is not None:
+        if args.tta != "none" and args.model is None:
+            raise UserError("--tta needs --model (it runs the model on transformed copies)")
         return _run_pairs(args)
     if args.model is None:
         raise UserError("--data needs --model (the records hold no predictions); score existing volumes with --pairs")
     if args.protocol is not None and not PROTOCOLS.get(args.protocol).records:
         raise UserError(f"--protocol {args.protocol} scores whole volumes in physical units: give them with --pairs CSV")
+    if args.tta != "none":
+        raise UserError("--tta goes with --pairs (whole volumes, where the uncertainty is scored against the error); "
+                        "--data scores the records' slices one model pass each")
     return _run_records(args)
 
 
