@@ -168,8 +168,8 @@ def save_three_plane_figure(
             shown = axes[row, column].imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1],
                                              aspect=aspects[row], origin="lower", interpolation="nearest")
         axes[0, column].set_title(f"{name} ({unit})" if is_error and unit else name, fontsize=9)
-        if is_error:
-            figure.colorbar(shown, ax=axes[:, column].tolist(), shrink=0.8)
+        if is_error and column == len(columns) - 1:  # one colour bar for the maps: they share a scale
+            figure.colorbar(shown, ax=axes[:, len(columns) - len(maps):].ravel().tolist(), shrink=0.8)
     for row, plane in enumerate(PLANES):
         axes[row, 0].set_ylabel(f"{plane} {centre[row]}", fontsize=9)
     if title:
