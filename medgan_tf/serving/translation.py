@@ -243,16 +243,17 @@ def translate_file(
             translation.uncertainty = as_like(translation.uncertainty, volume, like_volume)[0]
     io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, source))
     if uncertainty_path is not None:
-        write_uncertainty(model, tta, translation.uncertainty, uncertainty_path, output_path, volume_format)
+        write_uncertainty(model, tta, translation.uncertainty, uncertainty_path, output_path, volume_format, source)
     return translation
 
 
 def write_uncertainty(model: TranslationModel, tta: str, uncertainty: Any, path: str | Path, output_path: str | Path,
-                      output_format: Any) -> Path:
+                      output_format: Any, source: Any = None) -> Path:
     """Write the `uncertainty` Volume to `path` (its format from the name). A DICOM series takes
     the Patient, Study and Frame of Reference of the DICOM output series at `output_path` (so a
-    viewer shows both in one study, also for a NIfTI input) and says what it is in its
-    SeriesDescription and DerivationDescription."""
+    viewer shows both in one study, also for a NIfTI input), or — beside a NIfTI output — those of
+    `source` (the input, or its --like series), and says what it is in its SeriesDescription and
+    DerivationDescription."""
     from medgan_tf.data import io
     from medgan_tf.serving.outputs import model_description
     from medgan_tf.serving.uncertainty import describe
@@ -262,7 +263,6 @@ def write_uncertainty(model: TranslationModel, tta: str, uncertainty: Any, path:
     derivation = (f"Voxel-wise standard deviation ({uncertainty.unit}) across {describe(model, tta)}: the "
                   f"uncertainty of the series {short}. {long}")
     uncertainty_format = io.output_format(path)
-    source = None
     if uncertainty_format.folder and output_format.folder:
         source = io.read_input("the output series", output_path)  # its study and frame of reference
     return io.write_output(uncertainty, path, uncertainty_format, io.Provenance(description, derivation, source))
