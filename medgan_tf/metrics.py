@@ -328,6 +328,12 @@ METRICS.add("suvmean", Metric("suvmean", "SUVmean error", "+.2f", False, scale="
 METRICS.add("suvmax", Metric("suvmax", "SUVmax error", "+.2f", False, scale="volume", unit="%", region=True))
 METRICS.add("activity", Metric("activity", "Total activity error", "+.2f", False, scale="volume", unit="%",
                                region=True))
+# How well a model's own uncertainty (TTA / ensemble standard deviation) predicts its error, over the
+# mask's voxels (`medgan_tf.evaluation.uncertainty`); only a model row with an uncertainty has them.
+METRICS.add("uncertainty_rho", Metric("uncertainty_rho", "Spearman ρ(|error|, SD)", ".3f", True, scale="volume"))
+METRICS.add("error_uncertain", Metric("error_uncertain", "MAE in top 5% SD", ".4g", False, scale="volume"))
+METRICS.add("error_certain", Metric("error_certain", "MAE in other 95%", ".4g", False, scale="volume"))
+METRICS.add("uncertainty_mean", Metric("uncertainty_mean", "mean SD", ".4g", False, scale="volume"))
 
 
 def metric_names(*, scale: str | None = None, paper: bool | None = None, validation: bool | None = None,

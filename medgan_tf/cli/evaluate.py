@@ -46,6 +46,8 @@ import json
 import sys
 from pathlib import Path
 
+from medgan_tf.serving.uncertainty import TTA_MODES
+
 HELP = "score a model or existing outputs: the paper's metrics on records, or SynthRAD/PET protocols on volumes"
 
 
@@ -78,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="slices (tiles) per forward pass (default 8)")
     parser.add_argument("--tile-overlap", type=float, default=0.25,
                         help="--pairs with --model: overlap of the S×S tiles of large slices (default 0.25)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="--pairs with --model: test-time augmentation as in `translate --tta`; with it (or an "
+                        "ensemble export) the model row also reports how well the uncertainty predicts the error "
+                        "(Spearman ρ over the mask, MAE in the 5%% most uncertain voxels vs the rest) and the "
+                        "figure shows the uncertainty")
     parser.add_argument("--figure-slices", type=int, default=4, metavar="K", help="--data: slices in figure.png (default 4)")
     parser.add_argument("--max-slices", type=int, help="--data: score only the first N slices (quick checks)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -110,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from medgan_tf.evaluation.protocols import PROTOCOLS
 
     if args.pairs is not None:
+        if args.tta != "none" and args.model is None:
+            raise UserError("--tta needs --model (it runs the model on transformed copies)")
         return _run_pairs(args)
     if getattr(args, "register", "none") != "none":
         raise UserError("--register registers whole volumes: give them with --pairs CSV (converted records are "
@@ -118,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--data needs --model (the records hold no predictions); score existing volumes with --pairs")
     if args.protocol is not None and not PROTOCOLS.get(args.protocol).records:
         raise UserError(f"--protocol {args.protocol} scores whole volumes in physical units: give them with --pairs CSV")
+    if args.tta != "none":
+        raise UserError("--tta goes with --pairs (whole volumes, where the uncertainty is scored against the error); "
+                        "--data scores the records' slices one model pass each")
     return _run_records(args)
 
 
@@ -185,7 +197,8 @@ def _run_pairs(args: argparse.Namespace) -> int:
     registration = RegistrationSettings(method=args.register, max_rotation_deg=args.max_rotation,
                                         max_translation_mm=args.max_translation, min_similarity=args.min_similarity)
     result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
-                              tile_overlap=args.tile_overlap, progress=progress, registration=registration)
+                              tile_overlap=args.tile_overlap, progress=progress, registration=registration,
+                              tta=args.tta)
     who = f"{model.config.model}" if model is not None else "predictions"
     registered = f", targets registered ({args.register})" if registration.enabled else ""
     title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol}{registered})"

@@ -14,8 +14,15 @@ within PSNR ≥ 45 dB, SSIM ≥ 0.999 of float32 on the 0–255 scale, see READM
 serve"), or auto (bfloat16 when the exporting machine has it natively: export
 on the machine you serve from). The choice is recorded in assets/precision.json.
 
+--ensemble A B C writes one export of several models of one task (run directories, a run of
+`train --folds K` standing for its fold-1 … fold-K runs, or exports): serving_default and physical
+return `output` (the members' mean) and `uncertainty` (their standard deviation, in the output's
+units); `translate` writes the uncertainty with --uncertainty.
+
 Examples:
   medgan-tf export runs/pd                         # → savedmodels/<the run's task>/1
+  medgan-tf export --ensemble runs/pd_folds        # its fold-1 … fold-K runs, one SavedModel
+  medgan-tf export --ensemble runs/a runs/b savedmodels/pd/3 --out savedmodels/pd_ensemble
   medgan-tf export runs/pd --out /models/medgan --version 7
   medgan-tf export runs/pd --precision bfloat16     # bfloat16 convolutions, float32 in and out
   saved_model_cli show --dir /models/medgan/7 --all
@@ -32,7 +39,11 @@ HELP = "export a run's generator as a TF Serving SavedModel (normalized and phys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="run directory written by `medgan-tf train`")
+    parser.add_argument("run", type=Path, metavar="RUN", nargs="?",
+                        help="run directory written by `medgan-tf train` (or give --ensemble)")
+    parser.add_argument("--ensemble", type=Path, nargs="+", metavar="RUN_OR_EXPORT",
+                        help="export several models of one task as one ensemble (mean `output`, standard deviation "
+                        "`uncertainty`): run directories, exports, or a `train --folds` run (its fold-* runs)")
     parser.add_argument("--out", type=Path, help="model base folder (default savedmodels/<task>)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--checkpoint", metavar="best|latest|STEP|PREFIX",
@@ -45,6 +56,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgan_tf.errors import UserError
+
+    if args.ensemble:
+        if args.run is not None or args.checkpoint is not None:
+            raise UserError("--ensemble takes the members itself (each run's best checkpoint, else its latest); "
+                            "leave out RUN and --checkpoint")
+        return _run_ensemble(args)
+    if args.run is None:
+        raise UserError("give a run directory RUN, or --ensemble RUN_OR_EXPORT [...]")
+    return _run_one(args)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    import json
+
+    from medgan_tf.serving.ensemble import ENSEMBLE_ASSET, export_ensemble
+    from medgan_tf.serving.export import read_precision
+
+    version_dir = export_ensemble(args.ensemble, args.out, args.version, precision=args.precision)
+    ensemble = json.loads((version_dir / "assets" / ENSEMBLE_ASSET).read_text())
+    print(f"exported {version_dir}: an ensemble of {ensemble['count']} members")
+    for member in ensemble["members"]:
+        print(f"  member: {member}")
+    print("  serving_default and physical: source → output (the members' mean), uncertainty (their standard deviation)")
+    print(f"  computes in:     {read_precision(version_dir)['compute_dtype']} (run members)")
+    return 0
+
+
+def _run_one(args: argparse.Namespace) -> int:
     from medgan_tf.serving.export import export_run, read_precision
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints

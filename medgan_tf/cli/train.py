@@ -12,6 +12,7 @@ Examples:
   medgan-tf train --resume runs/pd --epochs 300        # continue, with a longer schedule
   medgan-tf train --resume runs/pd --data data/pd-v2 --data-changed   # continue on other data, on purpose
   medgan-tf train --resume runs/pd --restart           # its checkpoints all damaged: again from step 0
+  medgan-tf train --folds 5 --data data/sct --logdir runs/sct5   # 5 runs on patient folds (again: continue)
   tensorboard --logdir runs/
 """
 
@@ -74,29 +75,7 @@ FIELD_FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_argument_group("what to train")
-    what.add_argument("--task", metavar="NAME|FILE.toml",
-                      help=tasks.flag_help() + f"; default: the task --data was converted for, else {tasks.DEFAULT_TASK} "
-                      "(a resumed run keeps its own)")
-    what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
-    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
-                      "synthetic data, or with --resume the run's own dataset")
-    what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
-    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its newest intact checkpoint (a damaged "
-                      "newer one is named and skipped; none intact is an error)")
-    what.add_argument("--restart", action="store_true",
-                      help="with --resume: train RUN again from step 0 on purpose (its config and dataset kept; its "
-                      "checkpoints are replaced as new ones are saved)")
-    what.add_argument("--data-changed", action="store_true",
-                      help="with --resume: continue on purpose on a --data other than the run's own, or on its "
-                      "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
-
-    what.add_argument("--context-slices", type=int, metavar="K",
-                      help="2.5D: the generator and the discriminator's condition see the 2K+1 adjacent source slices "
-                      "(edge slices repeat) and G still outputs the centre slice; K ≤ the K the data was converted "
-                      "with; default 0 (the paper's 2D model). Every source of a multi-source dataset (source_2, …) "
-                      "is used, each as 2K+1 channels")
-
+    _add_what_arguments(parser.add_argument_group("what to train"))
     size = parser.add_argument_group("model size (small values for smoke runs)")
     size.add_argument("--image-size", type=int, help="slice size S (S×S), a power of two; default 256")
     size.add_argument("--ublocks", type=int, help="CasNet depth N (U-blocks); default from the variant")
@@ -153,6 +132,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "epoch end; each validation feeds --select-by and --patience; default: every epoch")
     run.add_argument("--log-every", type=int, default=10, help="steps between scalar summaries / quiet log lines")
     run.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+
+
+def _add_what_arguments(what) -> None:
+    """The "what to train" group: task, model, data, run directory, resuming and folds."""
+    what.add_argument("--task", metavar="NAME|FILE.toml",
+                      help=tasks.flag_help() + f"; default: the task --data was converted for, else {tasks.DEFAULT_TASK} "
+                      "(a resumed run keeps its own)")
+    what.add_argument("--model", help="registered variant (default medgan); see `medgan-tf summary --help`")
+    what.add_argument("--data", type=Path, help="converted dataset directory (medgan-tf convert); default: built-in "
+                      "synthetic data, or with --resume the run's own dataset")
+    what.add_argument("--logdir", type=Path, help="run directory to create (default runs/<task>-<model>-<time>)")
+    what.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its newest intact checkpoint (a damaged "
+                      "newer one is named and skipped; none intact is an error)")
+    what.add_argument("--restart", action="store_true",
+                      help="with --resume: train RUN again from step 0 on purpose (its config and dataset kept; its "
+                      "checkpoints are replaced as new ones are saved)")
+    what.add_argument("--folds", type=int, metavar="K",
+                      help="K-fold ensemble training: the training split's patients are dealt into K folds and K runs "
+                      "are trained into LOGDIR/fold-1 … fold-K, each validated on its own held-out patients (the "
+                      "dataset's val split is not used); run the same command again to continue (finished folds are "
+                      "kept). `medgan-tf export --ensemble LOGDIR` makes one SavedModel of them")
+    what.add_argument("--data-changed", action="store_true",
+                      help="with --resume: continue on purpose on a --data other than the run's own, or on its "
+                      "dataset converted again since (refused otherwise); the change is recorded in RUN/data.json")
+
+    what.add_argument("--context-slices", type=int, metavar="K",
+                      help="2.5D: the generator and the discriminator's condition see the 2K+1 adjacent source slices "
+                      "(edge slices repeat) and G still outputs the centre slice; K ≤ the K the data was converted "
+                      "with; default 0 (the paper's 2D model). Every source of a multi-source dataset (source_2, …) "
+                      "is used, each as 2K+1 channels")
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[config_lib.ExperimentConfig, config_lib.ExperimentConfig | None]:
@@ -221,6 +230,12 @@ def run(args: argparse.Namespace) -> int:
 
     # SIGTERM (a cluster scheduler's stop) saves a checkpoint like Ctrl-C does.
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if args.folds is not None:
+        try:
+            _train_folds(args, experiment, data_dir, run_dir, rt)
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+        return 0
     try:
         summary = train_experiment(experiment, data_dir, run_dir, runtime=rt, resume=saved is not None,
                                    restart=args.restart, data_changed=args.data_changed, quiet=args.quiet, log_every=args.log_every)
@@ -229,6 +244,25 @@ def run(args: argparse.Namespace) -> int:
     log.info("done: step %d, %d generator and %d discriminator updates; summary in %s",
              summary["step"], summary["generator_updates"], summary["discriminator_updates"], run_dir / "summary.json")
     return 0
+
+
+def _train_folds(args: argparse.Namespace, experiment, data_dir: Path, run_dir: Path, rt) -> None:
+    from medgan_tf.errors import UserError
+    from medgan_tf.training.folds import train_folds
+
+    if args.resume is not None or args.restart or args.data_changed:
+        raise UserError("--folds continues by itself: run the same command again with the same --logdir (not "
+                        "--resume/--restart/--data-changed)")
+    if args.logdir is None:
+        raise UserError("--folds needs --logdir RUN (the folds go to RUN/fold-1 … RUN/fold-K)")
+    if data_dir is None:
+        raise UserError("--folds needs a dataset: give --data")
+    summaries = train_folds(experiment, data_dir, run_dir, args.folds, runtime=rt, quiet=args.quiet,
+                            log_every=args.log_every)
+    for fold, summary in enumerate(summaries, start=1):
+        log.info("fold %d: step %d, best %s", fold, summary["step"], summary.get("best"))
+    log.info("done: %d folds in %s; `medgan-tf export --ensemble %s` makes one SavedModel of them", len(summaries),
+             run_dir, run_dir)
 
 
 def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001

@@ -41,6 +41,7 @@ import argparse
 from pathlib import Path
 
 from medgan_tf.data.io import DEFAULT_OUTPUT_FORMAT, formats
+from medgan_tf.serving.uncertainty import TTA_MODES
 
 HELP = "translate whole NIfTI volumes or DICOM series with an exported model → NIfTI or DICOM on the input's grid"
 
@@ -77,10 +78,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision: export (default) = what the model carries (an export's own, float32 "
                              "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
                              "this processor computes it natively); an export refuses a precision it was not written in")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation: none (default, one pass); flips = the model also sees each tile "
+                        "flipped left-right, up-down and both, in one batch (about 4x the time), and the output is "
+                        "the mean; flips+shifts adds four copies shifted by S/16 pixels (about 8x). The standard "
+                        "deviation across the copies is the uncertainty (--uncertainty)")
+    parser.add_argument("--uncertainty", type=Path, metavar="VOL",
+                        help="with --input: also write the voxel-wise uncertainty (standard deviation across TTA "
+                        "copies and/or ensemble members, in the target's unit) as NIfTI (.nii/.nii.gz) or, beside a "
+                        "DICOM output, as a second DICOM series (a folder name) in the output's study and frame of "
+                        "reference. Needs --tta flips|flips+shifts or an ensemble export (`export --ensemble`)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from medgan_tf.errors import UserError
     from medgan_tf.serving.loading import load_model
     from medgan_tf.data.io import output_format as resolve_format
@@ -102,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     translation = translate_file(
         model, args.input, args.output, batch_size=args.batch_size, tile_overlap=args.tile_overlap, quiet=args.quiet,
         extra_inputs=args.extra_input,
-        output_format=volume_format.key, like=args.like,
+        output_format=volume_format.key, like=args.like, tta=args.tta, uncertainty_path=args.uncertainty,
     )
     volume = translation.volume
     if not args.quiet:
@@ -114,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {kind}{args.output}: {volume.modality} in {volume.unit}, shape {volume.shape}, "
             f"{num_slices} slices of {height}×{width}{tiles} through the model"
         )
+        if args.uncertainty is not None:
+            spread = translation.uncertainty
+            print(f"wrote {args.uncertainty}: uncertainty (standard deviation) in {spread.unit}, "
+                  f"median {float(np.median(spread.array)):.4g}, max {float(spread.array.max()):.4g}")
     return 0
 
 
@@ -128,6 +145,9 @@ def _run_many(args: argparse.Namespace) -> int:
         raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
     if args.like is not None:
         raise UserError("--like goes with --input (one volume); with --inputs give each row's series in a 'like' column")
+    if args.uncertainty is not None:
+        raise UserError("--uncertainty VOL goes with --input (one volume); with --inputs the uncertainty is written "
+                        "beside each output as <name>_uncertainty when --tta or an ensemble gives one")
     if args.extra_input:
         raise UserError("--extra-input goes with --input (one volume); with --inputs give the extra sources as the "
                         "CSV's source_2, source_3, … columns")
@@ -136,7 +156,7 @@ def _run_many(args: argparse.Namespace) -> int:
     model = load_model(args.model, precision=args.precision)
     check_sources(args.inputs, items, tuple(model.config.data.extra_source_modalities))
     result = translate_many(model, items, output_format=output_format, batch_size=args.batch_size,
-                            tile_overlap=args.tile_overlap, quiet=args.quiet)
+                            tile_overlap=args.tile_overlap, quiet=args.quiet, tta=args.tta)
     print(f"translated {len(result.written)} of {len(items)} volumes into {args.output_dir}")
     for path, reason in result.failed:
         print(f"error: {path}: {reason}", file=sys.stderr)

@@ -195,3 +195,20 @@ def restore(prepared: Prepared, outputs: np.ndarray, modality: str, metadata: Ma
         unit=str(target_params["unit"]),
         metadata=dict(metadata or {}),
     )
+
+
+def restore_spread(prepared: Prepared, spread: np.ndarray, modality: str,
+                   metadata: Mapping[str, Any] | None = None) -> Volume:
+    """A standard deviation (H, W, K) in normalized units on `prepared`'s grid → a Volume like
+    `restore`'s, in the target unit: the map to physical units is linear, so a spread scales by
+    the half window (high − low)/2 and has no offset; voxels the grid does not cover are 0."""
+    params = prepared.target_params
+    physical = np.abs(np.asarray(spread, dtype=np.float64)) * (0.5 * (float(params["high"]) - float(params["low"])))
+    source = prepared.source
+    return Volume(
+        array=geometry.from_model_grid(physical.astype(np.float32), prepared.grid_affine, source, fill=0.0),
+        affine=np.asarray(source.affine, dtype=np.float64).copy(),
+        modality=io.dicom_code(modality),
+        unit=str(params["unit"]),
+        metadata={**dict(metadata or {}), "uncertainty": "standard deviation"},
+    )

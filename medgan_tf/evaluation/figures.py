@@ -132,10 +132,13 @@ def save_three_plane_figure(
     unit: str = "",
     title: str = "",
     dpi: int = 100,
+    uncertainty: np.ndarray | None = None,
 ) -> None:
     """Rows axial | coronal | sagittal through `centre` (default: the volumes' centre); one
     column per entry of `volumes` ((Z, Y, X) arrays in physical units, one shape; e.g. input,
-    output, target), plus |a − b| for `error_of` = (a, b). The two volumes of `error_of` share
+    output, target), plus |a − b| for `error_of` = (a, b), and beside it the model's
+    `uncertainty` (standard deviation, same unit) on the error's colour scale, so the two can be
+    compared by eye. The two volumes of `error_of` share
     the window of b (0.5–99.5th percentile); every other column has its own. `spacing` (mm,
     Z, Y, X) sets the aspect ratio, so anisotropic voxels are shown at their true shape."""
     names = [name for name, volume in volumes.items() if volume is not None]
@@ -145,23 +148,28 @@ def save_three_plane_figure(
     centre = tuple(n // 2 for n in shape) if centre is None else centre
     shared = _window(volumes[error_of[1]]) if error_of else None
     columns = [(name, volumes[name]) for name in names]
+    maps = []
     if error_of:
-        columns.append((f"|{error_of[0]} − {error_of[1]}|", np.abs(volumes[error_of[0]] - volumes[error_of[1]])))
+        maps.append((f"|{error_of[0]} − {error_of[1]}|", np.abs(volumes[error_of[0]] - volumes[error_of[1]])))
+    if uncertainty is not None:
+        maps.append(("uncertainty (SD)", np.asarray(uncertainty)))
+    columns += maps
     sz, sy, sx = (float(s) for s in spacing)
     aspects = (sy / sx, sz / sx, sz / sy)
     figure, axes = _new_figure(3, len(columns), cell_inches=2.6)
+    map_limits = (0.0, max([float(np.percentile(volume, 99.5)) for _, volume in maps[:1]] + [1e-6]))
     for column, (name, volume) in enumerate(columns):
-        is_error = error_of is not None and column == len(columns) - 1
+        is_error = column >= len(columns) - len(maps)
         if is_error:
-            limits, cmap = (0.0, max(float(np.percentile(volume, 99.5)), 1e-6)), "inferno"
+            limits, cmap = map_limits, "inferno"
         else:
             limits, cmap = (shared if error_of and name in error_of else _window(volume)), "gray"
         for row, image in enumerate(plane_slices(volume, centre)):
             shown = axes[row, column].imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1],
                                              aspect=aspects[row], origin="lower", interpolation="nearest")
         axes[0, column].set_title(f"{name} ({unit})" if is_error and unit else name, fontsize=9)
-        if is_error:
-            figure.colorbar(shown, ax=axes[:, column].tolist(), shrink=0.8)
+        if is_error and column == len(columns) - 1:  # one colour bar for the maps: they share a scale
+            figure.colorbar(shown, ax=axes[:, len(columns) - len(maps):].ravel().tolist(), shrink=0.8)
     for row, plane in enumerate(PLANES):
         axes[row, 0].set_ylabel(f"{plane} {centre[row]}", fontsize=9)
     if title:

@@ -104,7 +104,8 @@ def _figures(result: VolumeEvaluation, out_dir: str, title: str) -> dict[str, st
             centre = tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0))
         volumes = {"input": shown["input"], "output": shown["output"], "target": shown["target"]}
         figures.save_three_plane_figure(paths["slices"], volumes, spacing=shown["spacing"], centre=centre,
-                                        unit=result.unit, title=f"{title} — {shown['patient_id']}")
+                                        unit=result.unit, title=f"{title} — {shown['patient_id']}",
+                                        uncertainty=shown.get("uncertainty"))
     if result.histogram["output"]:
         paths["histogram"] = os.path.join(out_dir, "histogram.png")
         figures.save_histogram(paths["histogram"], np.concatenate(result.histogram["output"]),

@@ -7,7 +7,9 @@ coordinates; the untouched input (where units allow) and the task's classical ba
 (`medgan_tf.evaluation.baselines`, fitted on the CSV's train/val rows) go the same way. Each of
 these rows is scored against the target by one protocol (`medgan_tf.evaluation.protocols`),
 inside the given mask or a computed body mask. A patient that cannot be read is reported and
-skipped; the others are scored.
+skipped; the others are scored. When the model gives an uncertainty (`tta`, or an ensemble
+export), the model row also reports how well it predicts the error
+(`medgan_tf.evaluation.uncertainty`), and the figure shows it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from medgan_tf.evaluation import baselines as baselines_lib
 from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
 from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
+from medgan_tf.evaluation.uncertainty import uncertainty_scores
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +132,20 @@ def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: tasks.
     return {name: inputs[name]() for name in protocol.inputs}
 
 
-def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float):
-    """{row name: candidate (Z, Y, X) on the target grid} for one case."""
-    out = {}
+def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float,
+                tta: str = "none"):
+    """({row name: candidate (Z, Y, X) on the target grid}, the model's uncertainty on that grid
+    or None) for one case."""
+    out, uncertainty = {}, None
     if model is not None:
         from medgan_tf.serving.translation import translate_volume
 
-        volume = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap,
-                                  extra_volumes=case.extra_source_volumes).volume
+        translation = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap,
+                                       extra_volumes=case.extra_source_volumes, tta=tta)
+        volume = translation.volume
         out["model"] = on_grid(volume.array, volume.affine, case.target_volume)
+        if translation.uncertainty is not None:
+            uncertainty = on_grid(translation.uncertainty.array, volume.affine, case.target_volume)
     else:
         if case.prediction is None:
             raise UserError(f"patient {case.row.patient_id}: no prediction volume (and no --model to make one)")
@@ -147,7 +155,7 @@ def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: i
         for baseline in [baselines_lib.INPUT, *baselines]:
             if baseline.name in rows:
                 out[baseline.name] = on_grid(baseline.apply(source.array), source.affine, case.target_volume)
-    return out
+    return out, uncertainty
 
 
 def evaluate_volumes(
@@ -161,6 +169,7 @@ def evaluate_volumes(
     progress: Callable[[str], None] | None = None,
     fitted: tuple[list, list[str]] | None = None,
     registration: Any = None,
+    tta: str = "none",
 ) -> VolumeEvaluation:
     """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
     column), the untouched input and the task's baselines, per patient. See the module docstring.
@@ -168,7 +177,8 @@ def evaluate_volumes(
     one CSV share them); default: fitted here. `registration`
     (`data.registration.RegistrationSettings`, enabled): each target is registered to its source
     before scoring (as SynthRAD scores against registered CTs); the notes say so and each patient's
-    entry holds what the registration did."""
+    entry holds what the registration did. `tta`: the model's test-time augmentation
+    (`translate --tta`)."""
     get_protocol(protocol)  # a UserError naming the registered ones
     task = tasks.get(task)
     data = task.data
@@ -202,7 +212,8 @@ def evaluate_volumes(
         if progress is not None:
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
         try:
-            _score_case(result, row, model, baselines, batch_size, tile_overlap, registration if registered else None)
+            _score_case(result, row, model, baselines, batch_size, tile_overlap, registration if registered else None,
+                        tta)
         except UserError as error:
             log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
             result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
@@ -227,7 +238,7 @@ def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
 
 
 def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float,
-                registration: Any = None) -> None:
+                registration: Any = None, tta: str = "none") -> None:
     task = result.definition or tasks.get(result.task)
     data = task.data
     extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
@@ -241,10 +252,12 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     factor, suv_note = suv_factor(case.row, case.target_volume.unit)
     known, factor = factor is not None, factor if factor is not None else 1.0
     kwargs = _protocol_inputs(case, protocol, factor, task)
-    candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
+    candidates, uncertainty = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap, tta)
     try:
         with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: named in a note, not a warning
             scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
+        if uncertainty is not None:
+            scores["model"].update(uncertainty_scores(candidates["model"], case.target, uncertainty, mask))
     except ValueError as error:
         raise UserError(f"patient {row.patient_id}: {error}") from None
     undefined = sorted({metric for values in scores.values() for metric, value in values.items()
@@ -255,7 +268,7 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     result.per_patient.append({"patient_id": row.patient_id, "mask": mask_note, "suv": suv_note,
                                "suv_known": known, "scores": scores,
                                **({"registration": case.registration} if case.registration is not None else {})})
-    _keep_for_figures(result, case, candidates, mask, factor)
+    _keep_for_figures(result, case, candidates, mask, factor, uncertainty)
 
 
 def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
@@ -265,7 +278,8 @@ def _check_units(row: Row, what: str, unit: str, target_unit: str) -> None:
                         "give both in one unit (e.g. both DICOM with SUV headers, or both Bq/ml)")
 
 
-def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, factor: float) -> None:
+def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, factor: float,
+                      uncertainty: np.ndarray | None = None) -> None:
     """The first patient's volumes for the three-plane figure; voxel samples for the histogram;
     per-region SUVmean of target and model for the Bland–Altman plot (`factor`: SUV per unit)."""
     inside = mask if mask is not None else np.ones(case.target.shape, dtype=bool)
@@ -274,7 +288,8 @@ def _keep_for_figures(result: VolumeEvaluation, case: Case, candidates, mask, fa
         if source is None and case.source_volume is not None:
             source = case.source_on_target()
         result.figure = {"patient_id": case.row.patient_id, "input": source, "output": candidates["model"],
-                         "target": case.target, "mask": mask, "spacing": case.spacing_zyx}
+                         "target": case.target, "mask": mask, "spacing": case.spacing_zyx,
+                         "uncertainty": uncertainty}
     rng = np.random.default_rng(len(result.per_patient))
     index = np.flatnonzero(inside)
     index = rng.choice(index, min(index.size, HISTOGRAM_SAMPLES), replace=False) if index.size else index

@@ -13,6 +13,9 @@ The CSV has a header row and one volume per row:
   like               optional; for a NIfTI input, a DICOM series of the same patient whose
                      study a DICOM output joins (`translate --like`).
 
+With `--tta flips|flips+shifts`, or an ensemble export, each row's uncertainty (standard deviation)
+is written beside its output: `<name>_uncertainty.nii.gz`, or the DICOM series `<name>_uncertainty/`.
+
 Relative input paths are relative to the CSV's folder, relative outputs to DIR. Each row is
 translated and written (atomically) on its own: a failing row is reported with its path and reason,
 the rest continue, and the result lists both. A row with an empty extra source cell fails with its
@@ -105,6 +108,15 @@ def _extra_inputs(item: BatchItem, extra_modalities: tuple[str, ...]) -> list[Pa
     return [path for path in item.extra_inputs if path is not None]
 
 
+def uncertainty_name(output: Path) -> Path:
+    """Where the uncertainty of `output` goes: `x.nii.gz` → `x_uncertainty.nii.gz`, a DICOM series
+    folder `x` → `x_uncertainty`."""
+    from medgan_tf.data.io import formats
+
+    suffix = next((s for f in formats() for s in f.suffixes if s and output.name.endswith(s)), "")
+    return output.with_name(f"{output.name[: len(output.name) - len(suffix)]}_uncertainty{suffix}")
+
+
 def _resolve(folder: Path, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else folder / path
@@ -125,13 +137,15 @@ def translate_many(
     from medgan_tf.serving.translation import translate_file
 
     extra_modalities = tuple(model.config.data.extra_source_modalities)
+    spread = options.get("tta", "none") != "none" or bool(getattr(model, "has_uncertainty", False))
     result = BatchResult()
     for number, item in enumerate(items, start=1):
         echo(f"[{number}/{len(items)}] {item.input} → {item.output}")
         try:
             extra_inputs = _extra_inputs(item, extra_modalities)
             translate_file(model, item.input, item.output, output_format=output_format, extra_inputs=extra_inputs,
-                           like=item.like, **options)
+                           like=item.like, uncertainty_path=uncertainty_name(item.output) if spread else None,
+                           **options)
         except UserError as error:
             reason = str(error)
         except Exception as error:  # noqa: BLE001 — one broken volume must not stop the others

@@ -94,19 +94,9 @@ def export_generator(
     `precision` is the served graph's compute precision: float32, bfloat16, or auto (bfloat16
     when *this* machine computes it natively — export where you serve).
     """
-    import tensorflow as tf
-
     from medgan_tf.training.runtime import choose_inference_precision
 
-    out_dir = Path(out_dir)
-    files.recover_leftovers(out_dir)  # versions a killed export left half-written
-    if version is None:
-        version = next_version(out_dir)
-    if int(version) < 1:
-        raise UserError(f"--version must be a positive integer (TF Serving versions); received {version}")
-    final = out_dir / str(int(version))
-    if final.exists():
-        raise UserError(f"{final} already exists; pick another --version or leave it out for the next free one")
+    final = check_new_version(Path(out_dir), version)
     size = int(experiment.data.image_size)
     expected_shape = (None, size, size, int(experiment.data.input_channels))
     if tuple(generator.input_shape) != expected_shape:
@@ -116,9 +106,20 @@ def export_generator(
     description = normalization_description(experiment)
     compute_dtype, reason = choose_inference_precision(precision)
     served = generator_in_precision(generator, experiment, compute_dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    signatures = publish_version(final, lambda: _write_version(served, experiment, final, description,
+                                                               compute_dtype, reason))
+    log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
+    return final
+
+
+def publish_version(final: Path, write) -> list[str]:
+    """`write()` (which publishes the version folder `final`, returning its signature names), with
+    a lost race for `final` or a full disk as a UserError naming it."""
+    import tensorflow as tf
+
+    final.parent.mkdir(parents=True, exist_ok=True)
     try:
-        signatures = _write_version(served, experiment, final, description, compute_dtype, reason)
+        return write()
     except OSError as error:
         if isinstance(error, FileExistsError) or error.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise UserError(f"{final} was written by another export while this one ran; this one was discarded and "
@@ -127,14 +128,28 @@ def export_generator(
         raise no_room_error(error, f"the export {final}") or error
     except tf.errors.OpError as error:
         raise no_room_error(error, f"the export {final}") or error
-    log.info("exported %s (signatures: %s; computes in %s, %s)", final, ", ".join(signatures), compute_dtype, reason)
+
+
+def check_new_version(out_dir: Path, version: int | None) -> Path:
+    """The version folder an export writes: `version`, or the next free one; UserError for a
+    version < 1 or one that exists (after removing what killed exports left behind)."""
+    files.recover_leftovers(out_dir)  # versions a killed export left half-written
+    if version is None:
+        version = next_version(out_dir)
+    if int(version) < 1:
+        raise UserError(f"--version must be a positive integer (TF Serving versions); received {version}")
+    final = out_dir / str(int(version))
+    if final.exists():
+        raise UserError(f"{final} already exists; pick another --version or leave it out for the next free one")
     return final
 
 
 def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path, description: dict,
-                   compute_dtype: str, reason: str) -> list[str]:
-    """The SavedModel of `served` with its assets, published as the folder `final` when complete;
-    returns the names of its signatures."""
+                   compute_dtype: str, reason: str, members: list | None = None,
+                   more_assets: dict[str, dict] | None = None) -> list[str]:
+    """The SavedModel of `served` (or of the ensemble `members`, `signatures.build_module`) with
+    its assets (and `more_assets`: file name → JSON content), published as the folder `final`
+    when complete; returns the names of its signatures."""
     import tensorflow as tf
 
     # The folder appears under its version number only when complete: TF Serving polls for new ones.
@@ -147,7 +162,10 @@ def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path,
         (asset_dir / PRECISION_ASSET).write_text(
             json.dumps(precision_description(compute_dtype, reason), indent=2, sort_keys=True) + "\n"
         )
-        module, signatures = build_module(served, description)
+        for name, content in (more_assets or {}).items():
+            (asset_dir / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        module, signatures = build_module(served, description, members)
+        module.more_assets = [tf.saved_model.Asset(str(asset_dir / name)) for name in (more_assets or {})]
         # Tracked Asset objects are copied into <version>/assets/ by tf.saved_model.save.
         module.config_asset = tf.saved_model.Asset(str(asset_dir / CONFIG_ASSET))
         module.normalization_asset = tf.saved_model.Asset(str(asset_dir / NORMALIZATION_ASSET))

@@ -31,6 +31,7 @@ from medgan_tf.serving.signatures import (
     OUTPUT_NAME,
     PHYSICAL_SIGNATURE,
     SERVING_SIGNATURE,
+    UNCERTAINTY_NAME,
     normalization_description,
 )
 
@@ -212,6 +213,18 @@ class ExportedModel:
         """Normalized (B, S, S, C_in) slices in [-1, 1] → normalized output (B, S, S, 1) (serving_default)."""
         array = self._check(source)
         return self.loaded.signatures[SERVING_SIGNATURE](**{INPUT_NAME: array})[OUTPUT_NAME].numpy()
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether serving_default also returns `uncertainty` (an ensemble export)."""
+        return UNCERTAINTY_NAME in self.loaded.signatures[SERVING_SIGNATURE].structured_outputs
+
+    def with_uncertainty(self, source: Any) -> np.ndarray:
+        """An ensemble's normalized (B, S, S, C_in) slices → (B, S, S, 2): its `output` (the
+        members' mean) and `uncertainty` (their standard deviation), normalized units."""
+        array = self._check(source)
+        outputs = self.loaded.signatures[SERVING_SIGNATURE](**{INPUT_NAME: array})
+        return np.concatenate([outputs[OUTPUT_NAME].numpy(), outputs[UNCERTAINTY_NAME].numpy()], axis=-1)
 
     def predict(self, source: Any, batch_size: int = 8) -> np.ndarray:
         """`__call__` over a stack of any length, `batch_size` slices at a time."""

@@ -6,7 +6,9 @@ of `medgan_tf.data.context`, stated in the signature and in the assets, each sou
 its own window: `source_{i}_low`/`source_{i}_high` for a per-volume extra source i ≥ 2):
 
 - `serving_default`: input `source` = normalized source slices in [-1, 1] → output `output` =
-  the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode).
+  the generator's normalized output in [-1, 1] (CasNet forward pass, inference mode). An ensemble
+  export (`medgan_tf.serving.ensemble`) returns the members' mean as `output` and their
+  (population) standard deviation as `uncertainty`, both (B, S, S, 1).
 - `physical`: the same in physical units (HU / SUV / Bq/ml / MR a.u.). Inputs:
     `source`                    source slices in the source unit;
     `source_low`, `source_high` (B,) — only when the source normalization is per volume
@@ -15,7 +17,8 @@ its own window: `source_{i}_low`/`source_{i}_high` for a per-volume extra source
                                 volume with the `fit_source_normalization` signature, not per slice);
     `target_low`, `target_high` (B,) — only when the target normalization is per volume and not
                                 shared with the source (no built-in task needs this).
-  Output `output` in the target unit. Fixed windows (CT in HU) are constants of the graph; a target
+  Output `output` in the target unit (an ensemble's `uncertainty` too: the spread scaled by the
+  half window, no offset). Fixed windows (CT in HU) are constants of the graph; a target
   that shares the source's parameters (PET denoising, MR motion correction) reuses
   `source_low`/`source_high`.
 - `fit_source_normalization` (only for per-volume source normalization): input `volume` = all
@@ -52,6 +55,7 @@ FIT_SIGNATURE = "fit_source_normalization"
 INPUT_NAME = "source"
 FIT_INPUT_NAME = "volume"
 OUTPUT_NAME = "output"
+UNCERTAINTY_NAME = "uncertainty"  # an ensemble's extra output: the members' standard deviation
 PER_VOLUME_KINDS = ("scale", "percentile")
 NORMALIZATION_FORMAT = 1
 
@@ -257,29 +261,40 @@ def _to_physical(images, low, high):
     return (images + 1.0) * (0.5 * (high - low)) + low
 
 
-def _serving_module(generator, size: int, channels: int = 1):
+def _serving_module(generator, size: int, channels: int = 1, members: list | None = None):
     """A tf.Module named "medgan" tracking `generator`, with the `serve` (serving_default) tf.function;
-    its input has `channels` channels (1, or the (2K+1)·C of a 2.5D / multi-source model)."""
+    its input has `channels` channels (1, or the (2K+1)·C of a 2.5D / multi-source model).
+
+    `members` (an ensemble; then `generator` is None): (tracked object, callable normalized →
+    (B, S, S, 1)) pairs; the outputs are their mean (`output`) and standard deviation (`uncertainty`)."""
     import tensorflow as tf
 
     class ServingModule(tf.Module):
         def __init__(self) -> None:
             super().__init__(name="medgan")
-            self.generator = generator
+            if members is None:
+                self.generator = generator
+            else:
+                self.members = [tracked for tracked, _ in members]
 
         def forward(self, normalized):
-            """(B, S, S, C_in) → (B, S, S, 1) float32; B = 0 gives an empty batch (the network
-            itself fails on one, with a message about filter depths)."""
+            """(B, S, S, C_in) → {"output": (B, S, S, 1) float32[, "uncertainty": the same]}; B = 0
+            gives an empty batch (the network itself fails on one, with a message about filter depths)."""
 
             def run():
-                return tf.cast(self.generator(normalized, training=False), tf.float32)
+                if members is None:
+                    return {OUTPUT_NAME: tf.cast(self.generator(normalized, training=False), tf.float32)}
+                stacked = tf.stack([tf.cast(call(normalized), tf.float32) for _, call in members])
+                return {OUTPUT_NAME: tf.reduce_mean(stacked, axis=0), UNCERTAINTY_NAME: tf.math.reduce_std(stacked, axis=0)}
 
-            return tf.cond(tf.shape(normalized)[0] > 0, run, lambda: tf.zeros([0, size, size, 1], tf.float32))
+            empty = tf.zeros([0, size, size, 1], tf.float32)
+            names = [OUTPUT_NAME] + ([] if members is None else [UNCERTAINTY_NAME])
+            return tf.cond(tf.shape(normalized)[0] > 0, run, lambda: {name: empty for name in names})
 
         @tf.function(input_signature=[_image_spec(INPUT_NAME, size, channels)])
         def serve(self, source_images):
             """Normalized (B, S, S, C_in) source in [-1, 1] → normalized output (B, S, S, 1) in [-1, 1]."""
-            return {OUTPUT_NAME: self.forward(_check_source(source_images, size, channels))}
+            return self.forward(_check_source(source_images, size, channels))
 
     return ServingModule()
 
@@ -306,14 +321,17 @@ def _physical_function(module, description: Mapping[str, Any]):
                 _checked_window(source_images, extra[f"source_{i}_low"], extra[f"source_{i}_high"], f"source_{i}")
                 if side["per_volume"] else _fixed_window(side) for i, side in enumerate(extras, start=2)]
             normalized = _to_normalized(source_images, *channel_windows(source_images, windows, channels))
-        output = module.forward(normalized)
+        outputs = module.forward(normalized)
         if not target["per_volume"]:
             low_out, high_out = _fixed_window(target)
         elif target.get("share_source"):
             low_out, high_out = low_in, high_in
         else:
             low_out, high_out = _checked_window(source_images, target_low, target_high, "target")
-        return {OUTPUT_NAME: _to_physical(output, low_out, high_out)}
+        physical_outputs = {OUTPUT_NAME: _to_physical(outputs[OUTPUT_NAME], low_out, high_out)}
+        if UNCERTAINTY_NAME in outputs:
+            physical_outputs[UNCERTAINTY_NAME] = outputs[UNCERTAINTY_NAME] * (0.5 * (high_out - low_out))
+        return physical_outputs
 
     names = physical_input_names(source, target, extras)
     specs = [_image_spec(INPUT_NAME, size, channels)] + [_parameter_spec(name) for name in names[1:]]
@@ -349,13 +367,15 @@ def _fit_function(source: Mapping[str, Any]):
     return fit_source_normalization
 
 
-def build_module(generator, description: Mapping[str, Any]):
-    """A tf.Module holding `generator` and the tf.functions of the three signatures.
+def build_module(generator, description: Mapping[str, Any], members: list | None = None):
+    """A tf.Module holding `generator` (or the ensemble `members`, see `_serving_module`) and the
+    tf.functions of the three signatures.
 
     Returns (module, signatures): signatures maps each signature name to its tf.function, which is
     also an attribute of the module so that tf.saved_model.save tracks it.
     """
-    module = _serving_module(generator, int(description["image_size"]), int(description.get("input_channels", 1)))
+    module = _serving_module(generator, int(description["image_size"]), int(description.get("input_channels", 1)),
+                             members)
     module.physical = _physical_function(module, description)
     signatures = {SERVING_SIGNATURE: module.serve, PHYSICAL_SIGNATURE: module.physical}
     if description["source"]["per_volume"]:

@@ -50,7 +50,7 @@ def predict_slices(
         outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
         if progress is not None:
             progress(min(start + batch_size, len(slices)))
-    stacked = np.concatenate(outputs, axis=0)
+    stacked = np.concatenate(outputs[1:] or outputs, axis=0)  # a model may return 2 channels (mean, spread)
     finite = np.isfinite(stacked).all(axis=tuple(range(1, stacked.ndim)))
     if not finite.all():
         bad = np.flatnonzero(~finite).tolist()
@@ -75,6 +75,7 @@ class Translation:
     grid_shape: tuple[int, int, int]  # (H, W, K) model grid; H, W ≥ S
     grid_affine: np.ndarray
     tiles_per_slice: int = 1  # S×S tiles the model saw per slice (1: the slice fits in S×S)
+    uncertainty: Any = None  # Volume: voxel-wise standard deviation in the target unit (TTA / ensemble), or None
 
 
 def translate_grid(
@@ -88,7 +89,9 @@ def translate_grid(
 ) -> tuple[np.ndarray, int]:
     """(H, W, K) normalized model-grid stack (H, W ≥ `tile`) → ((H, W, K) float32 outputs, tiles
     per slice). A (H, W, K, C_in) stack holds each slice's 2.5D / multi-source input window
-    (`medgan_tf.data.context.stack_windows`); the output is still one channel.
+    (`medgan_tf.data.context.stack_windows`); the output is still one channel — or, for a model
+    returning (B, S, S, 2) [mean, standard deviation] (`serving.uncertainty.spread_model`),
+    (H, W, K, 2).
 
     Each slice is cut into overlapping `tile`×`tile` tiles (a single tile when H = W = `tile`),
     the tiles go through `model` `batch_size` at a time and are blended back; `progress(done,
@@ -101,6 +104,8 @@ def translate_grid(
     total = len(tiles)
     outputs = predict_slices(model, tiles, batch_size, None if progress is None else lambda done: progress(done, total))
     stitched = stitch_tiles(outputs, positions, slices.shape[1:3], tile_overlap)
+    if stitched.shape[-1] == 2:
+        return np.moveaxis(stitched, 0, 2), len(positions)
     return np.moveaxis(stitched[..., 0], 0, 2), len(positions)
 
 
@@ -112,6 +117,7 @@ def translate_volume(
     tile_overlap: float = 0.25,
     progress: Callable[[int, int], None] | None = None,
     extra_volumes: tuple[Any, ...] | list[Any] = (),
+    tta: str = "none",
 ) -> Translation:
     """Translate a whole source `Volume` (physical units) → output Volume on the same grid.
 
@@ -126,8 +132,13 @@ def translate_volume(
     input's own unit, so Bq/ml stays Bq/ml). Slices larger than the model's S×S field of view
     (at the task spacing) are covered by overlapping tiles, `tile_overlap` (fraction of S) apart,
     so nothing is cropped. `progress(done, total)` counts tiles (one per slice when it fits).
+
+    `tta` ("none" | "flips" | "flips+shifts", `serving.uncertainty`) averages the outputs of
+    transformed copies; with it, or with a model that returns its own uncertainty (an ensemble
+    export), `Translation.uncertainty` is the voxel-wise standard deviation in the target unit.
     """
-    from medgan_tf.data.preparation import prepare, restore
+    from medgan_tf.data.preparation import prepare, restore, restore_spread
+    from medgan_tf.serving.uncertainty import spread_model
     from medgan_tf.data.rejections import PairRejected
 
     data = model.config.data
@@ -143,14 +154,19 @@ def translate_volume(
     if prepared.target_params is None:
         raise UserError(f"the target normalization ({data.target_normalization.kind}) is fitted per target volume and "
                         "not shared with the source; a model output cannot be mapped back to physical units")
+    spreading = spread_model(model, tta)
     outputs, tiles_per_slice = translate_grid(
-        model, prepared.inputs(), int(data.image_size), batch_size=batch_size, tile_overlap=tile_overlap,
-        progress=progress,
+        model if spreading is None else spreading, prepared.inputs(), int(data.image_size), batch_size=batch_size,
+        tile_overlap=tile_overlap, progress=progress,
     )
     metadata = {"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"}
+    spread = None
+    if spreading is not None:
+        outputs, spread = outputs[..., 0], outputs[..., 1]
     output = restore(prepared, outputs, data.target_modality, metadata)
+    uncertainty = None if spread is None else restore_spread(prepared, spread, data.target_modality, metadata)
     return Translation(output, prepared.source_params, prepared.target_params, prepared.grid_shape,
-                       prepared.grid_affine, tiles_per_slice)
+                       prepared.grid_affine, tiles_per_slice, uncertainty)
 
 
 def _check_inputs(model: TranslationModel, volume: Any, extra_volumes: Any) -> None:
@@ -180,6 +196,8 @@ def translate_file(
     extra_inputs: tuple[str | Path, ...] | list[str | Path] = (),
     output_format: str | None = None,
     like: str | Path | None = None,
+    tta: str = "none",
+    uncertainty_path: str | Path | None = None,
 ) -> Translation:
     """Read `input_path` (NIfTI file or DICOM series folder), translate, write `output_path` in
     `output_format` (a key of the format table `medgan_tf.data.io.formats`, or None: the one the
@@ -192,26 +210,62 @@ def translate_file(
     `model` is a loaded model or a path for `load_model`; `tile_overlap` as in `translate_volume`;
     `extra_inputs` are the extra source volumes of a multi-source model (source_2, … in order).
     A progress bar (keras Progbar on stdout) counts tiles unless `quiet`.
+
+    `tta` as in `translate_volume`; `uncertainty_path` (needs TTA or an ensemble model) also
+    writes the voxel-wise standard deviation, in the target unit, in the format its name asks for;
+    a DICOM one beside a DICOM output is a second series of the output's study and frame of
+    reference (`write_uncertainty`).
     """
     from medgan_tf.data import io
     from medgan_tf.serving.outputs import model_description
+    from medgan_tf.serving.uncertainty import check_available
 
     model = model if isinstance(model, TranslationModel) else load_model(model)
     description, derivation = model_description(model)
     progress = None if quiet else _progress_bar("tile")
     volume_format = io.output_format(output_path, output_format)
+    if uncertainty_path is not None:
+        check_available(model, tta)
+        if Path(uncertainty_path).resolve() == Path(output_path).resolve():
+            raise UserError(f"--uncertainty {uncertainty_path} is the output itself; give it another name")
+        io.output_format(uncertainty_path)  # refused now if it cannot be written, not after the model ran
     data = model.config.data
     volume = io.read_input("input", input_path, data.source_modality)
     hints = data.extra_source_modalities + ("OT",) * len(extra_inputs)
     extra_volumes = [io.read_input("extra input", path, hint) for path, hint in zip(extra_inputs, hints)]
     like_volume = like_series(like, volume) if like is not None else None
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
-                                   extra_volumes=extra_volumes)
+                                   extra_volumes=extra_volumes, tta=tta)
     source = volume
     if like_volume is not None:
         translation.volume, source = as_like(translation.volume, volume, like_volume)
+        if translation.uncertainty is not None:
+            translation.uncertainty = as_like(translation.uncertainty, volume, like_volume)[0]
     io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, source))
+    if uncertainty_path is not None:
+        write_uncertainty(model, tta, translation.uncertainty, uncertainty_path, output_path, volume_format, source)
     return translation
+
+
+def write_uncertainty(model: TranslationModel, tta: str, uncertainty: Any, path: str | Path, output_path: str | Path,
+                      output_format: Any, source: Any = None) -> Path:
+    """Write the `uncertainty` Volume to `path` (its format from the name). A DICOM series takes
+    the Patient, Study and Frame of Reference of the DICOM output series at `output_path` (so a
+    viewer shows both in one study, also for a NIfTI input), or — beside a NIfTI output — those of
+    `source` (the input, or its --like series), and says what it is in its SeriesDescription and
+    DerivationDescription."""
+    from medgan_tf.data import io
+    from medgan_tf.serving.outputs import model_description
+    from medgan_tf.serving.uncertainty import describe
+
+    short, long = model_description(model)
+    description = f"SD {short}"[:64]
+    derivation = (f"Voxel-wise standard deviation ({uncertainty.unit}) across {describe(model, tta)}: the "
+                  f"uncertainty of the series {short}. {long}")
+    uncertainty_format = io.output_format(path)
+    if uncertainty_format.folder and output_format.folder:
+        source = io.read_input("the output series", output_path)  # its study and frame of reference
+    return io.write_output(uncertainty, path, uncertainty_format, io.Provenance(description, derivation, source))
 
 
 def like_series(path: str | Path, volume: Any) -> Any:

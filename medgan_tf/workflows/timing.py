@@ -149,7 +149,9 @@ def write_test_volume(path: Path, image_size: int, slices: int, spacing_mm: floa
     return write_nifti(Volume(array, affine, "PT", "Bq/ml", {"format": "bench"}), path)
 
 
-def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: int, repeats: int, warmup: int) -> dict[str, Any]:
+def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: int, repeats: int, warmup: int,
+                      tta: str = "none") -> dict[str, Any]:
+    """Seconds of `translate_file` of a `slices`-slice NIfTI volume (read → write) with TTA `tta`."""
     from medgan_tf.serving.translation import translate_file
 
     spacing = float(exported.config.data.spacing_mm[0])
@@ -158,11 +160,12 @@ def translate_figures(exported: Any, work_dir: Path, slices: int, batch_size: in
     grid_slices = {}
 
     def translate() -> None:
-        translation = translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True)
+        translation = translate_file(exported, volume_path, output_path, batch_size=batch_size, quiet=True, tta=tta)
         grid_slices["value"] = translation.grid_shape[2]
 
     timing = time_repeats(translate, repeats, warmup)
-    return {"slices": grid_slices["value"], "batch_size": batch_size, "seconds": timing.median, **timing.as_dict()}
+    return {"slices": grid_slices["value"], "batch_size": batch_size, "tta": tta, "seconds": timing.median,
+            **timing.as_dict()}
 
 
 def train_iteration_figures(experiment: Any, batch_size: int, repeats: int, warmup: int = 1, policy: str = "float32") -> dict[str, Any]:
