@@ -1,0 +1,151 @@
+"""`translate --inputs CSV --runner R`: the cohort as an Apache Beam pipeline (RunInference with
+`SliceModelHandler`). Beam's PortableRunner (embedded job service, LOOPBACK workers) writes the
+local loop's outputs byte for byte; a missing, a corrupt and a NaN volume are named in the report
+with their reasons while the others are written (exit 1); the CSV, the volumes and the outputs may
+sit on an object store (`testfs://`, tests/objectstore.py); a re-run with --skip-existing leaves
+complete outputs alone."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medgan_tf.cli import main
+from medgan_tf.data.io import Volume, write_nifti
+from medgan_tf.serving import export
+
+from helpers import make_run  # noqa: E402  (tests/ is on sys.path)
+from objectstore import ObjectStoreTestFileSystem  # noqa: E402
+
+PORTABLE = ["--runner", "PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
+AFFINE = np.diag([2.8, 2.8, 2.0, 1.0])  # the pet_denoise grid: no interpolation
+
+
+@pytest.fixture(scope="module")
+def savedmodel(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive-model")
+    make_run(root / "run", "pet_denoise")
+    return export.export_run(root / "run", root / "savedmodels" / "pet_denoise")
+
+
+def write_cohort(folder: Path, count: int = 3) -> Path:
+    """`count` small PET volumes (the last one wider than the model's 64² field of view, so it is
+    tiled) and an inputs CSV naming them by patient_id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["patient_id,input"]
+    for index in range(count):
+        shape = (70, 30, 3) if index == count - 1 else (24, 20, 2 + index)
+        array = np.random.default_rng(index).gamma(2.0, 1.0, shape).astype(np.float32)
+        write_nifti(Volume(array, AFFINE, "PT", "SUV"), folder / f"pet{index}.nii.gz")
+        rows.append(f"p{index},pet{index}.nii.gz")
+    (folder / "cohort.csv").write_text("\n".join(rows) + "\n")
+    return folder / "cohort.csv"
+
+
+def translate(model, inputs, output_dir, *extra) -> int:
+    return main(["translate", "--model", str(model), "--inputs", str(inputs), "--output-dir", str(output_dir),
+                 "--quiet", *extra])
+
+
+def read_report(path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_portable_runner_writes_the_local_outputs_byte_for_byte(savedmodel, tmp_path, monkeypatch, capsys):
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+
+    cohort = write_cohort(tmp_path / "in")
+    assert translate(savedmodel, cohort, tmp_path / "local") == 0
+    used = []
+    original = PortableRunner.run_pipeline
+
+    def run_pipeline(self, pipeline, options):  # records that this runner ran, and runs it
+        used.append(type(self).__name__)
+        return original(self, pipeline, options)
+
+    monkeypatch.setattr(PortableRunner, "run_pipeline", run_pipeline)
+    assert translate(savedmodel, cohort, tmp_path / "beam", *PORTABLE) == 0
+    assert used == ["PortableRunner"]
+    local, beam = files_under(tmp_path / "local"), files_under(tmp_path / "beam")
+    assert sorted(local) == ["p0.nii.gz", "p1.nii.gz", "p2.nii.gz"]
+    assert sorted(beam) == sorted(local) + ["translate-report.csv"]  # no work folder left behind
+    assert all(beam[name] == local[name] for name in local)
+    assert nib.load(tmp_path / "beam" / "p2.nii.gz").shape == (70, 30, 3)
+    report = read_report(tmp_path / "beam" / "translate-report.csv")
+    assert [(r["line"], r["outcome"], r["reason"]) for r in report] == [("2", "written", ""), ("3", "written", ""),
+                                                                     ("4", "written", "")]
+    assert "translated 3 of 3 volumes" in capsys.readouterr().out
+
+
+def test_a_missing_a_corrupt_and_a_nan_volume_are_reported_and_the_others_written(savedmodel, tmp_path, capsys):
+    cohort = write_cohort(tmp_path / "in", count=2)
+    (tmp_path / "in" / "corrupt.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    nan = np.ones((24, 20, 2), np.float32)
+    nan[3, 4, 1] = np.nan
+    nib.save(nib.Nifti1Image(nan, AFFINE), tmp_path / "in" / "nan.nii.gz")
+    with open(cohort, "a") as handle:
+        handle.write("missing,nowhere.nii.gz\ncorrupt,corrupt.nii.gz\nnan,nan.nii.gz\n")
+    assert translate(savedmodel, cohort, tmp_path / "out", "--runner", "DirectRunner") == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.nii.gz", "p1.nii.gz", "translate-report.csv"]
+    report = {r["input"].rsplit("/", 1)[-1]: r for r in read_report(tmp_path / "out" / "translate-report.csv")}
+    assert [report[name]["outcome"] for name in ("pet0.nii.gz", "pet1.nii.gz")] == ["written", "written"]
+    assert {name: report[name]["outcome"] for name in ("nowhere.nii.gz", "corrupt.nii.gz", "nan.nii.gz")} == dict.fromkeys(
+        ("nowhere.nii.gz", "corrupt.nii.gz", "nan.nii.gz"), "failed")
+    assert "does not exist" in report["nowhere.nii.gz"]["reason"]
+    assert "not a readable NIfTI file" in report["corrupt.nii.gz"]["reason"]
+    assert "NaN" in report["nan.nii.gz"]["reason"]
+    err = capsys.readouterr().err
+    assert all(f"error: {tmp_path / 'in' / name}: " in err for name in ("nowhere.nii.gz", "corrupt.nii.gz", "nan.nii.gz"))
+
+
+def test_skip_existing_leaves_complete_outputs_and_reports_them(savedmodel, tmp_path):
+    cohort = write_cohort(tmp_path / "in", count=2)
+    assert translate(savedmodel, cohort, tmp_path / "out", "--runner", "DirectRunner") == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.nii.gz")}
+    (tmp_path / "out" / "p1.nii.gz").unlink()
+    assert translate(savedmodel, cohort, tmp_path / "out", "--runner", "DirectRunner", "--skip-existing") == 0
+    assert (tmp_path / "out" / "p0.nii.gz").stat().st_mtime_ns == before["p0.nii.gz"]  # not written again
+    assert (tmp_path / "out" / "p1.nii.gz").is_file()
+    outcomes = [r["outcome"] for r in read_report(tmp_path / "out" / "translate-report.csv")]
+    assert outcomes == ["skipped", "written"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    previous = ObjectStoreTestFileSystem.root
+    ObjectStoreTestFileSystem.root = tmp_path / "store"
+    yield tmp_path / "store"
+    ObjectStoreTestFileSystem.root = previous
+
+
+def test_object_store_inputs_and_outputs_give_the_local_outputs(savedmodel, store, tmp_path):
+    cohort = write_cohort(store / "cohort", count=2)
+    assert translate(savedmodel, cohort, tmp_path / "local") == 0
+    assert translate(savedmodel, "testfs://cohort/cohort.csv", "testfs://translated", "--runner", "DirectRunner") == 0
+    remote, local = files_under(store / "translated"), files_under(tmp_path / "local")
+    assert sorted(remote) == sorted(local) + ["translate-report.csv"]  # no temporaries, no work folder
+    assert all(remote[name] == local[name] for name in local)
+    report = read_report(store / "translated" / "translate-report.csv")
+    assert [(r["input"], r["output"], r["outcome"]) for r in report] == [
+        ("testfs://cohort/pet0.nii.gz", "testfs://translated/p0.nii.gz", "written"),
+        ("testfs://cohort/pet1.nii.gz", "testfs://translated/p1.nii.gz", "written")]
+    assert not list(Path(tempfile.gettempdir()).glob("medgan-stage-*"))  # staged copies removed
+
+
+def test_a_dicom_output_on_an_object_store_and_an_unknown_beam_option_are_refused(savedmodel, store, capsys):
+    cohort = write_cohort(store / "cohort", count=1)
+    assert translate(savedmodel, cohort, "testfs://out", "--runner", "DirectRunner", "--output-format", "dicom") == 2
+    assert "object store cannot publish at once" in capsys.readouterr().err
+    assert translate(savedmodel, cohort, "testfs://out", "--runner", "DirectRunner", "--skip-existng") == 2
+    assert "did you mean --skip-existing?" in capsys.readouterr().err
+    assert not (store / "out").exists()
