@@ -19,7 +19,7 @@ from medgan_tf.cli import main
 from medgan_tf.data.io import Volume, write_nifti
 from medgan_tf.serving import export
 
-from helpers import make_run  # noqa: E402  (tests/ is on sys.path)
+from helpers import make_run, portable_runs  # noqa: E402  (tests/ is on sys.path)
 from objectstore import ObjectStoreTestFileSystem  # noqa: E402
 
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
@@ -62,18 +62,9 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 
 def test_portable_runner_writes_the_local_outputs_byte_for_byte(savedmodel, tmp_path, monkeypatch, capsys):
-    from apache_beam.runners.portability.portable_runner import PortableRunner
-
     cohort = write_cohort(tmp_path / "in")
     assert translate(savedmodel, cohort, tmp_path / "local") == 0
-    used = []
-    original = PortableRunner.run_pipeline
-
-    def run_pipeline(self, pipeline, options):  # records that this runner ran, and runs it
-        used.append(type(self).__name__)
-        return original(self, pipeline, options)
-
-    monkeypatch.setattr(PortableRunner, "run_pipeline", run_pipeline)
+    used = portable_runs(monkeypatch)
     assert translate(savedmodel, cohort, tmp_path / "beam", *PORTABLE) == 0
     assert used == ["PortableRunner"]
     local, beam = files_under(tmp_path / "local"), files_under(tmp_path / "beam")
@@ -149,3 +140,48 @@ def test_a_dicom_output_on_an_object_store_and_an_unknown_beam_option_are_refuse
     assert translate(savedmodel, cohort, "testfs://out", "--runner", "DirectRunner", "--skip-existng") == 2
     assert "did you mean --skip-existing?" in capsys.readouterr().err
     assert not (store / "out").exists()
+
+
+def test_the_model_handler_in_a_pipeline_of_ones_own(savedmodel):
+    """The README's example: RunInference with SliceModelHandler gives the model's own outputs."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.testing.util import assert_that
+
+    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.model_handler import SliceModelHandler
+
+    slices = {name: np.random.default_rng(seed).uniform(-1, 1, (n, 64, 64, 1)).astype(np.float32)
+              for name, seed, n in (("a", 1, 3), ("b", 2, 1))}
+    expected = {name: load_model(savedmodel)(array) for name, array in slices.items()}
+
+    def check(results):
+        assert sorted(key for key, _ in results) == ["a", "b"]
+        for key, result in results:
+            assert result.inference.shape == (len(slices[key]), 64, 64, 1)
+            np.testing.assert_array_equal(result.inference, expected[key])
+
+    with beam.Pipeline() as pipeline:
+        outputs = (pipeline | beam.Create(sorted(slices.items()))
+                   | RunInference(KeyedModelHandler(SliceModelHandler(savedmodel))))
+        assert_that(outputs, check)
+
+
+def test_an_upload_that_fails_leaves_no_object(store, tmp_path, monkeypatch):
+    """What a bundle that fails in the middle of writing leaves on an object store: nothing under the
+    output's name or beside it (the runner's retry writes it whole)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines import filesystems
+
+    (tmp_path / "volume.nii.gz").write_bytes(b"complete")
+    filesystems.upload(tmp_path / "volume.nii.gz", "testfs://out/a.nii.gz")
+    assert (store / "out" / "a.nii.gz").read_bytes() == b"complete"
+
+    def broken(sources, destinations):
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(FileSystems, "rename", broken)
+    with pytest.raises(OSError, match="went away"):
+        filesystems.upload(tmp_path / "volume.nii.gz", "testfs://out/b.nii.gz")
+    assert sorted(p.name for p in (store / "out").iterdir()) == ["a.nii.gz"]
