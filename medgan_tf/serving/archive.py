@@ -69,6 +69,7 @@ class Job:
     batch_size: int
     tile_overlap: float
     quiet: bool
+    threads: int | None = None  # TensorFlow threads per worker process (local worker processes share the cores)
 
 
 # --------------------------------------------------------------------------- the Beam steps
@@ -106,21 +107,23 @@ def _read_row(item: batch.BatchItem, config: Any) -> tuple[Any, list[Any], Any]:
     from medgan_tf.data.rejections import PairRejected
     from medgan_tf.serving.translation import like_series
 
+    def read(path: Any, what: str, hint: str | None, reader: Any = None) -> Any:
+        try:
+            with filesystems.staged(str(path), what) as local:
+                try:
+                    return reader(local) if reader else io.read_input(what, local, hint)
+                except UserError as error:  # name the path the CSV gave, not the staged copy
+                    raise UserError(str(error).replace(str(local), str(path))) from None
+        except PairRejected as error:
+            raise UserError(error.detail or error.reason) from None
+
     data = config.data
     extra_paths = batch.extra_inputs_of(item, tuple(data.extra_source_modalities))
-    try:
-        with filesystems.staged(str(item.input), "input") as local:
-            volume = io.read_input("input", local, data.source_modality)
-        extra_volumes = []
-        for path, hint in zip(extra_paths, data.extra_source_modalities):
-            with filesystems.staged(str(path), "extra input") as local:
-                extra_volumes.append(io.read_input("extra input", local, hint))
-        like_volume = None
-        if item.like is not None:
-            with filesystems.staged(str(item.like), "--like series") as local:
-                like_volume = like_series(local, volume)
-    except PairRejected as error:
-        raise UserError(error.detail or error.reason) from None
+    volume = read(item.input, "input", data.source_modality)
+    extra_volumes = [read(path, "extra input", hint) for path, hint in zip(extra_paths, data.extra_source_modalities)]
+    like_volume = None
+    if item.like is not None:
+        like_volume = read(item.like, "--like series", None, lambda local: like_series(local, volume))
     return volume, extra_volumes, like_volume
 
 
@@ -196,7 +199,7 @@ def build_pipeline(pipeline: beam.Pipeline, items: list[batch.BatchItem], job: J
     )
     outputs = (
         prepared.batches
-        | "Translate" >> RunInference(KeyedModelHandler(SliceModelHandler(job.model_path, precision)))
+        | "Translate" >> RunInference(KeyedModelHandler(SliceModelHandler(job.model_path, precision, threads=job.threads)))
         | "ByRow" >> beam.MapTuple(lambda key, result: (key[0], (key[1], result.inference)))
     )
     written = (
@@ -238,7 +241,7 @@ def translate_archive(options: ArchiveOptions, beam_args: Sequence[str] = (), ec
     batch.check_sources(options.inputs, items, tuple(model.config.data.extra_source_modalities))
     todo, skipped = batch.split_complete(items, filesystems.exists) if options.skip_existing else (items, [])
     job = Job(str(options.model), model.config, model_description(model), options.output_format, options.batch_size,
-              tile_overlap, options.quiet)
+              tile_overlap, options.quiet, _threads_per_worker(options.num_workers))
     del model  # the workers load their own (SliceModelHandler)
     echo(f"translating {len(todo)} of {len(items)} volumes on {options.runner}"
          + (f" ({len(skipped)} complete already, skipped)" if skipped else ""))
@@ -296,6 +299,11 @@ def _check_remote_format(options: ArchiveOptions) -> None:
         raise UserError(f"--output-dir {options.output_dir}: a {volume_format.name} output is a folder of files, which an "
                         "object store cannot publish at once; write it to a local or mounted folder, or use "
                         "--output-format nifti")
+
+
+def _threads_per_worker(num_workers: int | None) -> int | None:
+    """With N local worker processes (--num-workers), each gets its share of this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // num_workers) if num_workers else None
 
 
 def _own_arguments(parser: Any) -> None:

@@ -52,15 +52,27 @@ if not any(isinstance(f, _NoMemoryNotice) for f in logging.getLogger().filters):
 class SliceModelHandler(ModelHandler[np.ndarray, PredictionResult, TranslationModel]):
     """RunInference's handler for a medgan-tf model at `model_path` (an export's version or base
     folder, or a run directory, on a filesystem every worker sees); `precision` as `translate
-    --precision`. `max_elements` caps how many batches one RunInference call receives."""
+    --precision`. `max_elements` caps how many batches one RunInference call receives. `threads`
+    (None: TensorFlow's default, every core) caps the threads of one worker process's TensorFlow,
+    so that N worker processes on one machine share its cores instead of each taking them all."""
 
-    def __init__(self, model_path: str | Path, precision: str = "export", max_elements: int = 4):
+    def __init__(self, model_path: str | Path, precision: str = "export", max_elements: int = 4,
+                 threads: int | None = None):
         super().__init__(min_batch_size=1, max_batch_size=max(1, int(max_elements)))
         self._model_path = str(model_path)
         self._precision = precision
+        self._threads = threads
 
     def load_model(self) -> TranslationModel:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if self._threads:
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(int(self._threads))
+                tf.config.threading.set_inter_op_parallelism_threads(int(self._threads))
+            except RuntimeError:  # TensorFlow already runs in this process (an in-process worker): its pool stays
+                pass
         return load_model(self._model_path, precision=self._precision)
 
     def run_inference(self, batch: Sequence[np.ndarray], model: TranslationModel,
