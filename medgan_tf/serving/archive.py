@@ -42,7 +42,8 @@ class ArchiveOptions:
     """One archive translation: the inputs CSV and output folder (local, or any URL Beam reads and
     writes), the model (a folder every worker sees), the output format key, the Beam runner and
     local worker processes, translate's batch size, tile overlap and precision, whether complete
-    outputs are skipped, and where the report goes (None: DIR/translate-report.csv)."""
+    outputs are skipped, where the report goes (None: DIR/translate-report.csv), and TensorFlow's
+    threads per worker process (None: with --num-workers N, this machine's cores ÷ N; else all)."""
 
     inputs: str
     output_dir: str
@@ -56,6 +57,7 @@ class ArchiveOptions:
     skip_existing: bool = False
     report: str | None = None
     quiet: bool = False
+    threads_per_worker: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +243,7 @@ def translate_archive(options: ArchiveOptions, beam_args: Sequence[str] = (), ec
     batch.check_sources(options.inputs, items, tuple(model.config.data.extra_source_modalities))
     todo, skipped = batch.split_complete(items, filesystems.exists) if options.skip_existing else (items, [])
     job = Job(str(options.model), model.config, model_description(model), options.output_format, options.batch_size,
-              tile_overlap, options.quiet, _threads_per_worker(options.num_workers))
+              tile_overlap, options.quiet, options.threads_per_worker or _threads_per_worker(options.num_workers))
     del model  # the workers load their own (SliceModelHandler)
     echo(f"translating {len(todo)} of {len(items)} volumes on {options.runner}"
          + (f" ({len(skipped)} complete already, skipped)" if skipped else ""))

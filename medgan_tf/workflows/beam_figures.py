@@ -61,7 +61,11 @@ def _cpu_seconds() -> float:
 def archive_figures(work_dir: Path, volumes: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
     """volumes per minute of `serving.archive.translate_archive` end to end (pipeline start →
     report) over `volumes` synthetic PET volumes of `image_size`² slices with `workers` DirectRunner
-    worker processes (each loads the model once), through a small CasNet export (`ARCHIVE_MODEL`)."""
+    worker processes (each loads the model once), through a small CasNet export (`ARCHIVE_MODEL`).
+
+    Each worker process computes with one TensorFlow thread, as a worker of a cluster has its own
+    cores: the figure says how the volumes spread over workers, not how TensorFlow's own threads
+    share this machine's cores (with all cores, one worker's inference already uses them all)."""
     from medgan_tf.data.synthetic import write_task_pairs
     from medgan_tf.serving.archive import ArchiveOptions, translate_archive
 
@@ -71,7 +75,7 @@ def archive_figures(work_dir: Path, volumes: int, image_size: int, workers: int,
     model = _archive_model(work_dir / "archive-model", image_size)
     out = work_dir / f"archive-out-{workers}"
     options = ArchiveOptions(inputs=str(csv_path), output_dir=str(out), model=str(model), runner="DirectRunner",
-                             num_workers=workers, quiet=True)
+                             num_workers=workers, quiet=True, threads_per_worker=1)
 
     def translate_once() -> None:
         status = translate_archive(options, echo=lambda message: None)
