@@ -140,6 +140,11 @@ def test_a_dicom_output_on_an_object_store_and_an_unknown_beam_option_are_refuse
     assert translate(savedmodel, cohort, "testfs://out", "--runner", "DirectRunner", "--skip-existng") == 2
     assert "did you mean --skip-existing?" in capsys.readouterr().err
     assert not (store / "out").exists()
+    assert main(["translate", "--model", str(savedmodel), "--input", str(cohort.parent / "pet0.nii.gz"),
+                 "--output", str(store / "one.nii.gz"), "--runner", "DirectRunner"]) == 2
+    assert "--runner, --skip-existing and --report go with --inputs" in capsys.readouterr().err
+    assert translate(savedmodel, cohort, store / "local", "--job_endpoint=embed") == 2  # a Beam option, no runner
+    assert "unrecognized arguments: --job_endpoint=embed (Beam options go with --runner)" in capsys.readouterr().err
 
 
 def test_the_model_handler_in_a_pipeline_of_ones_own(savedmodel):
