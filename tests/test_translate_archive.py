@@ -8,6 +8,7 @@ complete outputs alone."""
 from __future__ import annotations
 
 import csv
+import json
 import tempfile
 from pathlib import Path
 
@@ -190,3 +191,44 @@ def test_an_upload_that_fails_leaves_no_object(store, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="went away"):
         filesystems.upload(tmp_path / "volume.nii.gz", "testfs://out/b.nii.gz")
     assert sorted(p.name for p in (store / "out").iterdir()) == ["a.nii.gz"]
+
+
+def test_a_retried_bundle_writes_the_same_complete_output_once(savedmodel, tmp_path):
+    """RestoreAndWrite run twice on one row (what a runner does when it retries a bundle) leaves one
+    complete output with the same bytes; a row whose batches did not all come back writes nothing."""
+    from apache_beam import pvalue
+
+    from medgan_tf.serving import archive
+    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.outputs import model_description
+
+    write_cohort(tmp_path / "in", count=1)
+    model = load_model(savedmodel)
+    job = archive.Job(str(savedmodel), model.config, model_description(model), "nifti", 1, 0.25, True)
+    row = {"line": 2, "input": tmp_path / "in" / "pet0.nii.gz", "output": tmp_path / "out" / "p0.nii.gz",
+           "extra_inputs": (), "like": None}
+    emitted = list(archive.PrepareFn(job).process(row))
+    plan = next(item.value[1] for item in emitted if isinstance(item, pvalue.TaggedOutput))
+    outputs = [(key[1], model(tiles)) for key, tiles in (item for item in emitted if not isinstance(item, pvalue.TaggedOutput))]
+    assert plan["batches"] == len(outputs) > 1  # batch size 1: a batch per slice of the model grid
+    write = archive.RestoreAndWriteFn(job)
+    outcomes, written = [], []
+    for _ in range(2):
+        outcomes += list(write.process((2, {"plan": [plan], "outputs": outputs})))
+        written.append(files_under(tmp_path / "out"))
+    assert [json.loads(outcome)["outcome"] for outcome in outcomes] == ["written", "written"]
+    assert list(written[0]) == ["p0.nii.gz"] and written[0] == written[1]
+    row["output"] = tmp_path / "lost" / "p0.nii.gz"
+    plan = dict(plan, item=row)
+    (lost,) = write.process((2, {"plan": [plan], "outputs": outputs[1:]}))
+    assert f"{len(outputs)} batches went to the model, {len(outputs) - 1} came back; nothing was written" in lost
+    assert not (tmp_path / "lost").exists()
+
+
+def test_the_local_loop_skips_complete_outputs_and_reports_too(savedmodel, tmp_path):
+    cohort = write_cohort(tmp_path / "in", count=2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "p0.nii.gz").write_bytes(b"an earlier run's output")
+    assert translate(savedmodel, cohort, tmp_path / "out", "--skip-existing", "--report", str(tmp_path / "r.csv")) == 0
+    assert (tmp_path / "out" / "p0.nii.gz").read_bytes() == b"an earlier run's output"
+    assert [(r["line"], r["outcome"]) for r in read_report(tmp_path / "r.csv")] == [("2", "skipped"), ("3", "written")]
