@@ -232,3 +232,27 @@ def test_the_local_loop_skips_complete_outputs_and_reports_too(savedmodel, tmp_p
     assert translate(savedmodel, cohort, tmp_path / "out", "--skip-existing", "--report", str(tmp_path / "r.csv")) == 0
     assert (tmp_path / "out" / "p0.nii.gz").read_bytes() == b"an earlier run's output"
     assert [(r["line"], r["outcome"]) for r in read_report(tmp_path / "r.csv")] == [("2", "skipped"), ("3", "written")]
+
+
+@pytest.mark.slow  # ≈ 100 s: the volume protocols and baselines run twice
+def test_evaluate_pairs_with_a_runner_scores_as_the_local_path(tmp_path, capsys, monkeypatch):
+    """`evaluate --pairs --model --runner`: the sources translated on Beam, then scored; the same
+    summary as translating them here (NIfTI keeps the output's float32 values)."""
+    from medgan_tf.data.synthetic import write_synthetic_dataset
+
+    pairs = write_synthetic_dataset("pet_denoise", tmp_path / "data", patients=2, field_of_view_mm=64.0)
+    make_run(tmp_path / "run", "pet_denoise", image_size=32)
+    command = ["evaluate", "--model", str(tmp_path / "run"), "--pairs", str(pairs), "--json"]
+    assert main(command + ["--out", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("with --runner the volumes are translated in the pipeline, not here")
+
+    monkeypatch.setattr("medgan_tf.serving.translation.translate_volume", not_here)
+    assert main(command + ["--out", str(tmp_path / "beam"), "--runner", "DirectRunner"]) == 0
+    beam = json.loads(capsys.readouterr().out)
+    assert beam["rows"] == local["rows"] and beam["num_patients"] == local["num_patients"] == 2
+    for row, metrics in local["summary"].items():
+        for metric, summary in metrics.items():
+            assert beam["summary"][row][metric]["mean"] == pytest.approx(summary["mean"], rel=1e-5, abs=1e-6), (row, metric)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from medgan_tf import tasks
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
-from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
+from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, read, report_reason, suv_factor
 from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
 
@@ -124,10 +124,17 @@ def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: tasks.
     return {name: inputs[name]() for name in protocol.inputs}
 
 
-def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float):
+def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float,
+                translated: Mapping[int, Any] | None = None):
     """{row name: candidate (Z, Y, X) on the target grid} for one case."""
     out = {}
-    if model is not None:
+    if model is not None and translated is not None:
+        found = translated.get(case.row.line, "its source was not translated")
+        if isinstance(found, str):
+            raise UserError(f"patient {case.row.patient_id}: {found}")
+        volume = read(found, "translation", case.row.patient_id, plausible=False)
+        out["model"] = on_grid(volume.array, volume.affine, case.target_volume)
+    elif model is not None:
         from medgan_tf.serving.translation import translate_volume
 
         volume = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap,
@@ -155,11 +162,14 @@ def evaluate_volumes(
     tile_overlap: float = 0.25,
     progress: Callable[[str], None] | None = None,
     fitted: tuple[list, list[str]] | None = None,
+    translated: Mapping[int, Any] | None = None,
 ) -> VolumeEvaluation:
     """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
     column), the untouched input and the task's baselines, per patient. See the module docstring.
     `fitted`: baselines and notes from an earlier `fit_csv_baselines` (several models scored on
-    one CSV share them); default: fitted here."""
+    one CSV share them); default: fitted here. `translated`: the model's outputs made beforehand
+    (on a Beam runner, `evaluation.archive.translate_rows`), {CSV line: output path, or why the
+    row failed}, read instead of translating here."""
     get_protocol(protocol)  # a UserError naming the registered ones
     task = tasks.get(task)
     data = task.data
@@ -189,7 +199,7 @@ def evaluate_volumes(
         if progress is not None:
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
         try:
-            _score_case(result, row, model, baselines, batch_size, tile_overlap)
+            _score_case(result, row, model, baselines, batch_size, tile_overlap, translated)
         except UserError as error:
             log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
             result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
@@ -213,7 +223,8 @@ def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
     return ["the model read every source column; the input row and the baselines use the first source only"]
 
 
-def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float) -> None:
+def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float,
+                translated: Mapping[int, Any] | None = None) -> None:
     task = result.definition or tasks.get(result.task)
     data = task.data
     extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
@@ -227,7 +238,7 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     factor, suv_note = suv_factor(case.row, case.target_volume.unit)
     known, factor = factor is not None, factor if factor is not None else 1.0
     kwargs = _protocol_inputs(case, protocol, factor, task)
-    candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap)
+    candidates = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap, translated)
     try:
         with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: named in a note, not a warning
             scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}
