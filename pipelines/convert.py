@@ -71,7 +71,7 @@ from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.data.registration import RegistrationSettings, log_line
 from medgan_tf.errors import UserError
 from pipelines import filesystems, output
-from pipelines.runners import check_beam_args, pipeline_options, pipeline_runner
+from pipelines.runners import check_beam_args, run_pipeline
 from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import ConvertOptions, add_arguments, options_from_namespace
 
@@ -258,17 +258,9 @@ def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[
              salt: bytes, work_dir: Path | str, out: Path | str) -> None:
     logging.info("converting %d pairs for task %s at %d² and %s mm → %s", len(rows), options.resolved_task().name, data_config.image_size,
                  "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
-    beam_options = pipeline_options(options, beam_args)
-    try:
-        with beam.Pipeline(runner=pipeline_runner(options.runner, beam_options), options=beam_options) as pipeline:
-            build_pipeline(pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards,
-                           options.allow_different_patients, options.registration())
-    except Exception as error:
-        if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
-            raise
-        endpoint = beam_options.get_all_options().get("job_endpoint")
-        raise UserError(f"the Beam job service {endpoint} did not answer (runner {options.runner}); start it, or pass "
-                        "--job_endpoint=embed to run one in this process") from None
+    run_pipeline(options, beam_args, lambda pipeline: build_pipeline(
+        pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards,
+        options.allow_different_patients, options.registration()))
 
 
 def _run_remote(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,

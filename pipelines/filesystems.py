@@ -180,3 +180,31 @@ def staged_row(row: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             "extra_sources": [stack.enter_context(staged(path, f"source_{index}"))
                               for index, path in enumerate(row.get("extra_sources", ()), start=2)],
         }
+
+
+def exists(path: str) -> bool:
+    """Whether a file, or any object under the "folder" `path`, exists (any scheme)."""
+    if is_local(path):
+        local = Path(path)
+        return local.is_file() or (local.is_dir() and any(local.iterdir()))
+    kind, found = _files_under(path)
+    return kind == "file" or bool(found)
+
+
+def upload(local: Path, remote: str) -> None:
+    """Copy the local file `local` to `remote` (any scheme Beam writes) so that `remote` appears
+    whole or not at all: written under a temporary name beside it, then renamed (an object store's
+    rename is a server-side copy: readers never see a partly written object)."""
+    import secrets
+
+    from apache_beam.io.filesystems import FileSystems
+
+    temporary = f"{remote}.partial-{secrets.token_hex(4)}"
+    try:
+        with open(local, "rb") as source, FileSystems.create(temporary) as target:
+            shutil.copyfileobj(source, target, COPY_CHUNK)
+        FileSystems.rename([temporary], [remote])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([temporary])
+        raise

@@ -8,7 +8,7 @@ import argparse
 import difflib
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 # Importing Beam logs notices about optional Google Cloud clients this pipeline does not use.
 _root_level = logging.getLogger().level
@@ -21,13 +21,28 @@ finally:
 
 from medgan_tf.errors import UserError
 from pipelines import worker
+
+
+def import_beam(module: str) -> Any:
+    """The Beam module `module` (e.g. "apache_beam.ml.inference.base"), imported without the
+    notices Beam logs about optional Google Cloud clients."""
+    import importlib
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return importlib.import_module(module)
+    finally:
+        logging.getLogger().setLevel(level)
 from pipelines.options import ConvertOptions, add_arguments
 
 
-def check_beam_args(beam_args: Sequence[str]) -> None:
+def check_beam_args(beam_args: Sequence[str], own_arguments: Callable[[argparse.ArgumentParser], Any] = add_arguments,
+                    command: str = "convert") -> None:
     """Raises UserError naming the first of `beam_args` that no registered Beam pipeline option
-    knows, with the nearest flag of the converter or of Beam: Beam itself drops such words, so a
-    typo (`--spacng 2,2,2`) would convert with the default and exit 0."""
+    knows, with the nearest flag of the command (`own_arguments` adds its flags to a parser;
+    default the converter's) or of Beam: Beam itself drops such words, so a typo (`--spacng
+    2,2,2`) would run with the default and exit 0."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
     parser = _BeamArgumentParser(allow_abbrev=False)
@@ -38,18 +53,20 @@ def check_beam_args(beam_args: Sequence[str]) -> None:
         return
     word = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
     flag = word.split("=", 1)[0]
-    own = add_arguments(argparse.ArgumentParser(add_help=False))
+    own = argparse.ArgumentParser(add_help=False)
+    own_arguments(own)
     known = [name for known_parser in (own, parser) for name in known_parser._option_string_actions if name.startswith("--")]
     nearest = difflib.get_close_matches(flag, known, n=1)
-    hint = f"; did you mean {nearest[0]}?" if nearest else " (`medgan-tf convert --help` lists the converter's options)"
+    what = "the converter" if command == "convert" else f"`{command}`"
+    hint = f"; did you mean {nearest[0]}?" if nearest else f" (`medgan-tf {command} --help` lists {what}'s options)"
     if not flag.startswith("-"):
-        raise UserError(f"unexpected argument {flag!r}: neither the converter nor Beam takes it")
-    raise UserError(f"unknown option {flag}: neither the converter nor Beam's pipeline options know it{hint}")
+        raise UserError(f"unexpected argument {flag!r}: neither {what} nor Beam takes it")
+    raise UserError(f"unknown option {flag}: neither {what} nor Beam's pipeline options know it{hint}")
 
 
-def pipeline_options(convert_options: ConvertOptions, beam_args: Sequence[str]) -> Any:
-    """Beam's PipelineOptions: `beam_args` (flags the converter does not know) with the runner and
-    worker processes of `convert_options`."""
+def pipeline_options(convert_options: ConvertOptions | Any, beam_args: Sequence[str]) -> Any:
+    """Beam's PipelineOptions: `beam_args` (flags the command does not know) with the runner and
+    worker processes of `convert_options` (its `runner` and `num_workers`; any command's options)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     options = list(beam_args) + [f"--runner={convert_options.runner}"]
@@ -100,3 +117,19 @@ class WatchedWorkersRunner(fn_runner.FnApiRunner):
             command = worker.command_line(os.getpid(), quiet=level in ("ERROR", "CRITICAL"))
             self._default_environment = SubprocessSDKEnvironment.from_command_string(command)
         return super().run_pipeline(pipeline, options)
+
+
+def run_pipeline(options: ConvertOptions | Any, beam_args: Sequence[str], build: Callable[[beam.Pipeline], None]) -> None:
+    """Build (`build(pipeline)`) and run one Beam pipeline on `options.runner` with
+    `options.num_workers` and the other `beam_args`; a job service that never answers (e.g. a
+    PortableRunner's --job_endpoint nobody listens on) is one UserError saying what to do."""
+    beam_options = pipeline_options(options, beam_args)
+    try:
+        with beam.Pipeline(runner=pipeline_runner(options.runner, beam_options), options=beam_options) as pipeline:
+            build(pipeline)
+    except Exception as error:
+        if type(error).__name__ != "FutureTimeoutError":  # grpc's: a job service that never answered
+            raise
+        endpoint = beam_options.get_all_options().get("job_endpoint")
+        raise UserError(f"the Beam job service {endpoint} did not answer (runner {options.runner}); start it, or pass "
+                        "--job_endpoint=embed to run one in this process") from None

@@ -299,3 +299,18 @@ def assert_no_secret_bytes(files, secrets, ignore_case: bool = False) -> None:
                     assert secret.lower().encode() not in blob.lower(), (secret, path.name)
                 else:
                     assert secret.encode() not in blob, (secret, path.name)
+
+
+def portable_runs(monkeypatch) -> list[str]:
+    """A list that records the name of every PortableRunner that runs a pipeline (which still runs)."""
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+
+    used: list[str] = []
+    original = PortableRunner.run_pipeline
+
+    def run_pipeline(self, pipeline, options):
+        used.append(type(self).__name__)
+        return original(self, pipeline, options)
+
+    monkeypatch.setattr(PortableRunner, "run_pipeline", run_pipeline)
+    return used

@@ -107,7 +107,8 @@ def test_casnet6_hand_count_is_the_spec_figure():
 
 
 def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=500.0, demo=20.0, workers=(10.0, 17.0),
-             gemm_bf16=200.0, bf16_batch8_gflops=160.0, bf16_translate_seconds=6.0, train_256=(20.0, 12.0)):
+             gemm_bf16=200.0, bf16_batch8_gflops=160.0, bf16_translate_seconds=6.0, train_256=(20.0, 12.0),
+             archive=(8.0, 14.0)):
     per_slice = 71.4 / batch8_gflops
     bf16_per_slice = 71.4 / bf16_batch8_gflops
     iteration = {"image_size": 256, "num_ublocks": 6, "base_filters": 64, "batch_size": 1}
@@ -129,6 +130,8 @@ def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=50
         "input_pipeline": {"task": "pet_denoise", "image_size": 64, "batch_size": 4, "slices_per_s": pipeline},
         "convert_workers1": {"pairs": 4, "slices": 100, "seconds": 10.0, "slices_per_s": workers[0]},
         "convert_workers2": {"pairs": 4, "slices": 100, "seconds": 6.0, "slices_per_s": workers[1]},
+        **{f"archive_workers{n}": {"workers": n, "volumes": 16, "image_size": 128, "seconds": 960.0 / rate,
+                                   "volumes_per_minute": rate, "cpu_seconds": 90.0} for n, rate in zip((1, 2), archive)},
     }
 
 
@@ -142,6 +145,7 @@ def test_target_ratios_hand_values():
     assert ratios["translate_vs_batch8"]["met"]  # 0.744 ≤ 1.2
     assert ratios["input_pipeline_vs_demo_training"]["ratio"] == pytest.approx(25.0)
     assert ratios["convert_2_vs_1_workers"]["ratio"] == pytest.approx(1.7)
+    assert ratios["archive_2_vs_1_workers"]["ratio"] == pytest.approx(1.75)
     # bfloat16: slices/s scale with GFLOP/s at a fixed FLOP count, so 160 / 85 = 1.882× fp32.
     assert ratios["bf16_inference_batch8_vs_fp32"]["ratio"] == pytest.approx(160.0 / 85.0, abs=1e-4)
     assert ratios["bf16_inference_batch8_vs_bf16_gemm"]["ratio"] == pytest.approx(0.8)
@@ -153,7 +157,9 @@ def test_target_ratios_hand_values():
 
 
 def test_target_ratios_misses():
-    ratios = bench.target_ratios(_figures(batch8_gflops=50.0, translate_seconds=30.0, pipeline=100.0, workers=(10.0, 12.0)))
+    ratios = bench.target_ratios(_figures(batch8_gflops=50.0, translate_seconds=30.0, pipeline=100.0, workers=(10.0, 12.0),
+                                          archive=(8.0, 12.0)))
+    assert ratios["archive_2_vs_1_workers"]["ratio"] == pytest.approx(1.5) and not ratios["archive_2_vs_1_workers"]["met"]
     assert not ratios["inference_batch8_vs_gemm"]["met"]
     assert not ratios["translate_vs_batch8"]["met"]  # 30 / (16 · 71.4/50) = 1.31 > 1.2
     assert not ratios["input_pipeline_vs_demo_training"]["met"]
@@ -207,6 +213,7 @@ def test_format_table_lists_every_figure_and_target():
     for text in ("GEMM fp32", "GEMM bf16", "inference batch 1", "inference batch 8", "inference bf16 batch 1",
                  "inference bf16 batch 8", "translate bf16", "MedGAN iteration bf16", "MedGAN iteration bf16 (demo)",
                  "MedGAN iteration (demo)", "input pipeline", "1 Beam worker", "2 Beam worker", "MET", "--quick",
+                 "16 volumes of 128²", "14.0 volumes/min",
                  "bfloat16 native: CPU has avx512_bf16"):
         assert text in table, text
     for name in bench.TARGETS:

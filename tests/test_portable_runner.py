@@ -11,6 +11,7 @@ from medgan_tf.data import dataset as data
 from medgan_tf.data import manifest as manifest_lib
 from medgan_tf.data.synthetic import write_synthetic_dataset
 from pipelines import convert
+from helpers import portable_runs  # noqa: E402  (tests/ is on sys.path)
 
 SIZE = 32
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
@@ -28,19 +29,9 @@ def _raw_records(directory):
 
 
 def test_portable_runner_with_an_embedded_job_server_writes_the_direct_runners_records(tmp_path, monkeypatch):
-    from apache_beam.runners.portability.portable_runner import PortableRunner
-
     pairs = write_synthetic_dataset("pet_ct", tmp_path / "in", patients=4, seed=2, field_of_view_mm=SIZE)
     assert _convert(pairs, tmp_path / "direct") == 0
-
-    used = []
-    original = PortableRunner.run_pipeline
-
-    def run_pipeline(self, pipeline, options):  # records that this runner ran, and runs it
-        used.append(type(self).__name__)
-        return original(self, pipeline, options)
-
-    monkeypatch.setattr(PortableRunner, "run_pipeline", run_pipeline)
+    used = portable_runs(monkeypatch)
     assert _convert(pairs, tmp_path / "portable", *PORTABLE) == 0
     assert used == ["PortableRunner"]
 

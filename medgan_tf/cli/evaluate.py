@@ -30,6 +30,10 @@ Two inputs:
                          others are scored; extra columns that are not the model's sources are
                          refused. The input row and the baselines use the first source only.
 
+With `--runner R` (a Beam runner, as for `translate --inputs`; other Beam options pass through,
+`--num-workers N` for local worker processes) the sources of --pairs are first translated as a
+whole archive on that runner, the model loaded once per worker; the scoring is the same.
+
 `--json` prints the summary on stdout: {"summary": {"model": {"mae": {"mean", "sd", "median",
 ...}}, "input": {...}, "gaussian": {...}}} (with --data: rows "output", "input" and the baselines).
 
@@ -37,6 +41,7 @@ Examples:
   medgan-tf evaluate --model savedmodels/denoise --data data/denoise --out reports/denoise
   medgan-tf evaluate --model savedmodels/sct --pairs test.csv --protocol synthrad2023 --out reports/sct
   medgan-tf evaluate --pairs other_tool.csv --task my_task.toml --protocol synthrad2025 --json
+  medgan-tf evaluate --model savedmodels/sct --pairs cohort.csv --runner DirectRunner --num-workers 2
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from medgan_tf.serving.uncertainty import TTA_MODES
 
 HELP = "score a model or existing outputs: the paper's metrics on records, or SynthRAD/PET protocols on volumes"
+PASS_THROUGH_UNKNOWN_ARGS = True  # Beam pipeline options, with --runner
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision: export (default) = what the model carries (an export's own, float32 "
                              "for a run directory); for a run directory auto|float32|bfloat16 (auto = bfloat16 where "
                              "this processor computes it natively); an export refuses a precision it was not written in")
+    parser.add_argument("--runner", metavar="RUNNER", help="--pairs with --model: translate the sources as an Apache "
+                        "Beam pipeline on this runner first (as translate --inputs --runner); other Beam options pass through")
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="with --runner DirectRunner: N local worker processes")
 
 
 def _protocol_help() -> str:
@@ -116,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     from medgan_tf.errors import UserError
     from medgan_tf.evaluation.protocols import PROTOCOLS
 
+    if args.runner is not None and (args.pairs is None or args.model is None):
+        raise UserError("--runner goes with --pairs CSV and --model (the sources are translated on that runner)")
+    if args.runner is not None and args.tta != "none":
+        raise UserError("--tta runs locally: leave out --runner, or --tta")
+    if args.extra_args and args.runner is None:
+        raise UserError(f"unrecognized arguments: {' '.join(args.extra_args)} (Beam options go with --runner)")
     if args.pairs is not None:
         if args.tta != "none" and args.model is None:
             raise UserError("--tta needs --model (it runs the model on transformed copies)")
@@ -196,9 +213,11 @@ def _run_pairs(args: argparse.Namespace) -> int:
 
     registration = RegistrationSettings(method=args.register, max_rotation_deg=args.max_rotation,
                                         max_translation_mm=args.max_translation, min_similarity=args.min_similarity)
-    result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
-                              tile_overlap=args.tile_overlap, progress=progress, registration=registration,
-                              tta=args.tta)
+    with tempfile.TemporaryDirectory(prefix="medgan-evaluate-") as work_dir:  # the translations on --runner
+        translated = _translate_on_runner(args, rows, work_dir, progress) if args.runner is not None else None
+        result = evaluate_volumes(rows, task, protocol, model=model, batch_size=args.batch_size,
+                                  tile_overlap=args.tile_overlap, progress=progress, registration=registration,
+                                  tta=args.tta, translated=translated)
     who = f"{model.config.model}" if model is not None else "predictions"
     registered = f", targets registered ({args.register})" if registration.enabled else ""
     title = f"{who} on {task.name} ({args.pairs.name}, protocol {protocol}{registered})"
@@ -214,6 +233,17 @@ def _run_pairs(args: argparse.Namespace) -> int:
         print(report_markdown(result, title))
         print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _translate_on_runner(args: argparse.Namespace, rows: list, work_dir: str, progress) -> dict:
+    """The rows' sources translated on --runner into `work_dir` (`evaluation.archive.translate_rows`)."""
+    from medgan_tf.evaluation.archive import translate_rows
+    from pipelines.runners import check_beam_args
+
+    check_beam_args(args.extra_args or (), add_arguments, "evaluate")
+    return translate_rows(rows, args.model, work_dir, runner=args.runner, num_workers=args.num_workers,
+                          beam_args=args.extra_args or (), batch_size=args.batch_size, tile_overlap=args.tile_overlap,
+                          precision=args.precision, progress=progress)
 
 
 def _print_json(payload: dict) -> None:

@@ -24,7 +24,17 @@ multi-source model reads its extra sources from the columns `source_2`, `source_
 converter's pairs CSV, in training order, relative to the CSV like `source`); a CSV whose extra
 columns do not match the model's sources is refused before anything runs. A volume that fails (an
 empty extra source cell is reported with its line) is reported with its path and reason, the others
-go on; the exit status is 1 when any failed.
+go on; the exit status is 1 when any failed. `--skip-existing` leaves rows whose output exists (outputs
+are written whole or not at all, so one that exists is complete) and `--report CSV` lists every
+row's outcome (written, failed with its reason, skipped).
+
+A whole archive: with `--runner` (DirectRunner, PortableRunner, DataflowRunner, FlinkRunner, …) the
+same `--inputs` job runs as an Apache Beam pipeline: the model is loaded once per worker process
+(RunInference), the rows are spread over the workers, inputs and outputs may be on an object store
+(gs://, s3://, … for the CSV, its volumes and --output-dir; NIfTI outputs there), and the report
+goes to DIR/translate-report.csv unless --report names another place. Other Beam pipeline options
+are passed through (e.g. --job_endpoint=embed --environment_type=LOOPBACK for a PortableRunner in
+this process); `--num-workers N` runs N local worker processes under the DirectRunner.
 
 Examples:
   medgan-tf translate --model savedmodels/denoise --input low_dose.nii.gz --output denoised.nii.gz
@@ -33,6 +43,9 @@ Examples:
   medgan-tf translate --model savedmodels/sct --input dicom/PET_series/ --output dicom/synthetic_CT
   medgan-tf translate --model savedmodels/sct --inputs phantoms/pairs.csv --output-dir out/ --output-format dicom
   medgan-tf translate --model savedmodels/sct/4 --inputs pairs_with_source_2.csv --output-dir out/
+  medgan-tf translate --model savedmodels/sct --inputs cohort.csv --output-dir out/ --runner DirectRunner --num-workers 2
+  medgan-tf translate --model savedmodels/sct --inputs gs://archive/cohort.csv --output-dir gs://archive/sct \
+      --runner DataflowRunner --project P --region R --temp_location gs://archive/tmp --skip-existing
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from medgan_tf.data.io import DEFAULT_OUTPUT_FORMAT, formats
 from medgan_tf.serving.uncertainty import TTA_MODES
 
 HELP = "translate whole NIfTI volumes or DICOM series with an exported model → NIfTI or DICOM on the input's grid"
+PASS_THROUGH_UNKNOWN_ARGS = True  # Beam pipeline options, with --runner
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,11 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "context slices are assembled from the volumes automatically")
     parser.add_argument("--output", type=Path, metavar="VOL",
                         help="with --input: output NIfTI (.nii or .nii.gz) or DICOM series folder (a name without suffix)")
-    parser.add_argument("--inputs", type=Path, metavar="CSV",
+    parser.add_argument("--inputs", metavar="CSV",
                         help="many volumes: a CSV with an 'input' (or 'source') column and optional 'patient_id' and "
                         "'output' columns, plus 'source_2', 'source_3', … (training order) for a multi-source model; "
                         "relative inputs are relative to the CSV; needs --output-dir")
-    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+    parser.add_argument("--output-dir", metavar="DIR",
                         help="with --inputs: where the outputs go (<patient_id>.nii.gz, or <patient_id>/ for DICOM)")
     parser.add_argument("--output-format", choices=[f.key for f in formats()], default=None,
                         help="nifti or dicom (a series folder: one file per slice, a new series in the source's study); "
@@ -88,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "copies and/or ensemble members, in the target's unit) as NIfTI (.nii/.nii.gz) or, beside a "
                         "DICOM output, as a second DICOM series (a folder name) in the output's study and frame of "
                         "reference. Needs --tta flips|flips+shifts or an ensemble export (`export --ensemble`)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="with --inputs: leave rows whose output exists (a re-run after an interruption)")
+    parser.add_argument("--report", metavar="CSV", help="with --inputs: write every row's outcome (line, input, output, "
+                        "written|failed|skipped, reason) to CSV (with --runner: default DIR/translate-report.csv)")
+    parser.add_argument("--runner", metavar="RUNNER", help="with --inputs: run as an Apache Beam pipeline on this runner "
+                        "(DirectRunner, PortableRunner, DataflowRunner, FlinkRunner, ...); other Beam options pass "
+                        "through; default: translate here, one volume after the other")
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="with --runner DirectRunner: N local worker processes")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -100,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from medgan_tf.serving.translation import translate_file
 
     if args.inputs is not None:
-        return _run_many(args)
+        return _run_archive(args) if args.runner is not None else _run_many(args)
+    if args.extra_args:
+        raise UserError(f"unrecognized arguments: {' '.join(args.extra_args)} (Beam options go with --inputs and --runner)")
+    if args.runner is not None or args.skip_existing or args.report is not None:
+        raise UserError("--runner, --skip-existing and --report go with --inputs CSV --output-dir DIR")
     if args.input is None or args.output is None:
         raise UserError("give --input VOL --output VOL (one volume) or --inputs CSV --output-dir DIR (many)")
     if args.output_dir is not None:
@@ -134,12 +161,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_many(args: argparse.Namespace) -> int:
-    import sys
-
+def _check_many(args: argparse.Namespace) -> None:
     from medgan_tf.errors import UserError
-    from medgan_tf.serving.batch import check_sources, read_inputs_csv, translate_many
-    from medgan_tf.serving.loading import load_model
 
     if args.output_dir is None or args.input is not None or args.output is not None:
         raise UserError("--inputs CSV goes with --output-dir DIR (not --input/--output)")
@@ -151,13 +174,46 @@ def _run_many(args: argparse.Namespace) -> int:
     if args.extra_input:
         raise UserError("--extra-input goes with --input (one volume); with --inputs give the extra sources as the "
                         "CSV's source_2, source_3, … columns")
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    import sys
+
+    from medgan_tf import files
+    from medgan_tf.errors import UserError
+    from medgan_tf.serving import batch
+    from medgan_tf.serving.loading import load_model
+
+    _check_many(args)
+    if args.extra_args:
+        raise UserError(f"unrecognized arguments: {' '.join(args.extra_args)} (Beam options go with --runner)")
+    if args.num_workers is not None:
+        raise UserError("--num-workers goes with --runner DirectRunner")
     output_format = args.output_format or DEFAULT_OUTPUT_FORMAT
-    items = read_inputs_csv(args.inputs, args.output_dir, output_format)
+    items = batch.read_inputs_csv(args.inputs, args.output_dir, output_format)
+    todo, skipped = batch.split_complete(items, batch.output_exists) if args.skip_existing else (items, [])
     model = load_model(args.model, precision=args.precision)
-    check_sources(args.inputs, items, tuple(model.config.data.extra_source_modalities))
-    result = translate_many(model, items, output_format=output_format, batch_size=args.batch_size,
-                            tile_overlap=args.tile_overlap, quiet=args.quiet, tta=args.tta)
-    print(f"translated {len(result.written)} of {len(items)} volumes into {args.output_dir}")
+    batch.check_sources(args.inputs, items, tuple(model.config.data.extra_source_modalities))
+    result = batch.translate_many(model, todo, output_format=output_format, batch_size=args.batch_size,
+                                  tile_overlap=args.tile_overlap, quiet=args.quiet, tta=args.tta)
+    if args.report is not None:
+        files.write_text_atomic(args.report, batch.report_text(items, result.failed_lines, skipped))
+    print(f"translated {len(result.written)} of {len(items)} volumes into {args.output_dir}"
+          + (f", {len(skipped)} skipped (complete already)" if skipped else ""))
     for path, reason in result.failed:
         print(f"error: {path}: {reason}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _run_archive(args: argparse.Namespace) -> int:
+    """`--inputs` with `--runner`: the Beam pipeline of `medgan_tf.serving.archive`."""
+    from medgan_tf.serving.archive import ArchiveOptions, translate_archive
+
+    _check_many(args)
+    options = ArchiveOptions(
+        inputs=str(args.inputs), output_dir=str(args.output_dir), model=str(args.model),
+        output_format=args.output_format or DEFAULT_OUTPUT_FORMAT, runner=args.runner, num_workers=args.num_workers,
+        batch_size=args.batch_size, tile_overlap=args.tile_overlap, precision=args.precision,
+        skip_existing=args.skip_existing, report=args.report, quiet=args.quiet,
+    )
+    return translate_archive(options, list(args.extra_args or ()))

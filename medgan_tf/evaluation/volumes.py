@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from medgan_tf import tasks
 from medgan_tf.data.registration import metric_of
 from medgan_tf.errors import UserError
 from medgan_tf.evaluation import baselines as baselines_lib
-from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, report_reason, suv_factor
+from medgan_tf.evaluation.cases import Case, Row, load_case, on_grid, read, report_reason, suv_factor
 from medgan_tf.evaluation.protocols import PROTOCOLS, Protocol, body_mask, protocol as get_protocol
 from medgan_tf.evaluation.scoring import Summary, summarize
 from medgan_tf.evaluation.uncertainty import uncertainty_scores
@@ -133,11 +133,17 @@ def _protocol_inputs(case: Case, protocol: Protocol, factor: float, task: tasks.
 
 
 def _candidates(case: Case, model, rows: Sequence[str], baselines, batch_size: int, tile_overlap: float,
-                tta: str = "none"):
+                tta: str = "none", translated: Mapping[int, Any] | None = None):
     """({row name: candidate (Z, Y, X) on the target grid}, the model's uncertainty on that grid
     or None) for one case."""
     out, uncertainty = {}, None
-    if model is not None:
+    if model is not None and translated is not None:
+        found = translated.get(case.row.line, "its source was not translated")
+        if isinstance(found, str):
+            raise UserError(f"patient {case.row.patient_id}: {found}")
+        volume = read(found, "translation", case.row.patient_id, plausible=False)
+        out["model"] = on_grid(volume.array, volume.affine, case.target_volume)
+    elif model is not None:
         from medgan_tf.serving.translation import translate_volume
 
         translation = translate_volume(model, case.source_volume, batch_size=batch_size, tile_overlap=tile_overlap,
@@ -170,6 +176,7 @@ def evaluate_volumes(
     fitted: tuple[list, list[str]] | None = None,
     registration: Any = None,
     tta: str = "none",
+    translated: Mapping[int, Any] | None = None,
 ) -> VolumeEvaluation:
     """Score the CSV's test (or unsplit) rows with `protocol`: the model (or the prediction
     column), the untouched input and the task's baselines, per patient. See the module docstring.
@@ -178,7 +185,9 @@ def evaluate_volumes(
     (`data.registration.RegistrationSettings`, enabled): each target is registered to its source
     before scoring (as SynthRAD scores against registered CTs); the notes say so and each patient's
     entry holds what the registration did. `tta`: the model's test-time augmentation
-    (`translate --tta`)."""
+    (`translate --tta`). `translated`: the model's outputs made beforehand (on a Beam runner,
+    `evaluation.archive.translate_rows`), {CSV line: output path, or why the row failed}, read
+    instead of translating here."""
     get_protocol(protocol)  # a UserError naming the registered ones
     task = tasks.get(task)
     data = task.data
@@ -213,7 +222,7 @@ def evaluate_volumes(
             progress(f"[{index}/{len(scored)}] {row.patient_id}")
         try:
             _score_case(result, row, model, baselines, batch_size, tile_overlap, registration if registered else None,
-                        tta)
+                        tta, translated)
         except UserError as error:
             log.error("%s", error)  # the terminal may see the files; reports name the CSV line and column
             result.failures.append({"patient_id": row.patient_id, "reason": report_reason(row, error)})
@@ -238,7 +247,7 @@ def _check_extra_sources(rows: Sequence[Row], model) -> list[str]:
 
 
 def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size: int, tile_overlap: float,
-                registration: Any = None, tta: str = "none") -> None:
+                registration: Any = None, tta: str = "none", translated: Mapping[int, Any] | None = None) -> None:
     task = result.definition or tasks.get(result.task)
     data = task.data
     extras = tuple(model.config.data.extra_source_modalities) if model is not None else ()
@@ -252,7 +261,8 @@ def _score_case(result: VolumeEvaluation, row: Row, model, baselines, batch_size
     factor, suv_note = suv_factor(case.row, case.target_volume.unit)
     known, factor = factor is not None, factor if factor is not None else 1.0
     kwargs = _protocol_inputs(case, protocol, factor, task)
-    candidates, uncertainty = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap, tta)
+    candidates, uncertainty = _candidates(case, model, result.rows, baselines, batch_size, tile_overlap, tta,
+                                          translated)
     try:
         with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: named in a note, not a warning
             scores = {name: protocol.function(array, case.target, mask, **kwargs) for name, array in candidates.items()}

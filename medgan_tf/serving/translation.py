@@ -50,7 +50,12 @@ def predict_slices(
         outputs.append(np.asarray(model(slices[start : start + batch_size]), dtype=np.float32))
         if progress is not None:
             progress(min(start + batch_size, len(slices)))
-    stacked = np.concatenate(outputs[1:] or outputs, axis=0)  # a model may return 2 channels (mean, spread)
+    return check_outputs(np.concatenate(outputs[1:] or outputs, axis=0))  # a model may return 2 channels (mean, spread)
+
+
+def check_outputs(stacked: np.ndarray) -> np.ndarray:
+    """`stacked` (K, S, S, 1) model outputs — or (K, S, S, 2) [mean, standard deviation] — unchanged,
+    or a UserError naming the slice indices whose outputs hold NaN/inf (see `predict_slices`)."""
     finite = np.isfinite(stacked).all(axis=tuple(range(1, stacked.ndim)))
     if not finite.all():
         bad = np.flatnonzero(~finite).tolist()
@@ -97,16 +102,28 @@ def translate_grid(
     the tiles go through `model` `batch_size` at a time and are blended back; `progress(done,
     total)` counts tiles.
     """
+    tiles, positions = grid_tiles(normalized, tile, tile_overlap)
+    total = len(tiles)
+    outputs = predict_slices(model, tiles, batch_size, None if progress is None else lambda done: progress(done, total))
+    return stitch_grid(outputs, positions, normalized.shape[:2], tile_overlap), len(positions)
+
+
+def grid_tiles(normalized: np.ndarray, tile: int, tile_overlap: float) -> tuple[np.ndarray, list]:
+    """(H, W, K[, C_in]) model-grid stack → ((K·P, S, S, C_in) tiles, slice by slice, the P tile
+    positions per slice); `stitch_grid` is the inverse for the model's outputs."""
     slices = np.moveaxis(normalized, 2, 0)  # (K, H, W, C_in)
     slices = slices[..., None] if slices.ndim == 3 else slices
     positions = tile_grid(slices.shape[1:3], tile, tile_overlap)
-    tiles = split_tiles(slices, positions, tile)  # (K·P, S, S, C_in)
-    total = len(tiles)
-    outputs = predict_slices(model, tiles, batch_size, None if progress is None else lambda done: progress(done, total))
-    stitched = stitch_tiles(outputs, positions, slices.shape[1:3], tile_overlap)
+    return split_tiles(slices, positions, tile), positions
+
+
+def stitch_grid(outputs: np.ndarray, positions: list, plane: tuple[int, int], tile_overlap: float) -> np.ndarray:
+    """(K·P, S, S, 1) outputs of `grid_tiles`' tiles → the (H, W, K) float32 output stack; (K·P, S,
+    S, 2) [mean, standard deviation] outputs → (H, W, K, 2)."""
+    stitched = stitch_tiles(outputs, positions, tuple(plane), tile_overlap)
     if stitched.shape[-1] == 2:
-        return np.moveaxis(stitched, 0, 2), len(positions)
-    return np.moveaxis(stitched[..., 0], 0, 2), len(positions)
+        return np.moveaxis(stitched, 0, 2)
+    return np.moveaxis(stitched[..., 0], 0, 2)
 
 
 def translate_volume(
@@ -137,16 +154,37 @@ def translate_volume(
     transformed copies; with it, or with a model that returns its own uncertainty (an ensemble
     export), `Translation.uncertainty` is the voxel-wise standard deviation in the target unit.
     """
-    from medgan_tf.data.preparation import prepare, restore, restore_spread
     from medgan_tf.serving.uncertainty import spread_model
-    from medgan_tf.data.rejections import PairRejected
 
-    data = model.config.data
-    _check_inputs(model, volume, extra_volumes)
+    tile_overlap = check_tile_overlap(tile_overlap)
+    prepared = prepare_input(model.config, volume, extra_volumes)
+    spreading = spread_model(model, tta)
+    outputs, tiles_per_slice = translate_grid(
+        model if spreading is None else spreading, prepared.inputs(), int(model.config.data.image_size),
+        batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
+    )
+    spread = None
+    if spreading is not None:
+        outputs, spread = outputs[..., 0], outputs[..., 1]
+    return restore_output(model.config, prepared, outputs, tiles_per_slice, spread)
+
+
+def check_tile_overlap(tile_overlap: float) -> float:
     try:
-        tile_overlap = check_overlap(tile_overlap)
+        return check_overlap(tile_overlap)
     except ValueError as error:
         raise UserError(f"--tile-overlap: {error}") from None
+
+
+def prepare_input(config: Any, volume: Any, extra_volumes: Any = ()) -> Any:
+    """The source `volume` (and extra sources) of a model with ExperimentConfig `config` →
+    `data.preparation.Prepared` on the covering model grid; UserError for an input the model
+    cannot take (`translate_volume`)."""
+    from medgan_tf.data.preparation import prepare
+    from medgan_tf.data.rejections import PairRejected
+
+    data = config.data
+    _check_inputs(config, volume, extra_volumes)
     try:
         prepared = prepare(volume, data, extra_sources=extra_volumes, cover=True)
     except PairRejected as error:
@@ -154,29 +192,30 @@ def translate_volume(
     if prepared.target_params is None:
         raise UserError(f"the target normalization ({data.target_normalization.kind}) is fitted per target volume and "
                         "not shared with the source; a model output cannot be mapped back to physical units")
-    spreading = spread_model(model, tta)
-    outputs, tiles_per_slice = translate_grid(
-        model if spreading is None else spreading, prepared.inputs(), int(data.image_size), batch_size=batch_size,
-        tile_overlap=tile_overlap, progress=progress,
-    )
-    metadata = {"format": "nifti", "translated_by": f"medgan-tf {model.config.model} ({model.config.task})"}
-    spread = None
-    if spreading is not None:
-        outputs, spread = outputs[..., 0], outputs[..., 1]
-    output = restore(prepared, outputs, data.target_modality, metadata)
-    uncertainty = None if spread is None else restore_spread(prepared, spread, data.target_modality, metadata)
+    return prepared
+
+
+def restore_output(config: Any, prepared: Any, outputs: np.ndarray, tiles_per_slice: int = 1,
+                   spread: np.ndarray | None = None) -> Translation:
+    """(H, W, K) model outputs on `prepared`'s grid (and their (H, W, K) standard deviation, when
+    given) → the `Translation` (output and uncertainty in the target unit on the input's grid)."""
+    from medgan_tf.data.preparation import restore, restore_spread
+
+    metadata = {"format": "nifti", "translated_by": f"medgan-tf {config.model} ({config.task})"}
+    output = restore(prepared, outputs, config.data.target_modality, metadata)
+    uncertainty = None if spread is None else restore_spread(prepared, spread, config.data.target_modality, metadata)
     return Translation(output, prepared.source_params, prepared.target_params, prepared.grid_shape,
                        prepared.grid_affine, tiles_per_slice, uncertainty)
 
 
-def _check_inputs(model: TranslationModel, volume: Any, extra_volumes: Any) -> None:
+def _check_inputs(config: Any, volume: Any, extra_volumes: Any) -> None:
     """UserError for a source or extra source of another modality than the model's, a wrong number
     of extra sources, or non-finite values (a Volume built in memory has not been checked)."""
-    data = model.config.data
+    data = config.data
     non_finite = int(np.count_nonzero(~np.isfinite(volume.array)))
     if non_finite:  # `read_volume` refuses these too; a Volume built in memory has not been read
         raise UserError(f"input volume holds {non_finite} NaN/inf voxels; expected finite values")
-    modalities.get(data.source_modality).check_volume(volume, f"the input of this {model.config.task} model")
+    modalities.get(data.source_modality).check_volume(volume, f"the input of this {config.task} model")
     expected = len(data.extra_source_modalities)
     if len(extra_volumes) != expected:
         raise UserError(f"this model takes {1 + expected} source volume(s) ({', '.join(('source',) + data.extra_source_modalities)}); "
@@ -237,14 +276,27 @@ def translate_file(
     translation = translate_volume(model, volume, batch_size=batch_size, tile_overlap=tile_overlap, progress=progress,
                                    extra_volumes=extra_volumes, tta=tta)
     source = volume
-    if like_volume is not None:
-        translation.volume, source = as_like(translation.volume, volume, like_volume)
-        if translation.uncertainty is not None:
-            translation.uncertainty = as_like(translation.uncertainty, volume, like_volume)[0]
-    io.write_output(translation.volume, output_path, volume_format, io.Provenance(description, derivation, source))
+    if like_volume is not None and translation.uncertainty is not None:
+        translation.uncertainty, source = as_like(translation.uncertainty, volume, like_volume)
+    translation.volume = write_translation(translation.volume, volume, like_volume, output_path, volume_format,
+                                           (description, derivation))
     if uncertainty_path is not None:
         write_uncertainty(model, tta, translation.uncertainty, uncertainty_path, output_path, volume_format, source)
     return translation
+
+
+def write_translation(output: Any, volume: Any, like_volume: Any, output_path: str | Path, volume_format: Any,
+                      descriptions: tuple[str, str]) -> Any:
+    """Write the translated `output` of the input `volume` (on the --like series' grid when
+    `like_volume` holds the same voxels) atomically through the format table; `descriptions` are
+    `outputs.model_description`'s. Returns the volume written."""
+    from medgan_tf.data import io
+
+    source = volume
+    if like_volume is not None:
+        output, source = as_like(output, volume, like_volume)
+    io.write_output(output, output_path, volume_format, io.Provenance(*descriptions, source))
+    return output
 
 
 def write_uncertainty(model: TranslationModel, tta: str, uncertainty: Any, path: str | Path, output_path: str | Path,

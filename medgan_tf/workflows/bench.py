@@ -18,10 +18,12 @@ Figures (keys of `run_bench(...)["figures"]`; `_bf16` = the same in bfloat16):
   input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
   convert_register_{none,rigid} pairs/s of misaligned MR/CT pairs (synth --misalign 6,4), 2 workers
+  archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 volumes, volumes/minute,
+                                with 1 and 2 Beam worker processes (`medgan_tf.workflows.beam_figures`)
 
 Targets: inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
 batch-8 per-slice time; input pipeline ≥ 20 × the slices/s the demo training consumes; 2 Beam
-workers ≥ 1.6 × 1 worker. bfloat16 (meaningful where the processor has it natively, see
+workers ≥ 1.6 × 1 worker, for conversion and for an archive's translation. bfloat16 (meaningful where the processor has it natively, see
 `bfloat16_native` in the report): bf16 inference at batch 8 ≥ 1.6 × fp32 slices/s and ≥ 0.7 ×
 bf16 GEMM GFLOP/s; bf16 256² iteration ≥ 1.4 × faster than fp32; bf16 translate ≤ 1.2 × slices ×
 the bf16 batch-8 per-slice time. TTA flips ≤ 4.4 × the plain translate (four copies, no more
@@ -33,7 +35,6 @@ Everything here imports TensorFlow inside the function.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -43,6 +44,7 @@ from typing import Any, Callable
 
 from medgan_tf import tasks
 from medgan_tf.presets import MODELS
+from medgan_tf.workflows.beam_figures import archive_rows, archive_section, convert_figures
 from medgan_tf.workflows.demo import DEMO_PRESET as _DEMO
 from medgan_tf.workflows.timing import (  # noqa: F401  (re-exported: the measurements live in timing)
     gemm_gflops,
@@ -72,6 +74,7 @@ TARGETS = {
     "translate_vs_batch8": 1.2,  # ≤
     "input_pipeline_vs_demo_training": 20.0,  # ≥
     "convert_2_vs_1_workers": 1.6,  # ≥
+    "archive_2_vs_1_workers": 1.6,  # ≥
     "bf16_inference_batch8_vs_fp32": 1.6,  # ≥
     "bf16_inference_batch8_vs_bf16_gemm": 0.7,  # ≥
     "bf16_train_iteration_256_speedup": 1.4,  # ≥
@@ -91,54 +94,6 @@ def casnet_experiment(task: str = tasks.REFERENCE_TASK, model: str = "medgan", i
     data = dataclasses.replace(experiment.data, image_size=image_size)
     gen = dataclasses.replace(experiment.generator, **generator)
     return dataclasses.replace(experiment, data=data, generator=gen)
-
-
-def convert_figures(work_dir: Path, task: str, patients: int, image_size: int, workers: int, repeats: int,
-                    register: str = "none", misalign: tuple[float, float] | None = None) -> dict[str, Any]:
-    """slices/s and pairs/s of `pipelines.convert.convert` end to end (pipeline start → manifest)
-    with `workers` DirectRunner worker processes and `--register register`; the NIfTI inputs (moved
-    by `synth --misalign` when `misalign`) are written once beforehand, untimed."""
-    from medgan_tf.data.synthetic import write_task_pairs
-    from pipelines.convert import ConvertOptions, convert
-
-    csv_path = work_dir / f"synth-{task}-{patients}{'-moved' if misalign else ''}" / "pairs.csv"
-    if not csv_path.is_file():
-        write_task_pairs(task, csv_path.parent, image_size, patients=patients, seed=0, misalign=misalign)
-    out = work_dir / (f"converted-{workers}" + (f"-{register}" if register != "none" else ""))
-    options = ConvertOptions(pairs=csv_path, task=task, out=out, image_size=image_size, salt="medgan-tf-bench-salt-0000",
-                             overwrite=True, num_workers=workers, register=register)
-
-    def convert_once() -> None:
-        status = convert(options)
-        if status != 0:
-            raise RuntimeError(f"conversion for the benchmark failed (exit {status})")
-
-    cpu_before = _cpu_seconds()
-    timing = time_repeats(convert_once, repeats, warmup=0)  # each run starts fresh worker processes
-    cpu_per_run = (_cpu_seconds() - cpu_before) / repeats
-    manifest = json.loads((out / "manifest.json").read_text())
-    slices = sum(int(c["slices"]) for c in manifest["counts"].values())
-    return {
-        "workers": workers,
-        "pairs": int(manifest["converted_pairs"]),
-        "slices": slices,
-        "seconds": timing.median,
-        "slices_per_s": slices / timing.median,
-        "pairs_per_s": int(manifest["converted_pairs"]) / timing.median,
-        "register": register,
-        # CPU of this process and its (reaped) worker processes per run: equal for 1 and 2 workers
-        # when the work is split without duplicated overhead, whatever the machine's load.
-        "cpu_seconds": cpu_per_run,
-        **timing.as_dict(),
-    }
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its terminated, waited-for children."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # --------------------------------------------------------------------------- the run
@@ -182,6 +137,7 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         experiment = _inference_section(figures, work_dir, quick, repeats, say)
         _training_section(figures, experiment, quick, repeats, say)
         _conversion_section(figures, work_dir, quick, repeats, say)
+        archive_section(figures, work_dir, quick, repeats, say)
         say("")  # closes the last section
     ratios = target_ratios(figures)
     if quick:
@@ -189,6 +145,9 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         # work, decides this ratio. Only a full run (16 volumes of 256²) judges the target.
         ratios["convert_2_vs_1_workers"].update(
             met=None, note="not judged in --quick: too little conversion work; run the full bench"
+        )
+        ratios["archive_2_vs_1_workers"].update(
+            met=None, note="not judged in --quick: too little translation work; run the full bench"
         )
         ratios["bf16_train_iteration_256_speedup"].update(note="not measured in --quick (≈ 1 min more); run the full bench")
     return {
@@ -315,6 +274,9 @@ def _ratio_definitions(f: dict[str, Any]) -> dict[str, tuple[Callable[[], float]
         "convert_2_vs_1_workers": (
             lambda: f["convert_workers2"]["slices_per_s"] / f["convert_workers1"]["slices_per_s"],
             "conversion slices/s with 2 workers ÷ with 1 (≥)"),
+        "archive_2_vs_1_workers": (
+            lambda: f["archive_workers2"]["volumes_per_minute"] / f["archive_workers1"]["volumes_per_minute"],
+            "archive translation volumes/min with 2 workers ÷ with 1 (≥)"),
         "bf16_inference_batch8_vs_fp32": (
             lambda: f["inference_bf16_batch8"]["slices_per_s"] / f["inference_batch8"]["slices_per_s"],
             "bf16 batch-8 inference slices/s ÷ fp32 batch-8 slices/s (≥)"),
@@ -382,7 +344,7 @@ def _figure_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
         if item:
             rows.append(("conversion", f"--register {register}, {item['pairs']} misaligned pairs, 2 workers",
                          f"{item['pairs_per_s']:.2f} pairs/s ({item['seconds']:.1f} s)"))
-    return rows
+    return rows + archive_rows(f)
 
 
 def format_table(report: dict[str, Any]) -> str:
