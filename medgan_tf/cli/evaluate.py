@@ -191,9 +191,10 @@ def _run_pairs(args: argparse.Namespace) -> int:
 
     model = None
     if args.model is not None:
-        from medgan_tf.serving.loading import load_model
+        from medgan_tf.serving.loading import load_model, model_info
 
-        model = load_model(args.model, precision=args.precision)
+        # on --runner the workers load the network; here only what it is
+        model = (model_info if args.runner is not None else load_model)(args.model, precision=args.precision)
         task = tasks.from_experiment(model.config.task, model.config.data)
         if args.task is not None and tasks.get(args.task).name != task.name:
             raise UserError(f"--task {args.task} but the model {args.model} is a {task.name} model")

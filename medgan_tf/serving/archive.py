@@ -227,7 +227,7 @@ def translate_archive(options: ArchiveOptions, beam_args: Sequence[str] = (), ec
     Raises UserError for a bad option or Beam flag, an unreadable CSV or model, a DICOM output on an
     object store, or a job service that does not answer; nothing is written then.
     """
-    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.loading import model_info
     from medgan_tf.serving.outputs import model_description
     from medgan_tf.serving.translation import check_tile_overlap
 
@@ -239,12 +239,11 @@ def translate_archive(options: ArchiveOptions, beam_args: Sequence[str] = (), ec
     tile_overlap = check_tile_overlap(options.tile_overlap)
     items = _read_items(options)
     _check_remote_format(options)
-    model = load_model(options.model, precision=options.precision)
+    model = model_info(options.model, precision=options.precision)  # the workers load the network
     batch.check_sources(options.inputs, items, tuple(model.config.data.extra_source_modalities))
     todo, skipped = batch.split_complete(items, filesystems.exists) if options.skip_existing else (items, [])
     job = Job(str(options.model), model.config, model_description(model), options.output_format, options.batch_size,
               tile_overlap, options.quiet, options.threads_per_worker or _threads_per_worker(options.num_workers))
-    del model  # the workers load their own (SliceModelHandler)
     echo(f"translating {len(todo)} of {len(items)} volumes on {options.runner}"
          + (f" ({len(skipped)} complete already, skipped)" if skipped else ""))
     outcomes = _run(options, beam_args, todo, job) if todo else []

@@ -39,6 +39,10 @@ from medgan_tf.serving.signatures import (
 log = logging.getLogger(__name__)
 
 
+NOT_A_MODEL = ("{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
+               "nor a run directory (config.json + checkpoints/)")
+
+
 @runtime_checkable
 class TranslationModel(Protocol):
     """What translation and evaluation need from a trained generator.
@@ -265,16 +269,22 @@ def load_export(path: str | Path, precision: str | None = None) -> ExportedModel
 
     version_dir = resolve_export_dir(path)
     _check_export_precision(version_dir, precision)
+    experiment, description = _read_assets(version_dir)
+    loaded = tf.saved_model.load(str(version_dir))
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
+    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
+
+
+def _read_assets(version_dir: Path) -> tuple[config_lib.ExperimentConfig, dict[str, Any]]:
+    """(ExperimentConfig, normalization description) from an export version's assets."""
     assets = version_dir / "assets"
     try:
         experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
         description = json.loads((assets / NORMALIZATION_ASSET).read_text())
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and {NORMALIZATION_ASSET}") from error
-    loaded = tf.saved_model.load(str(version_dir))
-    if SERVING_SIGNATURE not in loaded.signatures:
-        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
-    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
+    return experiment, description
 
 
 @dataclasses.dataclass
@@ -342,7 +352,34 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
             generator = generator_in_precision(generator, experiment, compute_dtype)
             log.info("running %s in %s (%s)", path, compute_dtype, reason)
         return RunModel(path, experiment, normalization_description(experiment), generator)
-    raise UserError(
-        f"{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
-        "nor a run directory (config.json + checkpoints/)"
-    )
+    raise UserError(NOT_A_MODEL.format(path=path))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a model says of itself without its network: the folder `load_model` would load (an
+    export's version folder, or the run directory) and its ExperimentConfig."""
+
+    path: Path
+    config: config_lib.ExperimentConfig
+
+
+def model_info(path: str | Path, precision: str | None = None) -> ModelInfo:
+    """The path and config of the model at `path`, read from its files without loading the network
+    (for a driver that hands the model to worker processes, each loading its own), with the checks
+    and errors of `load_model`: a missing path, neither an export nor a run, an export's assets or
+    precision, a run without a checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
+    if is_export(path):
+        version_dir = resolve_export_dir(path)
+        if precision not in (None, "export"):  # (the check imports TensorFlow, which a driver may not need)
+            _check_export_precision(version_dir, precision)
+        return ModelInfo(version_dir, _read_assets(version_dir)[0])
+    if is_run_dir(path):
+        from medgan_tf.training import checkpoints
+
+        checkpoints.resolve_checkpoint(path)
+        return ModelInfo(path, checkpoints.read_config(path))
+    raise UserError(NOT_A_MODEL.format(path=path))
