@@ -37,8 +37,8 @@ BATCHING_TEMPLATE = """\
 #   tensorflow_model_server --enable_batching --batching_parameters_file={path}
 # Requests of several clients are merged into one batch of slices before the graph runs.
 
-# Largest merged batch (slices). 8 is the batch the warmup requests were recorded for; a larger one
-# needs more memory and, on CPU, gains little. Keep it at most the slices that fit one gRPC response
+# Largest merged batch (slices). 8 is the largest batch the warmup requests were recorded for; a
+# larger one needs more memory. Keep it at most the slices that fit one gRPC response
 # (README "5. Export and serve": 15 slices of 256x256 under a client's default 4 MB).
 max_batch_size {{ value: 8 }}
 
