@@ -86,3 +86,17 @@ def test_gpu_venv_installs_the_cuda_build_of_the_same_tensorflow(tmp_path):
         commands[gpu] = [line for line in result.stdout.splitlines() if "install -r requirements.txt" in line]
     assert len(commands[""]) == len(commands["1"]) == 1
     assert "requirements-gpu.txt" in commands["1"][0] and "requirements-gpu.txt" not in commands[""][0]
+
+
+def test_xla_choice_and_the_vgg_cache_the_reports_share(tmp_path, monkeypatch):
+    from medgan_tf.training import runtime
+    from medgan_tf.workflows.comparison import vgg_weights_note
+
+    assert runtime.choose_xla("on") == (True, "--xla on") and runtime.choose_xla("off") == (False, "--xla off")
+    monkeypatch.setattr(runtime, "has_gpu", lambda: True)
+    assert runtime.choose_xla("auto") == (True, "auto: a GPU is visible") and runtime.resolve_xla("auto")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert "RANDOM" in vgg_weights_note("auto")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"h5")
+    assert vgg_weights_note("auto") == "VGG-19 weights: ImageNet (Keras cache)."

@@ -133,6 +133,13 @@ def read_warmup(version_dir: str | Path) -> list:
             for raw in tf.data.TFRecordDataset(str(path))]
 
 
+def kit_summary(version_dir: str | Path) -> str:
+    """One line for the export's report: what the kit holds and where."""
+    version_dir = Path(version_dir)
+    return (f"TF Serving kit:  {WARMUP_FILE} (batch {', '.join(map(str, WARMUP_BATCH_SIZES))}; every signature), "
+            f"{version_dir.parent / MODEL_CONFIG_FILE}, {version_dir.parent / BATCHING_FILE}")
+
+
 # --------------------------------------------------------------------------- server configuration
 
 
