@@ -45,6 +45,9 @@ def test_warmup_requests_match_the_signatures(exports, which):
         assert sorted(request.inputs) == sorted(specs)
         for name, tensor in request.inputs.items():
             value = tf.make_ndarray(tensor)
+            # TensorFlow's C++ reading of the proto (Tensor::FromProto, as TF Serving's) gives the same array
+            parsed = tf.io.parse_tensor(tensor.SerializeToString(), specs[name].dtype).numpy()
+            assert parsed.shape == value.shape and np.array_equal(parsed, value)
             assert tf.dtypes.as_dtype(tensor.dtype) == specs[name].dtype
             assert specs[name].shape.is_compatible_with(value.shape), (name, value.shape, specs[name].shape)
 
