@@ -108,3 +108,13 @@ def test_config_files_are_kept_on_the_next_export(exports, capsys):
 def test_slices_per_grpc_message(size, outputs, expected):
     # 16 slices of 256² are 4 MiB of floats alone, so the framing pushes them past the limit.
     assert serving_kit.slices_per_message(size, outputs) == expected
+
+
+def test_missing_serving_api_is_one_line_that_says_how_to_install(monkeypatch):
+    import sys
+
+    from medgan_tf.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)  # as if not installed
+    with pytest.raises(UserError, match=r"tensorflow-serving-api .*pip install -r requirements.txt"):
+        serving_kit.serving_protos()

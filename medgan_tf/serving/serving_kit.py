@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 from medgan_tf import files
+from medgan_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ pad_variable_length_inputs: false
 # --------------------------------------------------------------------------- warmup requests
 
 
+def serving_protos():
+    """The tensorflow-serving-api proto modules (predict, prediction_log, model_server_config), or a
+    UserError saying how to install them in an environment built before they were required."""
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+        from tensorflow_serving.config import model_server_config_pb2
+    except ImportError as error:
+        raise UserError(f"the export's TF Serving kit needs tensorflow-serving-api ({error}); install the pinned "
+                        "requirements: pip install -r requirements.txt (or make venv)") from error
+    return predict_pb2, prediction_log_pb2, model_server_config_pb2
+
+
 def signature_inputs(version_dir: str | Path) -> dict[str, dict[str, tuple]]:
     """{signature name: {input name: (dtype enum, shape with -1 for any size, or None for an
     unknown rank)}} of the SavedModel in `version_dir`, read from its saved_model.pb."""
@@ -90,8 +103,8 @@ def warmup_requests(version_dir: str | Path, model_name: str, batch_sizes=WARMUP
     with high > low, so the graph's guards pass. An input of unknown rank (a whole volume) gets
     (batch size, S, S) with S the export's image size."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+    predict_pb2, prediction_log_pb2, _ = serving_protos()
     signatures = signature_inputs(version_dir)
     image_size = max((d for inputs in signatures.values() for _, shape in inputs.values() for d in shape or ()),
                      default=1)
@@ -126,8 +139,8 @@ def write_warmup(version_dir: str | Path, model_name: str) -> Path:
 def read_warmup(version_dir: str | Path) -> list:
     """The PredictionLog records of an export's warmup file."""
     import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
 
+    _, prediction_log_pb2, _ = serving_protos()
     path = Path(version_dir) / WARMUP_FILE
     return [prediction_log_pb2.PredictionLog.FromString(raw.numpy())
             for raw in tf.data.TFRecordDataset(str(path))]
@@ -146,7 +159,8 @@ def kit_summary(version_dir: str | Path) -> str:
 def model_config_text(out_dir: str | Path) -> str:
     """models.config for the model base folder `out_dir`: one model named after the folder."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    model_server_config_pb2 = serving_protos()[2]
 
     out_dir = Path(out_dir).resolve()
     config = model_server_config_pb2.ModelServerConfig()
@@ -183,7 +197,8 @@ def slices_per_message(image_size: int, outputs: int = 1, limit: int = GRPC_DEFA
     each, as TensorProto bytes) stays within `limit` bytes — the measured size, framing included."""
     import numpy as np
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
+
+    predict_pb2 = serving_protos()[0]
 
     def size(batch: int) -> int:
         response = predict_pb2.PredictResponse()
