@@ -3,7 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# GPU=1 (`make venv GPU=1`): the CUDA build of the same TensorFlow, tensorflow[and-cuda]
+# (requirements-gpu.txt), for NVIDIA GPUs; its own stamp, so it also upgrades a CPU venv.
+GPU ?=
+GPU_REQUIREMENTS := $(if $(filter 1 yes true,$(GPU)),-r requirements-gpu.txt)
+STAMP := $(VENV)/.installed$(if $(GPU_REQUIREMENTS),-gpu)
 PYTEST_ARGS ?= -n 2
 
 # The real DICOM checkers the tests run: dciodvfy (dicom3tools), dcm2niix, Orthanc with its DICOMweb
@@ -15,10 +19,10 @@ DICOM_TOOLS := dicom3tools dcm2niix orthanc orthanc-dicomweb
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt setup.cfg
+$(STAMP): requirements.txt requirements-test.txt requirements-gpu.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -r requirements.txt -r requirements-test.txt
+	$(BIN)/pip install -r requirements.txt -r requirements-test.txt $(GPU_REQUIREMENTS)
 	$(BIN)/pip install --no-deps -e .
 	touch $(STAMP)
 

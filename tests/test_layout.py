@@ -41,7 +41,7 @@ def test_subcommands_are_imported_explicitly():
 
     names = list(cli.subcommands())
     assert names == ["tasks", "synth", "convert", "summary", "train", "export", "translate", "evaluate", "demo", "reproduce",
-                     "bench"]
+                     "bench", "doctor"]
     source = (ROOT / "medgan_tf" / "cli" / "__init__.py").read_text()
     assert "importlib" not in source and "import_module" not in source
 

@@ -17,8 +17,8 @@ from typing import Sequence
 def subcommands() -> dict[str, object]:
     """Subcommand name → module, in the order `medgan-tf --help` shows them (the path from data
     to a served model). Imported explicitly: a missing module is an ImportError, not a gap."""
-    from medgan_tf.cli import (bench, convert, demo, evaluate, export, reproduce, summary, synth, tasks, train,
-                               translate)
+    from medgan_tf.cli import (bench, convert, demo, doctor, evaluate, export, reproduce, summary, synth, tasks,
+                               train, translate)
 
     return {
         "tasks": tasks,
@@ -32,6 +32,7 @@ def subcommands() -> dict[str, object]:
         "demo": demo,
         "reproduce": reproduce,
         "bench": bench,
+        "doctor": doctor,
     }
 
 

@@ -1,7 +1,10 @@
 """Export a run's generator as a SavedModel for TF Serving.
 
 Writes OUT/<version>/ (saved_model.pb, variables/, assets/config.json, assets/normalization.json);
-OUT defaults to savedmodels/<task>, the version to the next free number. Signatures:
+OUT defaults to savedmodels/<task>, the version to the next free number. For TF Serving it adds
+OUT/<version>/assets.extra/tf_serving_warmup_requests (requests TF Serving runs before it serves the
+version), and OUT/models.config and OUT/batching_parameters.txt (kept once they exist; README
+"5. Export and serve"). Signatures:
 `serving_default` (normalized slices `source` → `output`, float32 (B, S, S, 1) in [-1, 1]),
 `physical` (the same in HU / SUV / MR units; per-volume normalizations take the volume's
 `source_low`/`source_high` per slice) and, for per-volume normalizations,
@@ -73,6 +76,7 @@ def _run_ensemble(args: argparse.Namespace) -> int:
 
     from medgan_tf.serving.ensemble import ENSEMBLE_ASSET, export_ensemble
     from medgan_tf.serving.export import read_precision
+    from medgan_tf.serving.serving_kit import kit_summary
 
     version_dir = export_ensemble(args.ensemble, args.out, args.version, precision=args.precision)
     ensemble = json.loads((version_dir / "assets" / ENSEMBLE_ASSET).read_text())
@@ -81,11 +85,13 @@ def _run_ensemble(args: argparse.Namespace) -> int:
         print(f"  member: {member}")
     print("  serving_default and physical: source → output (the members' mean), uncertainty (their standard deviation)")
     print(f"  computes in:     {read_precision(version_dir)['compute_dtype']} (run members)")
+    print(f"  {kit_summary(version_dir)}")
     return 0
 
 
 def _run_one(args: argparse.Namespace) -> int:
     from medgan_tf.serving.export import export_run, read_precision
+    from medgan_tf.serving.serving_kit import kit_summary
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints
 
@@ -106,4 +112,5 @@ def _run_one(args: argparse.Namespace) -> int:
     print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
     precision = read_precision(version_dir)
     print(f"  computes in:     {precision['compute_dtype']} ({precision['chosen']})")
+    print(f"  {kit_summary(version_dir)}")
     return 0

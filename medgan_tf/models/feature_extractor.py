@@ -16,10 +16,30 @@ VGG_MINIMUM_SIZE = 32  # keras.applications.VGG19 refuses smaller inputs
 # Channel means of `keras.applications.vgg19.preprocess_input` ("caffe" mode), in BGR order.
 # A grayscale image tiled to 3 channels is its own BGR flip, so only the means matter.
 VGG_BGR_MEANS = (103.939, 116.779, 123.68)
+# The file `keras.applications.VGG19(include_top=False, weights="imagenet")` downloads and caches.
+VGG_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 VGG_WEIGHT_CHOICES = (
     "'auto' (ImageNet when obtainable, else random with a warning), 'imagenet' (downloaded once into "
     "~/.keras/models), a local .h5 path, or 'none'"
 )
+
+
+def keras_cache_dir() -> str:
+    """The folder Keras caches downloads in (`keras.utils.get_file`): $KERAS_HOME, else ~/.keras,
+    else /tmp/.keras when the home folder is not writable — Keras' own rule."""
+    if "KERAS_HOME" in os.environ:
+        base = os.path.expanduser(os.environ["KERAS_HOME"])
+    else:
+        home = os.path.expanduser("~")
+        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    if not os.access(base, os.W_OK):  # importing Keras creates it; get_file falls back when it cannot write
+        base = os.path.join("/tmp", ".keras")
+    return base
+
+
+def imagenet_weights_file() -> str:
+    """Where the VGG-19 ImageNet (no-top) weights are, or would be, cached by Keras."""
+    return os.path.join(keras_cache_dir(), "models", VGG_NOTOP_FILE)
 
 
 @keras.saving.register_keras_serializable(package="medgan_tf")

@@ -8,6 +8,8 @@ Layout (TF Serving's model base path = OUT, numeric versions, the highest is ser
                                               the input's channel count C_in and order)
     OUT/<version>/assets/normalization.json   how physical units map to the model's [-1, 1]
     OUT/<version>/assets/precision.json       the graph's compute precision (float32 | bfloat16)
+    OUT/<version>/assets.extra/tf_serving_warmup_requests, OUT/models.config,
+    OUT/batching_parameters.txt               the TF Serving kit (`medgan_tf.serving.serving_kit`)
 
 `precision="bfloat16"` builds the served generator under Keras' `mixed_bfloat16` policy with the
 run's (float32) weights: convolutions compute in bfloat16 (native on CPUs with avx512_bf16 /
@@ -40,6 +42,7 @@ from medgan_tf.serving.signatures import (
     normalization_description,
 )
 from medgan_tf.serving.channels import serving_input
+from medgan_tf.serving.serving_kit import write_server_config, write_warmup
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +117,13 @@ def export_generator(
 
 def publish_version(final: Path, write) -> list[str]:
     """`write()` (which publishes the version folder `final`, returning its signature names), with
-    a lost race for `final` or a full disk as a UserError naming it."""
+    a lost race for `final` or a full disk as a UserError naming it; then the TF Serving config
+    files beside the versions (`serving_kit.write_server_config`)."""
     import tensorflow as tf
 
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return write()
+        signatures = write()
     except OSError as error:
         if isinstance(error, FileExistsError) or error.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise UserError(f"{final} was written by another export while this one ran; this one was discarded and "
@@ -128,6 +132,8 @@ def publish_version(final: Path, write) -> list[str]:
         raise no_room_error(error, f"the export {final}") or error
     except tf.errors.OpError as error:
         raise no_room_error(error, f"the export {final}") or error
+    write_server_config(final.parent)  # beside the versions, once: TF Serving's model and batching config
+    return signatures
 
 
 def check_new_version(out_dir: Path, version: int | None) -> Path:
@@ -173,6 +179,7 @@ def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path,
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if not (staging / "saved_model.pb").is_file():
             raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb into {staging}")
+        write_warmup(staging, final.parent.resolve().name)
         shutil.rmtree(asset_dir)
     return list(signatures)
 

@@ -52,10 +52,20 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_xla(setting: str) -> bool:
+def choose_xla(setting: str) -> tuple[bool, str]:
+    """(whether to compile with XLA, why) for `--xla` auto | on | off; auto: on exactly when a
+    GPU is visible (on a CPU, XLA measured 1.5–3× slower)."""
     if setting not in ("auto", "on", "off"):
         raise UserError(f"--xla must be auto, on or off, got {setting!r}")
-    return has_gpu() if setting == "auto" else setting == "on"
+    if setting != "auto":
+        return setting == "on", f"--xla {setting}"
+    if has_gpu():
+        return True, "auto: a GPU is visible"
+    return False, "auto: no GPU (on a CPU XLA measured 1.5-3x slower)"
+
+
+def resolve_xla(setting: str) -> bool:
+    return choose_xla(setting)[0]
 
 
 def cpu_bfloat16_flags(cpuinfo: str | os.PathLike = CPUINFO) -> list[str]:

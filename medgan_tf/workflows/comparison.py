@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_MODEL = "pix2pix"
 TABLE_TITLES = {"I": "loss components (single U-block; MedGAN: CasNet-6)", "II": "state-of-the-art methods"}
-VGG_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 def table_metrics() -> tuple[str, ...]:
@@ -141,8 +139,9 @@ def vgg_weights_note(vgg_weights: str) -> str:
         return f"VGG-19 weights: {random_note}."
     if vgg_weights == "auto":
         # `auto` used ImageNet exactly when Keras had (or could fetch) the file into its cache.
-        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG_NOTOP_FILE
-        if cache.is_file():
+        from medgan_tf.models.feature_extractor import imagenet_weights_file
+
+        if Path(imagenet_weights_file()).is_file():
             return "VGG-19 weights: ImageNet (Keras cache)."
         return f"VGG-19 weights: {random_note} (`auto`: ImageNet weights were not obtainable on this machine)."
     return f"VGG-19 weights: {vgg_weights}."
