@@ -147,3 +147,14 @@ def test_ct_denoise_pair_is_full_dose_target_and_quarter_dose_source():
     air = ndimage.binary_erosion(extras["labels"] == AIR, np.ones((3, 3, 1)), iterations=2, border_value=1)
     assert abs(target[air].mean() + 1000.0) < 20.0 and abs(source[air].mean() + 1000.0) < 20.0
     assert source.min() >= -1024.0 and target.min() >= -1024.0
+
+
+def test_ct_denoise_phantom_can_be_imaged_on_a_given_in_plane_grid():
+    """`pixels` (a phantom option, as the low-dose demo uses it) images the same field of view on
+    a coarser grid: the pixel grows, the slices stay, and the pair still shares one grid."""
+    default, default_target, _ = synthetic.synthesize_pair("ct_denoise", _rng("ct_denoise", 0, 0), 384.0)
+    source, target, _ = synthetic.synthesize_pair("ct_denoise", _rng("ct_denoise", 0, 0), 384.0, {"pixels": 32})
+
+    assert default.array.shape[:2] == simulations.CT_DENOISE_SHAPE[:2]
+    assert source.array.shape == (32, 32, simulations.CT_DENOISE_SHAPE[2]) == target.array.shape
+    assert np.isclose(source.affine[0, 0], 384.0 / 32) and np.allclose(source.affine, target.affine)
