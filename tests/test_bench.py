@@ -130,7 +130,7 @@ def _figures(gemm=100.0, batch8_gflops=85.0, translate_seconds=10.0, pipeline=50
         "input_pipeline": {"task": "pet_denoise", "image_size": 64, "batch_size": 4, "slices_per_s": pipeline},
         "convert_workers1": {"pairs": 4, "slices": 100, "seconds": 10.0, "slices_per_s": workers[0]},
         "convert_workers2": {"pairs": 4, "slices": 100, "seconds": 6.0, "slices_per_s": workers[1]},
-        **{f"archive_workers{n}": {"workers": n, "volumes": 16, "image_size": 128, "seconds": 960.0 / rate,
+        **{f"archive_workers{n}": {"workers": n, "volumes": 16, "image_size": 256, "seconds": 960.0 / rate,
                                    "volumes_per_minute": rate, "cpu_seconds": 90.0} for n, rate in zip((1, 2), archive)},
     }
 
@@ -213,7 +213,7 @@ def test_format_table_lists_every_figure_and_target():
     for text in ("GEMM fp32", "GEMM bf16", "inference batch 1", "inference batch 8", "inference bf16 batch 1",
                  "inference bf16 batch 8", "translate bf16", "MedGAN iteration bf16", "MedGAN iteration bf16 (demo)",
                  "MedGAN iteration (demo)", "input pipeline", "1 Beam worker", "2 Beam worker", "MET", "--quick",
-                 "16 volumes of 128²", "14.0 volumes/min",
+                 "16 volumes of 256²", "14.0 volumes/min",
                  "bfloat16 native: CPU has avx512_bf16"):
         assert text in table, text
     for name in bench.TARGETS:

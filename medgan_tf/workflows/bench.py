@@ -18,7 +18,7 @@ Figures (keys of `run_bench(...)["figures"]`; `_bf16` = the same in bfloat16):
   input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
   convert_register_{none,rigid} pairs/s of misaligned MR/CT pairs (synth --misalign 6,4), 2 workers
-  archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 volumes, volumes/minute,
+  archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 volumes of 256², volumes/minute,
                                 with 1 and 2 Beam worker processes (`medgan_tf.workflows.beam_figures`)
 
 Targets: inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
