@@ -76,7 +76,7 @@ def archive_figures(work_dir: Path, volumes: int, image_size: int, workers: int,
     csv_path = work_dir / f"archive-{volumes}-{image_size}" / "pairs.csv"
     if not csv_path.is_file():
         write_task_pairs(tasks.REFERENCE_TASK, csv_path.parent, image_size, patients=volumes, seed=1)
-    model = _archive_model(work_dir / "archive-model", image_size)
+    model = _archive_model(work_dir / f"archive-model-{image_size}", image_size)
     out = work_dir / f"archive-out-{workers}"
     options = ArchiveOptions(inputs=str(csv_path), output_dir=str(out), model=str(model), runner="DirectRunner",
                              num_workers=workers, quiet=True, threads_per_worker=1)
