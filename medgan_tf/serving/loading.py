@@ -61,20 +61,21 @@ class TranslationModel(Protocol):
     def __call__(self, source: Any) -> np.ndarray: ...
 
 
-def resolve_export_dir(path: str | Path) -> Path:
-    """A version folder (holding saved_model.pb) from itself or from its model base folder
-    (then the highest numeric version, as TF Serving would serve)."""
+def resolve_export_dir(path: str | Path, marker: str = "saved_model.pb") -> Path:
+    """A version folder (holding `marker`: saved_model.pb, or another format's model file,
+    `medgan_tf.serving.formats`) from itself or from its model base folder (then the highest
+    numeric version, as TF Serving would serve)."""
     path = Path(path)
-    if (path / "saved_model.pb").is_file():
+    if (path / marker).is_file():
         return path
     if path.is_dir():
         versions = sorted(
-            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
+            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / marker).is_file())
         )
         if versions:
             return path / str(versions[-1])
     raise UserError(
-        f"{path} is not a medgan-tf export; expected a folder with saved_model.pb or numeric version "
+        f"{path} is not a medgan-tf export; expected a folder with {marker} or numeric version "
         "folders holding one (the output of `medgan-tf export`)"
     )
 
@@ -264,17 +265,24 @@ def load_export(path: str | Path, precision: str | None = None) -> ExportedModel
     import tensorflow as tf
 
     version_dir = resolve_export_dir(path)
-    _check_export_precision(version_dir, precision)
+    check_export_precision(version_dir, precision)
+    experiment, description = read_assets(version_dir)
+    loaded = tf.saved_model.load(str(version_dir))
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
+    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
+
+
+def read_assets(version_dir: Path) -> tuple[config_lib.ExperimentConfig, dict[str, Any]]:
+    """(config, normalization description) from an export's assets/ (any format's)."""
     assets = version_dir / "assets"
     try:
         experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
         description = json.loads((assets / NORMALIZATION_ASSET).read_text())
     except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and {NORMALIZATION_ASSET}") from error
-    loaded = tf.saved_model.load(str(version_dir))
-    if SERVING_SIGNATURE not in loaded.signatures:
-        raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
-    return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
+        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and "
+                        f"{NORMALIZATION_ASSET} in assets/ beside the model (the output of `medgan-tf export`)") from error
+    return experiment, description
 
 
 @dataclasses.dataclass
@@ -304,7 +312,7 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def _check_export_precision(version_dir: Path, precision: str | None) -> None:
+def check_export_precision(version_dir: Path, precision: str | None) -> None:
     from medgan_tf.serving.export import read_precision
     from medgan_tf.training.runtime import choose_inference_precision
 
@@ -328,7 +336,7 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
     for another one is an error that says how to re-export."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
+        raise UserError(f"{path} does not exist; expected an export (SavedModel, ONNX, OpenVINO, LiteRT) or a run directory")
     if is_export(path):
         return load_export(path, precision)
     if is_run_dir(path):
@@ -342,7 +350,13 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
             generator = generator_in_precision(generator, experiment, compute_dtype)
             log.info("running %s in %s (%s)", path, compute_dtype, reason)
         return RunModel(path, experiment, normalization_description(experiment), generator)
+    from medgan_tf.serving.formats import FORMATS
+    from medgan_tf.serving.runtimes import load_artefact
+
+    if any(row.claims(path) for _, row in FORMATS.items()):
+        return load_artefact(path, precision)  # ONNX, OpenVINO, LiteRT
     raise UserError(
-        f"{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
+        f"{path} is neither an export (a SavedModel: saved_model.pb, or numeric version folders with one; "
+        "model.onnx, an OpenVINO model.xml or a model.tflite, or a folder holding one) "
         "nor a run directory (config.json + checkpoints/)"
     )
