@@ -104,6 +104,12 @@ def test_evaluate_takes_an_onnx_model(exported, tmp_path, capsys):
         assert summaries[1]["output"][name]["mean"] == pytest.approx(summaries[0]["output"][name]["mean"], rel=1e-4)
 
 
+def _openvino_has_bf16() -> bool:
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 @pytest.mark.slow
 def test_openvino_in_bfloat16_records_it_and_stays_within_the_bound(exported, tmp_path):
     from medgan_tf.serving import loading
@@ -114,7 +120,8 @@ def test_openvino_in_bfloat16_records_it_and_stays_within_the_bound(exported, tm
                      "--precision", "bfloat16"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["openvino"]  # no SavedModel asked for, none written
     model = loading.load_model(out / "openvino")
-    assert model.compute_dtype == "bfloat16"
+    # What OpenVINO computes where the CPU lacks bfloat16 is float32 (it says so, and so does the model).
+    assert model.compute_dtype == ("bfloat16" if _openvino_has_bf16() else "float32")
     assert json.loads((out / "openvino" / "1" / "assets" / "precision.json").read_text())["compute_dtype"] == "bfloat16"
     reference = loading.load_model(root / "models")
     slices = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
@@ -167,3 +174,29 @@ def test_model_refusals_name_the_path_and_reason(untrained):
         loading.load_model(untrained / "broken" / "model.tflite", precision="bfloat16")
     with pytest.raises(UserError, match="is neither an export"):
         loading.load_model(untrained / "run" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_bench_has_a_row_per_runtime_and_precision(tmp_path):
+    """The bench's runtime section on a tiny CasNet (the figures it builds on are made up here)."""
+    from medgan_tf.workflows import bench, runtime_figures
+
+    experiment = bench.casnet_experiment(image_size=32, num_ublocks=1, base_filters=4)
+    gemm = {"gemm": {"gflops": 100.0}, "gemm_bf16": {"gflops": 200.0}, "casnet6": {"gflop_per_slice": 0.01}}
+    saved = {"batch_size": 8, "slices_per_s": 50.0, "gflops": 0.5, "median_s": 0.16}
+    figures = {**gemm, "inference_batch8": saved, "inference_bf16_batch8": {**saved, "gflops": 1.0}}
+    runtime_figures.runtime_section(figures, tmp_path, experiment, quick=True, repeats=1, say=lambda message: None)
+    rows = {(row["runtime"], row["precision"]): row for row in figures["runtimes"]}
+    expected = [("ai-edge-litert", "float32"), ("onnxruntime", "float32"), ("openvino", "bfloat16"),
+                ("openvino", "float32"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")]
+    skipped = {} if _openvino_has_bf16() else {"openvino bfloat16": "openvino computes float32 on this processor, not bfloat16"}
+    assert sorted(rows) == [row for row in expected if f"{row[0]} {row[1]}" not in skipped]
+    assert rows[("tensorflow", "bfloat16")]["vs_gemm"] == pytest.approx(0.01)
+    assert rows[("tensorflow", "bfloat16")]["vs_gemm_same_precision"] == pytest.approx(0.005)
+    for key, row in rows.items():
+        assert row["slices_per_s"] > 0 and row["vs_gemm"] == pytest.approx(row["gflops"] / 100.0), key
+        if key[0] != "tensorflow":
+            assert row["min_psnr_db"] >= MIN_PSNR_DB and row["min_ssim"] >= MIN_SSIM, key
+    assert figures["runtimes_skipped"] == skipped
+    table = runtime_figures.runtime_rows(figures)
+    assert len(table) == 6 and sum("× GEMM fp32" in value for _, _, value in table) == len(rows)

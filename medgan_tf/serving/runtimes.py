@@ -57,6 +57,11 @@ class RuntimeModel:
     def run(self, array: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    @classmethod
+    def computes(cls, session: Any, asked: str) -> str:
+        """What the opened `session` computes in, `asked` unless the runtime chose otherwise."""
+        return asked
+
 
 class OnnxRuntimeModel(RuntimeModel):
     runtime = "onnxruntime"
@@ -86,6 +91,11 @@ class OpenVinoModel(RuntimeModel):
 
     def run(self, array: np.ndarray) -> np.ndarray:
         return self.session(array)[0]
+
+    @classmethod
+    def computes(cls, session: Any, asked: str) -> str:
+        # OpenVINO falls back to f32 silently where the CPU lacks bfloat16 (no BF16 in its capabilities).
+        return "bfloat16" if "bf16" in str(session.get_property("INFERENCE_PRECISION_HINT")) else "float32"
 
 
 class LiteRtModel(RuntimeModel):
@@ -140,6 +150,10 @@ def load_artefact(path: str | Path, precision: str | None = None, compute_dtype:
     except Exception as error:  # each runtime has its own exception types; all mean an unreadable model
         raise UserError(f"{file}: {row.package} cannot load it ({type(error).__name__}: "
                         f"{' '.join(str(error).split())[:300]})") from error
+    asked, compute_dtype = compute_dtype, adapter.computes(session, compute_dtype)
+    if compute_dtype != asked:
+        log.warning("%s: %s computes %s on this processor, not %s (no native %s)", file, row.package, compute_dtype,
+                    asked, asked)
     log.info("%s runs in %s (%s)", file, row.package, compute_dtype)
     return adapter(path=version_dir, config=experiment, normalization=description, compute_dtype=compute_dtype,
                    session=session)
