@@ -185,7 +185,8 @@ def test_bench_has_a_row_per_runtime_and_precision(tmp_path):
     gemm = {"gemm": {"gflops": 100.0}, "gemm_bf16": {"gflops": 200.0}, "casnet6": {"gflop_per_slice": 0.01}}
     saved = {"batch_size": 8, "slices_per_s": 50.0, "gflops": 0.5, "median_s": 0.16}
     figures = {**gemm, "inference_batch8": saved, "inference_bf16_batch8": {**saved, "gflops": 1.0}}
-    runtime_figures.runtime_section(figures, tmp_path, experiment, quick=True, repeats=1, say=lambda message: None)
+    runtime_figures.runtime_section(figures, tmp_path, experiment, quick=True, repeats=1, say=lambda message: None,
+                                    formats=runtime_figures.RUNTIME_FORMATS)
     rows = {(row["runtime"], row["precision"]): row for row in figures["runtimes"]}
     expected = [("ai-edge-litert", "float32"), ("onnxruntime", "float32"), ("openvino", "bfloat16"),
                 ("openvino", "float32"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")]

@@ -22,6 +22,10 @@ import numpy as np
 from medgan_tf.workflows.timing import inference_figures
 
 RUNTIME_FORMATS = ("onnx", "openvino", "litert")
+# tf2onnx (inside Keras' ONNX export) needs more than this machine's 24 GB to convert CasNet-6 at 256²
+# (the bench was killed by the kernel's OOM killer; alone it passed 12 GB within 75 s): the bench leaves
+# ONNX out of its CasNet-6 figures; smaller networks convert in seconds (tests/test_runtimes.py).
+BENCH_LEFT_OUT = {"onnx": "not measured: tf2onnx needs > 24 GB of memory to convert CasNet-6 at 256² (OOM-killed)"}
 BATCH = 8
 
 
@@ -44,9 +48,11 @@ def _accuracy(output: np.ndarray, expected: np.ndarray) -> dict[str, float]:
             "min_ssim": min(metrics.ssim(a, b) for a, b in pairs)}
 
 
-def runtime_section(figures: dict, work_dir: Path, experiment, quick: bool, repeats: int, say: Any) -> None:
+def runtime_section(figures: dict, work_dir: Path, experiment, quick: bool, repeats: int, say: Any,
+                    formats: tuple[str, ...] | None = None) -> None:
     """figures["runtimes"]: one row per runtime and precision (TensorFlow's from the SavedModel
-    figures already measured); figures["runtimes_skipped"]: formats whose runtime is missing."""
+    figures already measured); figures["runtimes_skipped"]: formats whose runtime is missing or
+    that are left out (`formats`: default every runtime format but `BENCH_LEFT_OUT`)."""
     import keras
 
     from medgan_tf.models import build_casnet
@@ -55,8 +61,10 @@ def runtime_section(figures: dict, work_dir: Path, experiment, quick: bool, repe
 
     rows = [_row("tensorflow", "savedmodel", precision, figures[key], figures)
             for key, precision in (("inference_batch8", "float32"), ("inference_bf16_batch8", "bfloat16")) if key in figures]
-    available = [key for key in RUNTIME_FORMATS if not FORMATS[key].missing_modules(FORMATS[key].exporters + (FORMATS[key].runtime,))]
-    figures["runtimes_skipped"] = {key: f"{FORMATS[key].package} not installed" for key in RUNTIME_FORMATS if key not in available}
+    chosen = formats if formats is not None else tuple(k for k in RUNTIME_FORMATS if k not in BENCH_LEFT_OUT)
+    available = [key for key in chosen if not FORMATS[key].missing_modules(FORMATS[key].exporters + (FORMATS[key].runtime,))]
+    figures["runtimes_skipped"] = {key: f"{FORMATS[key].package} not installed" for key in chosen if key not in available}
+    figures["runtimes_skipped"].update({key: BENCH_LEFT_OUT[key] for key in RUNTIME_FORMATS if key not in chosen})
     if available:
         say(f"CasNet-6 export: {', '.join(available)}")
         keras.utils.set_random_seed(0)  # the same weights as the SavedModel's (bench._inference_section)
