@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medgan_tf.evaluation.protocols import PROTOCOLS
 
     parser.add_argument("--model", type=Path, metavar="SAVEDMODEL|RUN",
-                        help="export folder (version or base folder) or a run directory; required with --data; "
+                        help="export folder (version or base folder; or model.onnx, an OpenVINO model.xml or its "
+                             "folder, a model.tflite: `export --format`) or a run directory; required with --data; "
                              "with --pairs, omit it to score the CSV's prediction column")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, metavar="DIR", help="converted dataset (medgan-tf convert)")

@@ -22,12 +22,22 @@ on the machine you serve from). The choice is recorded in assets/precision.json.
 return `output` (the members' mean) and `uncertainty` (their standard deviation, in the output's
 units); `translate` writes the uncertainty with --uncertainty.
 
+--format writes other runtimes' artefacts beside it, comma-separated for several (default
+savedmodel): onnx (ONNX Runtime) → OUT/onnx/<version>/model.onnx, openvino → OUT/openvino/<version>/
+model.xml + model.bin, litert (LiteRT / TFLite) → OUT/litert/<version>/model.tflite; each with the
+same assets/ and the same version number. `translate --model` and `evaluate --model` take any of
+them (the file or its folder) and run it with its own runtime. ONNX and LiteRT compute float32;
+OpenVINO computes bfloat16 too (--precision bfloat16). Which runtime is fastest where: README
+"5. Export and serve".
+
 Examples:
   medgan-tf export runs/pd                         # → savedmodels/<the run's task>/1
   medgan-tf export --ensemble runs/pd_folds        # its fold-1 … fold-K runs, one SavedModel
   medgan-tf export --ensemble runs/a runs/b savedmodels/pd/3 --out savedmodels/pd_ensemble
   medgan-tf export runs/pd --out /models/medgan --version 7
   medgan-tf export runs/pd --precision bfloat16     # bfloat16 convolutions, float32 in and out
+  medgan-tf export runs/pd --format savedmodel,onnx,openvino,litert
+  medgan-tf translate --model savedmodels/pd/onnx/1/model.onnx --input pet.nii.gz --output out.nii.gz
   saved_model_cli show --dir /models/medgan/7 --all
   docker run -p 8501:8501 -v /models/medgan:/models/medgan \\
       -e MODEL_NAME=medgan tensorflow/serving
@@ -38,7 +48,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "export a run's generator as a TF Serving SavedModel (normalized and physical-unit signatures)"
+HELP = ("export a run's generator as a TF Serving SavedModel (normalized and physical-unit signatures) "
+        "and/or ONNX, OpenVINO, LiteRT artefacts")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
                         help="what the served graph computes in (default float32; auto = bfloat16 where this "
                              "processor has it natively); inputs and outputs stay float32")
+    parser.add_argument("--format", default="savedmodel", metavar="FORMAT[,FORMAT...]",
+                        help="what to write, comma-separated: savedmodel (TF Serving, default), onnx (ONNX Runtime), "
+                             "openvino (OpenVINO IR), litert (LiteRT .tflite); all with the same assets and version")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if args.run is not None or args.checkpoint is not None:
             raise UserError("--ensemble takes the members itself (each run's best checkpoint, else its latest); "
                             "leave out RUN and --checkpoint")
+        if args.format != "savedmodel":
+            raise UserError("--ensemble writes a SavedModel only; leave out --format")
         return _run_ensemble(args)
     if args.run is None:
         raise UserError("give a run directory RUN, or --ensemble RUN_OR_EXPORT [...]")
@@ -90,18 +106,23 @@ def _run_ensemble(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace) -> int:
-    from medgan_tf.serving.export import export_run, read_precision
+    from medgan_tf.serving.export import read_precision, run_generator
+    from medgan_tf.serving.formats import FORMATS, export_formats, parse_formats
     from medgan_tf.serving.serving_kit import kit_summary
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints
 
+    parse_formats(args.format)  # an unknown format fails before the checkpoint is read
     which = args.checkpoint or ("best" if checkpoints.best_checkpoint(args.run) else "latest")
     source = checkpoints.resolve_checkpoint(args.run, which)
-    version_dir = export_run(args.run, args.out, args.version, checkpoint=which, precision=args.precision)
-    experiment = checkpoints.read_config(args.run)
+    generator, experiment, out_dir = run_generator(args.run, args.out, which)
+    written = export_formats(generator, experiment, out_dir, args.version, args.precision, args.format)
     description = normalization_description(experiment)
     size = experiment.data.image_size
-    print(f"exported {version_dir} from the {which} checkpoint ({source})")
+    for key, version_dir in written.items():
+        row = FORMATS[key]
+        shown = version_dir if key == "savedmodel" else version_dir / row.marker
+        print(f"exported {shown} ({row.name}, run by {row.package}) from the {which} checkpoint ({source})")
     channels = description["input_channels"]
     if channels == 1:
         print(f"  serving_default: source float32 (-1, {size}, {size}, 1) in [-1, 1] → output (same shape)")
@@ -109,8 +130,12 @@ def _run_one(args: argparse.Namespace) -> int:
         print(f"  serving_default: source float32 (-1, {size}, {size}, {channels}) in [-1, 1] "
               f"({2 * description['context_slices'] + 1} slices × {description['source_channels']} source(s)) "
               f"→ output (-1, {size}, {size}, 1)")
-    print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
-    precision = read_precision(version_dir)
-    print(f"  computes in:     {precision['compute_dtype']} ({precision['chosen']})")
-    print(f"  {kit_summary(version_dir)}")
+    if "savedmodel" in written:
+        print(f"  physical:        {', '.join(description['physical_inputs'])} → output in {description['target']['unit']}")
+    for key, version_dir in written.items():
+        precision = read_precision(version_dir)
+        label = f"{key}: " if len(written) > 1 else ""
+        print(f"  computes in:     {precision['compute_dtype']} ({label}{precision['chosen']})")
+    if "savedmodel" in written:
+        print(f"  {kit_summary(written['savedmodel'])}")
     return 0

@@ -62,7 +62,9 @@ PASS_THROUGH_UNKNOWN_ARGS = True  # Beam pipeline options, with --runner
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="SAVEDMODEL",
-                        help="export folder (a version, or the base folder → highest version) or a run directory")
+                        help="export folder (a version, or the base folder → highest version) or a run directory; "
+                        "also an ONNX model.onnx, an OpenVINO model.xml or its folder, a LiteRT model.tflite "
+                        "(`export --format`), run by its own runtime")
     parser.add_argument("--input", type=Path, metavar="VOL", help="NIfTI file or DICOM series folder (one volume)")
     parser.add_argument("--extra-input", type=Path, action="append", default=[], metavar="VOL",
                         help="multi-source models, with --input: the extra source volume(s), repeated in training "

@@ -4,5 +4,7 @@ directory, one `TranslationModel` interface) and translating whole volumes.
     signatures   — the serving graph and its normalization description
     export       — `export_generator`, `export_run`: TF Serving layout, atomic
     loading      — `load_model`, `TranslationModel`, `ExportedModel`, `RunModel`
+    formats      — the export format table (SavedModel, ONNX, OpenVINO, LiteRT), `export_formats`
+    runtimes     — one adapter per non-TensorFlow runtime (onnxruntime, openvino, ai-edge-litert)
     translation  — `translate_volume`, `translate_file`
 """

@@ -115,10 +115,10 @@ def export_generator(
     return final
 
 
-def publish_version(final: Path, write) -> list[str]:
+def publish_version(final: Path, write, serving_config: bool = True) -> list[str]:
     """`write()` (which publishes the version folder `final`, returning its signature names), with
-    a lost race for `final` or a full disk as a UserError naming it; then the TF Serving config
-    files beside the versions (`serving_kit.write_server_config`)."""
+    a lost race for `final` or a full disk as a UserError naming it; then, for a SavedModel
+    (`serving_config`), the TF Serving config files beside the versions (`serving_kit.write_server_config`)."""
     import tensorflow as tf
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,8 @@ def publish_version(final: Path, write) -> list[str]:
         raise no_room_error(error, f"the export {final}") or error
     except tf.errors.OpError as error:
         raise no_room_error(error, f"the export {final}") or error
-    write_server_config(final.parent)  # beside the versions, once: TF Serving's model and batching config
+    if serving_config:
+        write_server_config(final.parent)  # beside the versions, once: TF Serving's model and batching config
     return signatures
 
 
@@ -150,6 +151,19 @@ def check_new_version(out_dir: Path, version: int | None) -> Path:
     return final
 
 
+def write_assets(asset_dir: Path, experiment: config_lib.ExperimentConfig, description: dict, compute_dtype: str,
+                 reason: str, more_assets: dict[str, dict] | None = None) -> None:
+    """The export's assets into the new folder `asset_dir`: config.json (+ the serving input),
+    normalization.json, precision.json and `more_assets` (file name → JSON content). Every export
+    format carries these same files (`medgan_tf.serving.formats`)."""
+    asset_dir.mkdir()
+    config_asset = {**config_lib.to_dict(experiment), config_lib.SERVING_INPUT_KEY: serving_input(experiment.data)}
+    contents = {CONFIG_ASSET: config_asset, NORMALIZATION_ASSET: description,
+                PRECISION_ASSET: precision_description(compute_dtype, reason), **(more_assets or {})}
+    for name, content in contents.items():
+        (asset_dir / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+
+
 def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path, description: dict,
                    compute_dtype: str, reason: str, members: list | None = None,
                    more_assets: dict[str, dict] | None = None) -> list[str]:
@@ -161,15 +175,7 @@ def _write_version(served, experiment: config_lib.ExperimentConfig, final: Path,
     # The folder appears under its version number only when complete: TF Serving polls for new ones.
     with files.atomic_folder(final, replace=False, kind="export") as staging:
         asset_dir = staging / ".asset-sources"  # copied into staging/assets/ by tf.saved_model.save
-        asset_dir.mkdir()
-        config_asset = {**config_lib.to_dict(experiment), config_lib.SERVING_INPUT_KEY: serving_input(experiment.data)}
-        (asset_dir / CONFIG_ASSET).write_text(json.dumps(config_asset, indent=2, sort_keys=True) + "\n")
-        (asset_dir / NORMALIZATION_ASSET).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
-        (asset_dir / PRECISION_ASSET).write_text(
-            json.dumps(precision_description(compute_dtype, reason), indent=2, sort_keys=True) + "\n"
-        )
-        for name, content in (more_assets or {}).items():
-            (asset_dir / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        write_assets(asset_dir, experiment, description, compute_dtype, reason, more_assets)
         module, signatures = build_module(served, description, members)
         module.more_assets = [tf.saved_model.Asset(str(asset_dir / name)) for name in (more_assets or {})]
         # Tracked Asset objects are copied into <version>/assets/ by tf.saved_model.save.
@@ -194,6 +200,13 @@ def export_run(
     """Export a run directory's checkpoint: `checkpoint` "best" (the best by validation), "latest",
     a step number or a prefix; None = the best when the run has validated, else the latest (the
     log says which). `out_dir` defaults to savedmodels/<task>; `precision` as in `export_generator`."""
+    generator, experiment, out_dir = run_generator(run_dir, out_dir, checkpoint)
+    return export_generator(generator, experiment, out_dir, version, precision=precision)
+
+
+def run_generator(run_dir: str | Path, out_dir: str | Path | None, checkpoint: str | None):
+    """(generator, experiment, out_dir) of a run for `export_run`: `checkpoint` None = the best
+    when the run has validated, else the latest (the log says which); `out_dir` None = savedmodels/<task>."""
     from medgan_tf.training import checkpoints
 
     if checkpoint is None:
@@ -201,6 +214,4 @@ def export_run(
     log.info("exporting the %s checkpoint of %s: %s", checkpoint, run_dir,
              checkpoints.resolve_checkpoint(Path(run_dir), checkpoint))
     generator, experiment = checkpoints.load_generator(Path(run_dir), checkpoint)
-    if out_dir is None:
-        out_dir = Path("savedmodels") / experiment.task
-    return export_generator(generator, experiment, out_dir, version, precision=precision)
+    return generator, experiment, Path("savedmodels") / experiment.task if out_dir is None else Path(out_dir)

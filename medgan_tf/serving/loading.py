@@ -1,9 +1,9 @@
 """Loading a trained generator for inference: an export or a run directory, one interface.
 
-`load_model(path)` accepts an export (`medgan-tf export` output: a version folder or its base
-folder) or a run directory (the generator restored from a checkpoint). Both give a
-`TranslationModel`: callable on normalized slices, with the run's config and the normalization
-description, so translation and evaluation do not care which one they got.
+`load_model(path)` accepts an export (`medgan-tf export` output in any format: a version folder,
+its base folder, an ONNX/OpenVINO/LiteRT model file) or a run directory (the generator restored
+from a checkpoint). All give a `TranslationModel`: callable on normalized slices, with the run's
+config and normalization description, so translation and evaluation do not care which they got.
 
 Every input is checked here before the graph runs, with a UserError naming the expected spec:
 dtype (float32 only: TensorFlow's own binding casts a numpy float64/int32/float16 array silently
@@ -39,7 +39,8 @@ from medgan_tf.serving.signatures import (
 log = logging.getLogger(__name__)
 
 
-NOT_A_MODEL = ("{path} is neither a SavedModel export (saved_model.pb, or numeric version folders with one) "
+NOT_A_MODEL = ("{path} is neither an export (a SavedModel: saved_model.pb, or numeric version folders with one; "
+               "model.onnx, an OpenVINO model.xml or a model.tflite, or a folder holding one) "
                "nor a run directory (config.json + checkpoints/)")
 
 
@@ -65,20 +66,21 @@ class TranslationModel(Protocol):
     def __call__(self, source: Any) -> np.ndarray: ...
 
 
-def resolve_export_dir(path: str | Path) -> Path:
-    """A version folder (holding saved_model.pb) from itself or from its model base folder
-    (then the highest numeric version, as TF Serving would serve)."""
+def resolve_export_dir(path: str | Path, marker: str = "saved_model.pb") -> Path:
+    """A version folder (holding `marker`: saved_model.pb, or another format's model file,
+    `medgan_tf.serving.formats`) from itself or from its model base folder (then the highest
+    numeric version, as TF Serving would serve)."""
     path = Path(path)
-    if (path / "saved_model.pb").is_file():
+    if (path / marker).is_file():
         return path
     if path.is_dir():
         versions = sorted(
-            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
+            (int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / marker).is_file())
         )
         if versions:
             return path / str(versions[-1])
     raise UserError(
-        f"{path} is not a medgan-tf export; expected a folder with saved_model.pb or numeric version "
+        f"{path} is not a medgan-tf export; expected a folder with {marker} or numeric version "
         "folders holding one (the output of `medgan-tf export`)"
     )
 
@@ -268,22 +270,23 @@ def load_export(path: str | Path, precision: str | None = None) -> ExportedModel
     import tensorflow as tf
 
     version_dir = resolve_export_dir(path)
-    _check_export_precision(version_dir, precision)
-    experiment, description = _read_assets(version_dir)
+    check_export_precision(version_dir, precision)
+    experiment, description = read_assets(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     if SERVING_SIGNATURE not in loaded.signatures:
         raise UserError(f"{version_dir} has no {SERVING_SIGNATURE!r} signature; found {sorted(loaded.signatures)}")
     return ExportedModel(path=version_dir, config=experiment, normalization=description, loaded=loaded)
 
 
-def _read_assets(version_dir: Path) -> tuple[config_lib.ExperimentConfig, dict[str, Any]]:
-    """(ExperimentConfig, normalization description) from an export version's assets."""
+def read_assets(version_dir: Path) -> tuple[config_lib.ExperimentConfig, dict[str, Any]]:
+    """(config, normalization description) from an export's assets/ (any format's)."""
     assets = version_dir / "assets"
     try:
         experiment = config_lib.experiment_from_json((assets / CONFIG_ASSET).read_text())
         description = json.loads((assets / NORMALIZATION_ASSET).read_text())
     except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and {NORMALIZATION_ASSET}") from error
+        raise UserError(f"{version_dir}: cannot read the export's assets ({error}); expected {CONFIG_ASSET} and "
+                        f"{NORMALIZATION_ASSET} in assets/ beside the model (the output of `medgan-tf export`)") from error
     return experiment, description
 
 
@@ -314,7 +317,7 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def _check_export_precision(version_dir: Path, precision: str | None) -> None:
+def check_export_precision(version_dir: Path, precision: str | None) -> None:
     from medgan_tf.serving.export import read_precision
     from medgan_tf.training.runtime import choose_inference_precision
 
@@ -338,7 +341,7 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
     for another one is an error that says how to re-export."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
+        raise UserError(f"{path} does not exist; expected an export (SavedModel, ONNX, OpenVINO, LiteRT) or a run directory")
     if is_export(path):
         return load_export(path, precision)
     if is_run_dir(path):
@@ -352,13 +355,18 @@ def load_model(path: str | Path, checkpoint: str | None = None, precision: str |
             generator = generator_in_precision(generator, experiment, compute_dtype)
             log.info("running %s in %s (%s)", path, compute_dtype, reason)
         return RunModel(path, experiment, normalization_description(experiment), generator)
+    from medgan_tf.serving.formats import FORMATS
+    from medgan_tf.serving.runtimes import load_artefact
+
+    if any(row.claims(path) for _, row in FORMATS.items()):
+        return load_artefact(path, precision)  # ONNX, OpenVINO, LiteRT
     raise UserError(NOT_A_MODEL.format(path=path))
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What a model says of itself without its network: the folder `load_model` would load (an
-    export's version folder, or the run directory) and its ExperimentConfig."""
+    """A model's folder that `load_model` would load (an export's version folder, or the run
+    directory) and its ExperimentConfig, read without the network."""
 
     path: Path
     config: config_lib.ExperimentConfig
@@ -369,17 +377,20 @@ def model_info(path: str | Path, precision: str | None = None) -> ModelInfo:
     (for a driver that hands the model to worker processes, each loading its own), with the checks
     and errors of `load_model`: a missing path, neither an export nor a run, an export's assets or
     precision, a run without a checkpoint."""
+    from medgan_tf.serving.formats import FORMATS
+
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist; expected a SavedModel export or a run directory")
-    if is_export(path):
-        version_dir = resolve_export_dir(path)
-        if precision not in (None, "export"):  # (the check imports TensorFlow, which a driver may not need)
-            _check_export_precision(version_dir, precision)
-        return ModelInfo(version_dir, _read_assets(version_dir)[0])
+        raise UserError(f"{path} does not exist; expected an export or a run directory")
     if is_run_dir(path):
         from medgan_tf.training import checkpoints
 
         checkpoints.resolve_checkpoint(path)
         return ModelInfo(path, checkpoints.read_config(path))
+    for _, row in FORMATS.items():  # a SavedModel, or ONNX / OpenVINO / LiteRT with their assets/ beside
+        if row.claims(path):
+            version_dir = row.version_dir(path)
+            if precision not in (None, "export"):  # (the check imports TensorFlow, which a driver may not need)
+                check_export_precision(version_dir, precision)
+            return ModelInfo(version_dir, read_assets(version_dir)[0])
     raise UserError(NOT_A_MODEL.format(path=path))

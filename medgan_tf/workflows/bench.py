@@ -20,6 +20,8 @@ Figures (keys of `run_bench(...)["figures"]`; `_bf16` = the same in bfloat16):
   convert_register_{none,rigid} pairs/s of misaligned MR/CT pairs (synth --misalign 6,4), 2 workers
   archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 volumes of 256², volumes/minute,
                                 with 1 and 2 Beam worker processes (`medgan_tf.workflows.beam_figures`)
+  runtimes                      CasNet-6 batch-8 inference per runtime and precision (TensorFlow, ONNX Runtime,
+                                OpenVINO, LiteRT), slices/s and fraction of GEMM (`medgan_tf.workflows.runtime_figures`)
 
 Targets: inference at batch 8 ≥ 0.8 × GEMM GFLOP/s; translate ≤ 1.2 × slices × the
 batch-8 per-slice time; input pipeline ≥ 20 × the slices/s the demo training consumes; 2 Beam
@@ -46,6 +48,7 @@ from medgan_tf import tasks
 from medgan_tf.presets import MODELS
 from medgan_tf.workflows.beam_figures import archive_rows, archive_section, convert_figures
 from medgan_tf.workflows.demo import DEMO_PRESET as _DEMO
+from medgan_tf.workflows.runtime_figures import runtime_rows, runtime_section
 from medgan_tf.workflows.timing import (  # noqa: F401  (re-exported: the measurements live in timing)
     gemm_gflops,
     inference_figures,
@@ -135,6 +138,7 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         say("GEMM bfloat16")
         figures["gemm_bf16"] = gemm_gflops(2048 if quick else 4096, repeats=3 if quick else 5, warmup=1, dtype="bfloat16")
         experiment = _inference_section(figures, work_dir, quick, repeats, say)
+        runtime_section(figures, work_dir, experiment, quick, repeats, say)
         _training_section(figures, experiment, quick, repeats, say)
         _conversion_section(figures, work_dir, quick, repeats, say)
         archive_section(figures, work_dir, quick, repeats, say)
@@ -344,7 +348,7 @@ def _figure_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
         if item:
             rows.append(("conversion", f"--register {register}, {item['pairs']} misaligned pairs, 2 workers",
                          f"{item['pairs_per_s']:.2f} pairs/s ({item['seconds']:.1f} s)"))
-    return rows + archive_rows(f)
+    return rows + runtime_rows(f) + archive_rows(f)
 
 
 def format_table(report: dict[str, Any]) -> str:
