@@ -173,6 +173,27 @@ def test_the_model_handler_in_a_pipeline_of_ones_own(savedmodel):
         assert_that(outputs, check)
 
 
+def test_the_model_handler_runs_an_element_in_passes_of_batch_size(savedmodel):
+    """batch_size 2 on 5 slices: three forward passes of 2, 2 and 1 slices (as the local loop runs a
+    volume), their outputs in order; an empty element gives an empty output."""
+    from medgan_tf.serving.loading import load_model
+    from medgan_tf.serving.model_handler import SliceModelHandler
+
+    model = load_model(savedmodel)
+    calls = []
+
+    def counted(array):
+        calls.append(len(array))
+        return model(array)
+
+    slices = np.random.default_rng(3).uniform(-1, 1, (5, 64, 64, 1)).astype(np.float32)
+    (result,) = SliceModelHandler(savedmodel, batch_size=2).run_inference([slices], counted)
+    assert calls == [2, 2, 1]
+    np.testing.assert_array_equal(result.inference, np.concatenate([model(slices[i : i + 2]) for i in (0, 2, 4)]))
+    (empty,) = SliceModelHandler(savedmodel, batch_size=2).run_inference([slices[:0]], model)
+    assert empty.inference.shape == (0, 64, 64, 1)
+
+
 def test_an_upload_that_fails_leaves_no_object(store, tmp_path, monkeypatch):
     """What a bundle that fails in the middle of writing leaves on an object store: nothing under the
     output's name or beside it (the runner's retry writes it whole)."""
@@ -195,8 +216,9 @@ def test_an_upload_that_fails_leaves_no_object(store, tmp_path, monkeypatch):
 
 def test_a_retried_bundle_writes_the_same_complete_output_once(savedmodel, tmp_path):
     """RestoreAndWrite run twice on one row (what a runner does when it retries a bundle) leaves one
-    complete output with the same bytes; a row whose batches did not all come back writes nothing."""
+    complete output with the same bytes; a row whose tiles did not all come back writes nothing."""
     from apache_beam import pvalue
+    from apache_beam.ml.inference.base import PredictionResult
 
     from medgan_tf.serving import archive
     from medgan_tf.serving.loading import load_model
@@ -207,21 +229,20 @@ def test_a_retried_bundle_writes_the_same_complete_output_once(savedmodel, tmp_p
     job = archive.Job(str(savedmodel), model.config, model_description(model), "nifti", 1, 0.25, True)
     row = {"line": 2, "input": tmp_path / "in" / "pet0.nii.gz", "output": tmp_path / "out" / "p0.nii.gz",
            "extra_inputs": (), "like": None}
-    emitted = list(archive.PrepareFn(job).process(row))
-    plan = next(item.value[1] for item in emitted if isinstance(item, pvalue.TaggedOutput))
-    outputs = [(key[1], model(tiles)) for key, tiles in (item for item in emitted if not isinstance(item, pvalue.TaggedOutput))]
-    assert plan["batches"] == len(outputs) > 1  # batch size 1: a batch per slice of the model grid
+    (plan, tiles), = [item for item in archive.PrepareFn(job).process(row) if not isinstance(item, pvalue.TaggedOutput)]
+    assert len(tiles) == plan["tiles"] > 1  # a tile per slice of the model grid
+    result = PredictionResult(tiles, model(tiles))
     write = archive.RestoreAndWriteFn(job)
     outcomes, written = [], []
     for _ in range(2):
-        outcomes += list(write.process((2, {"plan": [plan], "outputs": outputs})))
+        outcomes += list(write.process((plan, result)))
         written.append(files_under(tmp_path / "out"))
     assert [json.loads(outcome)["outcome"] for outcome in outcomes] == ["written", "written"]
     assert list(written[0]) == ["p0.nii.gz"] and written[0] == written[1]
     row["output"] = tmp_path / "lost" / "p0.nii.gz"
     plan = dict(plan, item=row)
-    (lost,) = write.process((2, {"plan": [plan], "outputs": outputs[1:]}))
-    assert f"{len(outputs)} batches went to the model, {len(outputs) - 1} came back; nothing was written" in lost
+    (lost,) = write.process((plan, PredictionResult(tiles, result.inference[1:])))
+    assert f"{len(tiles)} tiles went to the model, {len(tiles) - 1} came back; nothing was written" in lost
     assert not (tmp_path / "lost").exists()
 
 
@@ -256,3 +277,23 @@ def test_evaluate_pairs_with_a_runner_scores_as_the_local_path(tmp_path, capsys,
     for row, metrics in local["summary"].items():
         for metric, summary in metrics.items():
             assert beam["summary"][row][metric]["mean"] == pytest.approx(summary["mean"], rel=1e-5, abs=1e-6), (row, metric)
+
+
+def test_the_driver_reads_an_export_without_tensorflow(savedmodel):
+    """`loading.model_info` (what the archive driver reads before handing the model to its workers)
+    gives an export's version folder and config without importing TensorFlow: the driver does not
+    pay TensorFlow's import (seconds) for a network only its workers load."""
+    import subprocess
+    import sys
+
+    from medgan_tf.serving.loading import load_model
+
+    code = ("import json, sys; from medgan_tf import config; from medgan_tf.serving.loading import model_info; "
+            f"info = model_info({str(savedmodel.parent)!r}); "
+            "print(json.dumps([str(info.path), config.to_dict(info.config), 'tensorflow' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    path, settings, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    from medgan_tf import config
+
+    assert Path(path) == savedmodel and not imported
+    assert settings == json.loads(json.dumps(config.to_dict(load_model(savedmodel).config)))

@@ -256,6 +256,14 @@ def write_task_pairs(task: "str | tasks.Task", out_dir: str | Path, image_size: 
                                    options=options, misalign=misalign)
 
 
+def write_pet_cohort(out_dir: str | Path, volumes: int, seed: int = 0) -> Path:
+    """`volumes` whole-trunk PET scans on a scanner's native grid (the pet_denoise phantom's
+    sources: 64 × 64 × 32 voxels of 2.8 × 2.8 × 2 mm, 64 slices on a 1 mm model grid) under
+    `out_dir`, as pairs whose sources are the PETs; returns the pairs CSV. The cohort a PET-source
+    model translates in the benchmark's whole-archive figures."""
+    return write_task_pairs("pet_denoise", out_dir, PET_DENOISE_SHAPE[0], patients=volumes, seed=seed)
+
+
 def phantom_of(task: "str | tasks.Task") -> str:
     """The phantom (a key of `GENERATORS`) of `task`; a UserError for a task without one (a task
     of your own: convert your own pairs)."""

@@ -382,15 +382,15 @@ def model_info(path: str | Path, precision: str | None = None) -> ModelInfo:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; expected an export or a run directory")
+    for _, row in FORMATS.items():  # a SavedModel, or ONNX / OpenVINO / LiteRT with their assets/ beside
+        if row.claims(path):  # (first: a run directory's check imports TensorFlow, which a driver may not need)
+            version_dir = row.version_dir(path)
+            if precision not in (None, "export"):  # (so does the precision check)
+                check_export_precision(version_dir, precision)
+            return ModelInfo(version_dir, read_assets(version_dir)[0])
     if is_run_dir(path):
         from medgan_tf.training import checkpoints
 
         checkpoints.resolve_checkpoint(path)
         return ModelInfo(path, checkpoints.read_config(path))
-    for _, row in FORMATS.items():  # a SavedModel, or ONNX / OpenVINO / LiteRT with their assets/ beside
-        if row.claims(path):
-            version_dir = row.version_dir(path)
-            if precision not in (None, "export"):  # (the check imports TensorFlow, which a driver may not need)
-                check_export_precision(version_dir, precision)
-            return ModelInfo(version_dir, read_assets(version_dir)[0])
     raise UserError(NOT_A_MODEL.format(path=path))

@@ -13,10 +13,11 @@ batches of prepared slices, loaded once per worker process.
          | beam.MapTuple(lambda key, result: (key, result.inference.shape))
          | beam.Map(print))
 
-An element is one batch of model inputs as `medgan_tf.data.preparation.prepare` makes them (S×S
-normalized slices or tiles, C_in = 1 or a 2.5D / multi-source window); its inference is the
-(B, S, S, 1) normalized output. Each element goes through the model as one forward pass, as the
-local `translate` runs its batches, so a pipeline reproduces its outputs bit for bit; RunInference
+An element is a stack of model inputs as `medgan_tf.data.preparation.prepare` makes them (S×S
+normalized slices or tiles, C_in = 1 or a 2.5D / multi-source window; any number, e.g. a whole
+volume's); its inference is the (N, S, S, 1) normalized output. With `batch_size`, an element goes
+through the model in forward passes of `batch_size` slices in order, as the local `translate` runs
+a volume, so a pipeline reproduces its outputs bit for bit; without, in one pass. RunInference
 groups elements only to share the call overhead. Beam keeps the loaded model in a per-process
 shared handle (`load_model` runs once per worker process, not per bundle).
 """
@@ -54,14 +55,16 @@ class SliceModelHandler(ModelHandler[np.ndarray, PredictionResult, TranslationMo
     folder, or a run directory, on a filesystem every worker sees); `precision` as `translate
     --precision`. `max_elements` caps how many batches one RunInference call receives. `threads`
     (None: TensorFlow's default, every core) caps the threads of one worker process's TensorFlow,
-    so that N worker processes on one machine share its cores instead of each taking them all."""
+    so that N worker processes on one machine share its cores instead of each taking them all.
+    `batch_size` (None: a whole element at once) is the most slices of one forward pass."""
 
     def __init__(self, model_path: str | Path, precision: str = "export", max_elements: int = 4,
-                 threads: int | None = None):
+                 threads: int | None = None, batch_size: int | None = None):
         super().__init__(min_batch_size=1, max_batch_size=max(1, int(max_elements)))
         self._model_path = str(model_path)
         self._precision = precision
         self._threads = threads
+        self._batch_size = int(batch_size) if batch_size else None
 
     def load_model(self) -> TranslationModel:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -77,9 +80,15 @@ class SliceModelHandler(ModelHandler[np.ndarray, PredictionResult, TranslationMo
 
     def run_inference(self, batch: Sequence[np.ndarray], model: TranslationModel,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        """Every element (B, S, S, C_in) → PredictionResult(element, (B, S, S, 1) float32)."""
-        return [PredictionResult(slices, np.asarray(model(slices), dtype=np.float32), self._model_path)
-                for slices in batch]
+        """Every element (N, S, S, C_in) → PredictionResult(element, (N, S, S, 1) float32)."""
+        return [PredictionResult(slices, self._translate(model, slices), self._model_path) for slices in batch]
+
+    def _translate(self, model: TranslationModel, slices: np.ndarray) -> np.ndarray:
+        step = self._batch_size or len(slices)
+        if len(slices) <= step:  # (also an empty element: the model answers it)
+            return np.asarray(model(slices), dtype=np.float32)
+        return np.concatenate([np.asarray(model(slices[start : start + step]), dtype=np.float32)
+                               for start in range(0, len(slices), step)])
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return int(sum(np.asarray(slices).nbytes for slices in batch))

@@ -64,18 +64,19 @@ def _cpu_seconds() -> float:
 
 def archive_figures(work_dir: Path, volumes: int, image_size: int, workers: int, repeats: int) -> dict[str, Any]:
     """volumes per minute of `serving.archive.translate_archive` end to end (pipeline start →
-    report) over `volumes` synthetic PET volumes of `image_size`² slices with `workers` DirectRunner
-    worker processes (each loads the model once), through a small CasNet export (`ARCHIVE_MODEL`).
+    report) over `volumes` synthetic whole-trunk PET scans (`write_pet_cohort`: 64 slices each on
+    the model's grid) with `workers` DirectRunner worker processes (each loads the model once),
+    through a small CasNet export of `image_size`² slices (`ARCHIVE_MODEL`).
 
     Each worker process computes with one TensorFlow thread, as a worker of a cluster has its own
     cores: the figure says how the volumes spread over workers, not how TensorFlow's own threads
     share this machine's cores (with all cores, one worker's inference already uses them all)."""
-    from medgan_tf.data.synthetic import write_task_pairs
+    from medgan_tf.data.synthetic import write_pet_cohort
     from medgan_tf.serving.archive import ArchiveOptions, translate_archive
 
-    csv_path = work_dir / f"archive-{volumes}-{image_size}" / "pairs.csv"
+    csv_path = work_dir / f"archive-pet-{volumes}" / "pairs.csv"
     if not csv_path.is_file():
-        write_task_pairs(tasks.REFERENCE_TASK, csv_path.parent, image_size, patients=volumes, seed=1)
+        write_pet_cohort(csv_path.parent, volumes, seed=1)
     model = _archive_model(work_dir / f"archive-model-{image_size}", image_size)
     out = work_dir / f"archive-out-{workers}"
     options = ArchiveOptions(inputs=str(csv_path), output_dir=str(out), model=str(model), runner="DirectRunner",
@@ -124,8 +125,8 @@ def _archive_model(folder: Path, image_size: int) -> Path:
 
 
 def archive_section(figures: dict, work_dir: Path, quick: bool, repeats: int, say: Any) -> None:
-    """archive_workers{1,2}: the whole-archive translation of 16 volumes of 256², the paper's slice
-    size (--quick: 8 of 128²). One timed run each (`repeats` is not used): a run is minutes of
+    """archive_workers{1,2}: the whole-archive translation of 16 whole-trunk PET volumes by a model
+    of 256² slices, the paper's size (--quick: 8 volumes, 128²). One timed run each (`repeats` is not used): a run is minutes of
     work, its spread between runs about 1 %, and each starts its worker processes afresh, so the
     figure includes what a cohort pays once per worker (TensorFlow's import, the model's load)."""
     for workers in (1, 2):

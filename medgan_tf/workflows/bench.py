@@ -18,8 +18,9 @@ Figures (keys of `run_bench(...)["figures"]`; `_bf16` = the same in bfloat16):
   input_pipeline                `dataset.make_dataset` over the TFRecords just converted, augmented
   convert_workers{1,2}          `pipelines.convert` end to end with 1 and 2 Beam worker processes
   convert_register_{none,rigid} pairs/s of misaligned MR/CT pairs (synth --misalign 6,4), 2 workers
-  archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 volumes of 256², volumes/minute,
-                                with 1 and 2 Beam worker processes (`medgan_tf.workflows.beam_figures`)
+  archive_workers{1,2}          `translate --inputs --runner` (serving.archive) of 16 whole-trunk PET volumes (64
+                                slices of 256² each), volumes/minute, with 1 and 2 Beam worker processes
+                                (`medgan_tf.workflows.beam_figures`)
   runtimes                      CasNet-6 batch-8 inference per runtime and precision (TensorFlow, ONNX Runtime,
                                 OpenVINO, LiteRT), slices/s and fraction of GEMM (`medgan_tf.workflows.runtime_figures`)
 
