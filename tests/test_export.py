@@ -178,13 +178,27 @@ def test_versions_are_numbered_and_never_overwritten(exported):
     assert main(["export", str(root / "run"), "--out", str(base), "--version", "4"]) == 2
 
 
-def test_failed_export_leaves_no_version_folder(exported, monkeypatch):
+def test_failed_export_leaves_no_version_folder(exported, monkeypatch, tmp_path):
+    """A crash inside the SavedModel write leaves no version folder; and at that moment everything
+    the export had written was inside its staging folder beside the versions (its asset sources
+    too), none in the temporary folder: a kill there leaves nothing in /tmp, and the next export
+    removes the staging folder."""
+    import tempfile
+
     import tensorflow as tf
 
     root, generator, experiment = exported
     from medgan_tf.serving import export
 
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    seen = {}
+
     def broken_save(*args, **kwargs):
+        staging = Path(args[1])
+        seen.update(staging=staging, assets=sorted(p.name for p in (staging / ".asset-sources").iterdir()),
+                    temporary=list(temporary.iterdir()))
         Path(args[1], "saved_model.pb").write_bytes(b"half")  # a partial write, then a crash
         raise RuntimeError("disk full")
 
@@ -193,6 +207,9 @@ def test_failed_export_leaves_no_version_folder(exported, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export.export_generator(generator, experiment, base)
     assert list(base.iterdir()) == []
+    assert seen["staging"].parent == base and seen["staging"].name.startswith(".1.export-")
+    assert seen["assets"] == ["config.json", "normalization.json", "precision.json"]
+    assert seen["temporary"] == [] and list(temporary.iterdir()) == []
 
 
 def test_pet_ct_physical_signature_uses_the_hu_window(tmp_path):
