@@ -61,7 +61,8 @@ def test_train_folds_export_the_ensemble_and_translate_with_its_uncertainty(tmp_
     assert cli.main(["export", "--ensemble", str(run), "--out", str(tmp_path / "export")]) == 0
     ensemble = loading.load_model(tmp_path / "export")
     source = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
-    members = np.stack([loading.load_model(run / f"fold-{k}")(source) for k in range(1, 4)])
+    # The export computes in float32 (its default); the members too, whatever their runs' mixed precision.
+    members = np.stack([loading.load_model(run / f"fold-{k}", precision="float32")(source) for k in range(1, 4)])
     both = ensemble.with_uncertainty(source)
     np.testing.assert_allclose(both[..., :1], members.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(both[..., 1:], members.std(axis=0), atol=1e-5)

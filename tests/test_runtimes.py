@@ -45,7 +45,11 @@ def _volume(root: Path) -> Path:
 def test_every_artefact_carries_the_same_assets_and_version(exported):
     root, _ = exported
     models = root / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["1", "litert", "onnx", "openvino"]
+    # (models.config and batching_parameters.txt: the TF Serving kit, beside the SavedModel versions only)
+    assert sorted(p.name for p in models.iterdir()) == ["1", "batching_parameters.txt", "litert", "models.config", "onnx",
+                                                        "openvino"]
+    assert not any((models / key / name).exists() for key in ("litert", "onnx", "openvino")
+                   for name in ("models.config", "batching_parameters.txt"))
     reference = {p.name: p.read_bytes() for p in (models / "1" / "assets").iterdir()}
     assert sorted(reference) == ["config.json", "normalization.json", "precision.json"]
     for key, marker in (("onnx", "model.onnx"), ("openvino", "model.xml"), ("litert", "model.tflite")):

@@ -150,7 +150,7 @@ def test_unreadable_inputs_are_clear_errors(savedmodel, tmp_path, capsys):
     assert main(["translate", "--model", str(savedmodel), "--input", str(tmp_path / "garbage.nii"), "--output", str(tmp_path / "o.png")]) == 2
     assert "must be a NIfTI file name" in capsys.readouterr().err
     assert main(["translate", "--model", str(tmp_path), "--input", str(tmp_path / "garbage.nii"), "--output", str(tmp_path / "o.nii")]) == 2
-    assert "neither a SavedModel export" in capsys.readouterr().err
+    assert "is neither an export (a SavedModel" in capsys.readouterr().err
 
 
 def test_wrong_modality_is_refused(tmp_path):

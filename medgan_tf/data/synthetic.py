@@ -150,8 +150,8 @@ def _cbct_ct(rng: np.random.Generator, fov: float | None) -> tuple[Volume, Volum
 
 def _ct_denoise(rng: np.random.Generator, fov: float | None, full_dose_photons: float = simulations.FULL_DOSE_PHOTONS,
                 pixels: int | None = None) -> tuple[Volume, Volume, dict]:
-    shape = simulations.CT_DENOISE_SHAPE if pixels is None else (int(pixels), int(pixels), simulations.CT_DENOISE_SHAPE[2])
-    pair = simulations.simulate_ct_denoise(rng, fov or 400.0, shape=shape, full_dose_photons=full_dose_photons)
+    grid = {} if pixels is None else {"shape": (int(pixels), int(pixels), simulations.CT_DENOISE_SHAPE[2])}
+    pair = simulations.simulate_ct_denoise(rng, fov or 400.0, full_dose_photons=full_dose_photons, **grid)
     return _volumes(pair, ("CT", "HU"), ("CT", "HU"))
 
 

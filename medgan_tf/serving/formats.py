@@ -160,6 +160,8 @@ def export_formats(generator, experiment, out_dir: str | Path, version: int | No
 
 def _export_runtime(row: ModelFormat, generator, experiment, final: Path, precision: str) -> Path:
     """One ONNX / OpenVINO / LiteRT version folder through Keras' `Model.export`, published complete."""
+    import numpy as np
+
     from medgan_tf import files
     from medgan_tf.serving.export import publish_version, write_assets
     from medgan_tf.serving.signatures import normalization_description
@@ -167,6 +169,8 @@ def _export_runtime(row: ModelFormat, generator, experiment, final: Path, precis
 
     compute_dtype, reason = format_precision(row, precision)
     served = generator_in_precision(generator, experiment, "float32")  # the runtime applies bfloat16 itself
+    size, channels = int(experiment.data.image_size), int(experiment.data.input_channels)
+    served(np.zeros((1, size, size, channels), np.float32), training=False)  # Keras exports only a model once called
 
     def write() -> list[str]:
         with files.atomic_folder(final, replace=False, kind="export") as staging:

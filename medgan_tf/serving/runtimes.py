@@ -95,7 +95,8 @@ class OpenVinoModel(RuntimeModel):
     @classmethod
     def computes(cls, session: Any, asked: str) -> str:
         # OpenVINO falls back to f32 silently where the CPU lacks bfloat16 (no BF16 in its capabilities).
-        return "bfloat16" if "bf16" in str(session.get_property("INFERENCE_PRECISION_HINT")) else "float32"
+        hint = session.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type: bf16 or f32
+        return "bfloat16" if getattr(hint, "get_type_name", lambda: str(hint))() == "bf16" else "float32"
 
 
 class LiteRtModel(RuntimeModel):
