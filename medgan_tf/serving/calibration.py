@@ -25,7 +25,7 @@ from medgan_tf.errors import UserError
 CALIBRATION_SLICES = 100  # slices the int8 ranges are calibrated on
 GATE_SLICES = 20          # further slices, held out of the calibration, the accuracy gate runs on
 CALIBRATION_SEED = 0
-SHUFFLE_BUFFER = 2048     # records the draw picks from (the training pipeline's shuffle)
+SHUFFLE_BUFFER = 512      # records the draw picks from (the training pipeline's default shuffle)
 
 
 @dataclasses.dataclass(frozen=True)

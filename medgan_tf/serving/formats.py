@@ -130,7 +130,7 @@ def format_precision(row: ModelFormat, precision: str) -> tuple[str, str]:
 
     if precision == INT8:
         if INT8 in row.quantized:
-            return INT8, "--precision int8: post-training int8, calibrated on training records, within the bound"
+            return INT8, "--precision int8: post-training quantization (how it was calibrated and checked: quantization)"
         raise UserError(f"--format {row.key} with --precision int8: {row.name} has no post-training int8 here; "
                         f"int8 is offered by {', '.join(offering_int8())} (--format {','.join(offering_int8())})")
     compute_dtype, reason = choose_inference_precision(precision)

@@ -21,6 +21,8 @@ measures int8 rows without the refusal (`enforce=False`): it reports, the export
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 INT8 = "int8"
 MIN_PSNR_DB = 45.0  # the accuracy bound of every export format against float32, per slice, 0–255 scale
 MIN_SSIM = 0.999
+GATE_BATCH = 8  # slices per call of the gate's runs
 WORK_NAME = "float32"  # the float32 artefact a quantizer starts from, removed from the version folder
 
 
@@ -98,7 +101,9 @@ def quantize_openvino(served, staging: Path, marker: str, slices: np.ndarray) ->
     float_file = staging / f"{WORK_NAME}.xml"
     served.export(str(float_file), format="openvino", verbose=False)
     model = openvino.Core().read_model(str(float_file))
-    quantized = nncf.quantize(model, nncf.Dataset(_batches(slices)), subset_size=len(slices))
+    nncf.set_log_level(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress bars: export prints its own summary
+        quantized = nncf.quantize(model, nncf.Dataset(_batches(slices)), subset_size=len(slices))
     openvino.save_model(quantized, str(staging / marker), compress_to_fp16=False)
     del model, quantized
     for leftover in staging.glob(f"{WORK_NAME}.*"):
@@ -140,14 +145,14 @@ def write_int8(row, served, staging: Path, calibration, enforce: bool = True) ->
     log.info("quantizing %s to int8 on %d calibration slices (%s)", row.name, len(calibration.slices),
              calibration.source)
     # The float32 reference first: it also builds the model's call graph, which Keras' ONNX export needs.
-    expected = np.asarray(served(calibration.held_out, training=False), np.float32)
+    expected = _in_batches(lambda batch: served(batch, training=False), calibration.held_out)
     QUANTIZERS[row.key](served, staging, row.marker, calibration.slices)
     if not (staging / row.marker).is_file():
         raise RuntimeError(f"the {row.name} int8 quantization wrote no {row.marker} into {staging}")
     adapter = ADAPTERS[row.key]
     runner = adapter(path=staging, config=None, normalization={}, compute_dtype=INT8,
                      session=adapter.open(staging / row.marker, INT8))
-    output = np.asarray(runner.run(np.ascontiguousarray(calibration.held_out, dtype=np.float32)), np.float32)
+    output = _in_batches(runner.run, calibration.held_out)
     del runner
     accuracy = worst_slice_accuracy(output, expected)
     figures = f"worst of {len(expected)} held-out slices: PSNR {accuracy['min_psnr_db']:.2f} dB, SSIM {accuracy['min_ssim']:.5f}"
@@ -158,6 +163,12 @@ def write_int8(row, served, staging: Path, calibration, enforce: bool = True) ->
     log.info("int8 %s against float32: %s (%s)", row.name, figures,
              "within the bound" if accuracy["holds_bound"] else f"misses the bound {bound_text()}")
     return accuracy
+
+
+def _in_batches(run: Callable[[np.ndarray], Any], slices: np.ndarray, size: int = GATE_BATCH) -> np.ndarray:
+    """`run` over `slices`, a batch of `size` at a time (the memory of a 256² network stays bounded)."""
+    return np.concatenate([np.asarray(run(np.ascontiguousarray(slices[i:i + size], dtype=np.float32)), np.float32)
+                           for i in range(0, len(slices), size)])
 
 
 def int8_description(base: dict, calibration, accuracy: dict[str, Any], enforced: bool) -> dict:
