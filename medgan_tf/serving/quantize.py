@@ -117,10 +117,8 @@ QUANTIZER_MODULES = {"litert": (), "onnx": ("onnxruntime.quantization",), "openv
 
 
 def check_int8(row, calibration) -> None:
-    """UserError unless `row` (a `formats.ModelFormat`) can be quantized here with `calibration`."""
-    if INT8 not in row.quantized:
-        raise UserError(f"--format {row.key} with --precision int8: {row.package} has no post-training int8 here; "
-                        f"int8 is offered by {', '.join(offering_int8())}")
+    """UserError unless `row` (a `formats.ModelFormat` offering int8, `formats.format_precision`)
+    can be quantized here with `calibration`."""
     missing = row.missing_modules(QUANTIZER_MODULES[row.key])
     if missing:
         raise UserError(f"--format {row.key} --precision int8 needs {', '.join(missing)}, not installed: "
