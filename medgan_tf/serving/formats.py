@@ -29,6 +29,8 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from medgan_tf.errors import UserError
 from medgan_tf.registry import Registry
 
@@ -196,6 +198,8 @@ def _export_runtimes(rows: list[ModelFormat], generator, experiment, finals: dic
     from medgan_tf.training.build import generator_in_precision
 
     served = generator_in_precision(generator, experiment, "float32")  # the runtime applies bfloat16 / int8 itself
+    size, channels = int(experiment.data.image_size), int(experiment.data.input_channels)
+    served(np.zeros((1, size, size, channels), np.float32), training=False)  # Keras exports only a model once called
 
     def write_one(row: ModelFormat, staging: Path) -> None:
         compute_dtype, reason = format_precision(row, precision)
