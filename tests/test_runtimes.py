@@ -192,16 +192,23 @@ def test_bench_has_a_row_per_runtime_and_precision(tmp_path):
     runtime_figures.runtime_section(figures, tmp_path, experiment, quick=True, repeats=1, say=lambda message: None,
                                     formats=runtime_figures.RUNTIME_FORMATS)
     rows = {(row["runtime"], row["precision"]): row for row in figures["runtimes"]}
-    expected = [("ai-edge-litert", "float32"), ("onnxruntime", "float32"), ("openvino", "bfloat16"),
-                ("openvino", "float32"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")]
+    expected = [("ai-edge-litert", "float32"), ("ai-edge-litert", "int8"), ("onnxruntime", "float32"),
+                ("onnxruntime", "int8"), ("openvino", "bfloat16"), ("openvino", "float32"), ("openvino", "int8"),
+                ("tensorflow", "bfloat16"), ("tensorflow", "float32")]
     skipped = {} if _openvino_has_bf16() else {"openvino bfloat16": "openvino computes float32 on this processor, not bfloat16"}
     assert sorted(rows) == [row for row in expected if f"{row[0]} {row[1]}" not in skipped]
     assert rows[("tensorflow", "bfloat16")]["vs_gemm"] == pytest.approx(0.01)
     assert rows[("tensorflow", "bfloat16")]["vs_gemm_same_precision"] == pytest.approx(0.005)
     for key, row in rows.items():
         assert row["slices_per_s"] > 0 and row["vs_gemm"] == pytest.approx(row["gflops"] / 100.0), key
-        if key[0] != "tensorflow":
+        if key[0] != "tensorflow" and key[1] != "int8":
             assert row["min_psnr_db"] >= MIN_PSNR_DB and row["min_ssim"] >= MIN_SSIM, key
+        if key[1] == "int8":  # measured whether or not it holds the bound, and says which
+            holds = row["min_psnr_db"] >= MIN_PSNR_DB and row["min_ssim"] >= MIN_SSIM
+            assert row["holds_bound"] is holds and 0.0 < row["min_ssim"] <= 1.0, key
+            assert row["accuracy_on"] == "8 held-out phantom slices (calibrated on 32)", key
+            assert "not a trained model's int8 accuracy" in row["note"], key
     assert figures["runtimes_skipped"] == skipped
     table = runtime_figures.runtime_rows(figures)
-    assert len(table) == 6 and sum("× GEMM fp32" in value for _, _, value in table) == len(rows)
+    assert len(table) == 9 and sum("× GEMM fp32" in value for _, _, value in table) == len(rows)
+    assert sum("the export bound" in value for _, _, value in table) == 3

@@ -30,6 +30,13 @@ them (the file or its folder) and run it with its own runtime. ONNX and LiteRT c
 OpenVINO computes bfloat16 too (--precision bfloat16). Which runtime is fastest where: README
 "5. Export and serve".
 
+--precision int8 (never the default, never chosen by auto) quantizes the litert, onnx or openvino
+artefact after training (TFLiteConverter, onnxruntime's quantize_static, NNCF), calibrated on 100
+slices drawn (seeded) from --calibration, the model's training records; input and output stay
+float32. The export then runs the int8 artefact and the float32 generator on 20 further slices and
+publishes it only when the worst slice holds PSNR ≥ 45 dB and SSIM ≥ 0.999 (0–255 scale), recorded
+in precision.json; otherwise it refuses with the measured figures and writes nothing.
+
 Examples:
   medgan-tf export runs/pd                         # → savedmodels/<the run's task>/1
   medgan-tf export --ensemble runs/pd_folds        # its fold-1 … fold-K runs, one SavedModel
@@ -37,6 +44,7 @@ Examples:
   medgan-tf export runs/pd --out /models/medgan --version 7
   medgan-tf export runs/pd --precision bfloat16     # bfloat16 convolutions, float32 in and out
   medgan-tf export runs/pd --format savedmodel,onnx,openvino,litert
+  medgan-tf export runs/pd --format litert --precision int8 --calibration data/pd
   medgan-tf translate --model savedmodels/pd/onnx/1/model.onnx --input pet.nii.gz --output out.nii.gz
   saved_model_cli show --dir /models/medgan/7 --all
   docker run -p 8501:8501 -v /models/medgan:/models/medgan \\
@@ -64,9 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which checkpoint of RUN: best (by the run's validation metric, --select-by), latest, "
                              "a step number, or a checkpoint prefix (default: best when the run has validated, "
                              "else latest)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "int8"), default="float32",
                         help="what the served graph computes in (default float32; auto = bfloat16 where this "
-                             "processor has it natively); inputs and outputs stay float32")
+                             "processor has it natively, never int8); inputs and outputs stay float32. int8: "
+                             "post-training quantization of --format litert, onnx or openvino with --calibration, "
+                             "published only within PSNR ≥ 45 dB / SSIM ≥ 0.999 of float32")
+    parser.add_argument("--calibration", type=Path, metavar="DATA_DIR_OR_TFRECORDS",
+                        help="--precision int8 only: the model's training records (a `medgan-tf convert` output "
+                             "folder, or its .tfrecord.gz files) the int8 ranges are calibrated on (100 slices, "
+                             "seeded) and checked against float32 on (20 further slices)")
     parser.add_argument("--format", default="savedmodel", metavar="FORMAT[,FORMAT...]",
                         help="what to write, comma-separated: savedmodel (TF Serving, default), onnx (ONNX Runtime), "
                              "openvino (OpenVINO IR), litert (LiteRT .tflite); all with the same assets and version")
@@ -79,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         if args.run is not None or args.checkpoint is not None:
             raise UserError("--ensemble takes the members itself (each run's best checkpoint, else its latest); "
                             "leave out RUN and --checkpoint")
-        if args.format != "savedmodel":
-            raise UserError("--ensemble writes a SavedModel only; leave out --format")
+        if args.format != "savedmodel" or args.calibration is not None or args.precision == "int8":
+            raise UserError("--ensemble writes a SavedModel only (float32 or bfloat16); leave out --format, "
+                            "--calibration and --precision int8")
         return _run_ensemble(args)
     if args.run is None:
         raise UserError("give a run directory RUN, or --ensemble RUN_OR_EXPORT [...]")
@@ -116,7 +131,8 @@ def _run_one(args: argparse.Namespace) -> int:
     which = args.checkpoint or ("best" if checkpoints.best_checkpoint(args.run) else "latest")
     source = checkpoints.resolve_checkpoint(args.run, which)
     generator, experiment, out_dir = run_generator(args.run, args.out, which)
-    written = export_formats(generator, experiment, out_dir, args.version, args.precision, args.format)
+    written = export_formats(generator, experiment, out_dir, args.version, args.precision, args.format,
+                             calibration=args.calibration)
     description = normalization_description(experiment)
     size = experiment.data.image_size
     for key, version_dir in written.items():
@@ -136,6 +152,11 @@ def _run_one(args: argparse.Namespace) -> int:
         precision = read_precision(version_dir)
         label = f"{key}: " if len(written) > 1 else ""
         print(f"  computes in:     {precision['compute_dtype']} ({label}{precision['chosen']})")
+        gate = precision.get("quantization", {}).get("gate")
+        if gate:
+            print(f"  int8 vs float32: worst of {precision['quantization']['calibration']['held_out_slices']} "
+                  f"held-out slices PSNR {gate['min_psnr_db']:.2f} dB, SSIM {gate['min_ssim']:.5f} (bound "
+                  f"{gate['bound']['min_psnr_db']:g} dB / {gate['bound']['min_ssim']:g})")
     if "savedmodel" in written:
         print(f"  {kit_summary(written['savedmodel'])}")
     return 0

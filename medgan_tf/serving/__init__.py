@@ -6,5 +6,7 @@ directory, one `TranslationModel` interface) and translating whole volumes.
     loading      — `load_model`, `TranslationModel`, `ExportedModel`, `RunModel`
     formats      — the export format table (SavedModel, ONNX, OpenVINO, LiteRT), `export_formats`
     runtimes     — one adapter per non-TensorFlow runtime (onnxruntime, openvino, ai-edge-litert)
+    quantize     — post-training int8 of those artefacts and the accuracy gate they must pass
+    calibration  — the slices int8 is calibrated and checked on (training records, or the phantom)
     translation  — `translate_volume`, `translate_file`
 """

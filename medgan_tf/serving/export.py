@@ -59,7 +59,7 @@ def precision_description(compute_dtype: str, reason: str) -> dict:
     return {
         "format": PRECISION_FORMAT,
         "compute_dtype": compute_dtype,
-        "dtype_policy": EXPORT_POLICIES[compute_dtype],
+        "dtype_policy": EXPORT_POLICIES.get(compute_dtype, compute_dtype),  # int8: `serving.quantize` says how
         "variables_dtype": "float32",
         "signature_dtype": "float32",
         "chosen": reason,

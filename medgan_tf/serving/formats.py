@@ -15,7 +15,10 @@ own `Model.export(format=...)` from the float32 generator and take and return th
 `serving_default` tensors (normalized float32 (B, S, S, C_in) → (B, S, S, 1)); the physical-unit
 signatures stay the SavedModel's (`translate` converts units around any of them).
 Precision: ONNX Runtime and LiteRT compute float32; OpenVINO also computes bfloat16 natively
-(its CPU inference-precision hint, set from precision.json when the artefact is loaded).
+(its CPU inference-precision hint, set from precision.json when the artefact is loaded). int8 is
+offered by the three non-TensorFlow formats through post-training quantization, only when asked
+(`--precision int8 --calibration DATA`, never by auto) and only when the quantized artefact holds
+the accuracy bound against float32 (`medgan_tf.serving.quantize`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import importlib.util
 import logging
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from medgan_tf.errors import UserError
 from medgan_tf.registry import Registry
@@ -44,6 +49,7 @@ class ModelFormat:
     runtime:    the Python module that runs it (`package` on PyPI), loaded by `serving.runtimes`.
     exporters:  modules Keras needs to write it.
     precisions: what the runtime computes natively on CPU.
+    quantized:  what it computes from a post-training quantized artefact (int8; `serving.quantize`).
     """
 
     key: str
@@ -54,6 +60,7 @@ class ModelFormat:
     exporters: tuple[str, ...]
     precisions: tuple[str, ...]
     subfolder: str
+    quantized: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -85,11 +92,12 @@ FORMATS: Registry[ModelFormat] = Registry("export format")
 for _row in (
     ModelFormat("savedmodel", "TF SavedModel", "saved_model.pb", "tensorflow", "tensorflow", (),
                 ("float32", "bfloat16"), ""),
-    ModelFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "onnxruntime", ("tf2onnx", "onnx"), ("float32",), "onnx"),
+    ModelFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "onnxruntime", ("tf2onnx", "onnx"), ("float32",), "onnx",
+                ("int8",)),
     ModelFormat("openvino", "OpenVINO IR", "model.xml", "openvino", "openvino", ("openvino",),
-                ("float32", "bfloat16"), "openvino"),
+                ("float32", "bfloat16"), "openvino", ("int8",)),
     ModelFormat("litert", "LiteRT (TFLite)", "model.tflite", "ai_edge_litert", "ai-edge-litert", (),
-                ("float32",), "litert"),
+                ("float32",), "litert", ("int8",)),
 ):
     FORMATS.add(_row.key, _row)
 
@@ -118,9 +126,15 @@ def format_of(path: str | Path) -> ModelFormat:
 
 def format_precision(row: ModelFormat, precision: str) -> tuple[str, str]:
     """(compute dtype, why) of an artefact of `row` exported with `precision` (auto | float32 |
-    bfloat16); a UserError when the runtime does not compute the one asked for."""
+    bfloat16 | int8); a UserError when the runtime does not compute the one asked for."""
+    from medgan_tf.serving.quantize import INT8, offering_int8
     from medgan_tf.training.runtime import choose_inference_precision
 
+    if precision == INT8:
+        if INT8 in row.quantized:
+            return INT8, "--precision int8: post-training quantization (how it was calibrated and checked: quantization)"
+        raise UserError(f"--format {row.key} with --precision int8: {row.name} has no post-training int8 here; "
+                        f"int8 is offered by {', '.join(offering_int8())} (--format {','.join(offering_int8())})")
     compute_dtype, reason = choose_inference_precision(precision)
     if compute_dtype in row.precisions:
         return compute_dtype, reason
@@ -132,11 +146,15 @@ def format_precision(row: ModelFormat, precision: str) -> tuple[str, str]:
 
 
 def export_formats(generator, experiment, out_dir: str | Path, version: int | None = None, precision: str = "float32",
-                   formats: str | Iterable[str] = DEFAULT_FORMAT) -> dict[str, Path]:
+                   formats: str | Iterable[str] = DEFAULT_FORMAT, calibration=None, enforce: bool = True) -> dict[str, Path]:
     """`generator` written in each of `formats` (see module doc) under `out_dir`, all as one
     version (the next free one in every base folder, or `version`); format key → version folder.
-    Everything is checked (keys, packages, precisions, free versions) before anything is written."""
+    Everything is checked (keys, packages, precisions, free versions) before anything is written.
+    `precision` int8 needs `calibration`: a path to training records (`serving.calibration`) or a
+    `calibration.Calibration`; its artefacts are published only when every one holds the accuracy
+    bound (`serving.quantize`; `enforce=False`, the bench's, publishes and records them regardless)."""
     from medgan_tf.serving.export import check_new_version, export_generator, next_version
+    from medgan_tf.serving.quantize import INT8, check_int8
 
     rows = parse_formats(formats)
     out_dir = Path(out_dir)
@@ -146,40 +164,64 @@ def export_formats(generator, experiment, out_dir: str | Path, version: int | No
             raise UserError(f"--format {row.key} needs {', '.join(missing)}, not installed: "
                             "pip install -r requirements.txt")
         format_precision(row, precision)
+        if precision == INT8:
+            check_int8(row, calibration)
+    if calibration is not None and precision != INT8:
+        raise UserError(f"--calibration is for --precision int8 only (this export computes {precision})")
     if version is None:
         version = max(next_version(row.base(out_dir)) for row in rows)
     finals = {row.key: check_new_version(row.base(out_dir), version) for row in rows}
+    if precision == INT8 and not hasattr(calibration, "held_out"):
+        from medgan_tf.serving.calibration import calibration_slices
+
+        calibration = calibration_slices(calibration, experiment)
     written = {}
-    for row in rows:
-        if row.key == DEFAULT_FORMAT:
-            written[row.key] = export_generator(generator, experiment, out_dir, version, precision=precision)
-        else:
-            written[row.key] = _export_runtime(row, generator, experiment, finals[row.key], precision)
+    if DEFAULT_FORMAT in finals:
+        written[DEFAULT_FORMAT] = export_generator(generator, experiment, out_dir, version, precision=precision)
+    others = [row for row in rows if row.key != DEFAULT_FORMAT]
+    if others:
+        written.update(_export_runtimes(others, generator, experiment, finals, precision, calibration, enforce))
     return written
 
 
-def _export_runtime(row: ModelFormat, generator, experiment, final: Path, precision: str) -> Path:
-    """One ONNX / OpenVINO / LiteRT version folder through Keras' `Model.export`, published complete."""
-    import numpy as np
+def _export_runtimes(rows: list[ModelFormat], generator, experiment, finals: dict[str, Path], precision: str,
+                     calibration, enforce: bool) -> dict[str, Path]:
+    """The ONNX / OpenVINO / LiteRT version folders through Keras' `Model.export` (int8: through
+    `serving.quantize`), each written aside and all published together once every one is complete
+    (an int8 artefact that misses the bound leaves none)."""
+    import contextlib
 
     from medgan_tf import files
-    from medgan_tf.serving.export import publish_version, write_assets
+    from medgan_tf.serving.export import PRECISION_ASSET, precision_description, publish_version, write_assets
+    from medgan_tf.serving.quantize import INT8, int8_description, write_int8
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training.build import generator_in_precision
 
-    compute_dtype, reason = format_precision(row, precision)
-    served = generator_in_precision(generator, experiment, "float32")  # the runtime applies bfloat16 itself
+    served = generator_in_precision(generator, experiment, "float32")  # the runtime applies bfloat16 / int8 itself
     size, channels = int(experiment.data.image_size), int(experiment.data.input_channels)
     served(np.zeros((1, size, size, channels), np.float32), training=False)  # Keras exports only a model once called
 
-    def write() -> list[str]:
-        with files.atomic_folder(final, replace=False, kind="export") as staging:
-            write_assets(staging / "assets", experiment, normalization_description(experiment), compute_dtype, reason)
+    def write_one(row: ModelFormat, staging: Path) -> None:
+        compute_dtype, reason = format_precision(row, precision)
+        more = {}
+        if compute_dtype == INT8:
+            accuracy = write_int8(row, served, staging, calibration, enforce=enforce)
+            more = {PRECISION_ASSET: int8_description(precision_description(compute_dtype, reason), calibration,
+                                                      accuracy, enforce)}
+        else:
             served.export(str(staging / row.marker), format=row.key, verbose=False)
             if not (staging / row.marker).is_file():
                 raise RuntimeError(f"Keras' export wrote no {row.marker} into {staging}")
-        return [row.marker]
+        write_assets(staging / "assets", experiment, normalization_description(experiment), compute_dtype, reason, more)
 
-    publish_version(final, write, serving_config=False)  # TF Serving's files are the SavedModel's
-    log.info("exported %s (%s for %s, computes in %s)", final / row.marker, row.name, row.package, compute_dtype)
-    return final
+    def write() -> list[str]:
+        with contextlib.ExitStack() as stack:  # publishes every folder on leaving, or removes them all on an error
+            for row in rows:
+                write_one(row, stack.enter_context(files.atomic_folder(finals[row.key], replace=False, kind="export")))
+        return [row.marker for row in rows]
+
+    publish_version(finals[rows[0].key], write, serving_config=False)  # TF Serving's files are the SavedModel's
+    for row in rows:
+        log.info("exported %s (%s for %s, computes in %s)", finals[row.key] / row.marker, row.name, row.package,
+                 format_precision(row, precision)[0])
+    return {row.key: finals[row.key] for row in rows}

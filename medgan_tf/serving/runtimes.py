@@ -24,7 +24,8 @@ from medgan_tf.serving.loading import check_export_precision, check_slices, read
 
 log = logging.getLogger(__name__)
 
-OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}  # INFERENCE_PRECISION_HINT per precision.json
+# INFERENCE_PRECISION_HINT per precision.json (int8: the quantized ops run int8 whatever the hint; the rest float32)
+OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 
 
 @dataclasses.dataclass
@@ -95,6 +96,8 @@ class OpenVinoModel(RuntimeModel):
     @classmethod
     def computes(cls, session: Any, asked: str) -> str:
         # OpenVINO falls back to f32 silently where the CPU lacks bfloat16 (no BF16 in its capabilities).
+        if asked == "int8":
+            return asked
         hint = session.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type: bf16 or f32
         return "bfloat16" if getattr(hint, "get_type_name", lambda: str(hint))() == "bf16" else "float32"
 
@@ -142,8 +145,9 @@ def load_artefact(path: str | Path, precision: str | None = None, compute_dtype:
         raise UserError(f"{path} is a {row.name} model run by {row.package}, which is not installed: "
                         f"pip install -r requirements.txt")
     compute_dtype = compute_dtype or read_precision(version_dir)["compute_dtype"]
-    if compute_dtype not in row.precisions:
-        raise UserError(f"{path}: {row.package} computes {' or '.join(row.precisions)}, not {compute_dtype}")
+    if compute_dtype not in row.precisions + row.quantized:
+        raise UserError(f"{path}: {row.package} computes {' or '.join(row.precisions + row.quantized)}, "
+                        f"not {compute_dtype}")
     file = path if path.is_file() else version_dir / row.marker
     adapter = ADAPTERS[row.key]
     try:
