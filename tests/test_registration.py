@@ -286,3 +286,14 @@ def test_preview_without_register_and_on_an_object_store(tmp_path):
     written = sorted((tmp_path / "remote" / "previews").iterdir())
     assert len(written) == 2 and all(p.name.endswith("-line2.png") or p.name.endswith("-line3.png") for p in written)
     assert all(png(p).shape[1::-1] == pair_previews.figure_pixels(1) for p in written)
+
+
+def test_a_preview_that_cannot_be_drawn_costs_a_warning_not_the_pair(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from pipelines.previews import PreviewWriter
+
+    writer = PreviewWriter(str(tmp_path / "previews"), SimpleNamespace(spacing_mm=(3.0, 3.0, 3.0), image_size=32), 5, "abc")
+    writer(SimpleNamespace(source=None, target=None, registered=None, report=None, rejected=None))  # nothing to draw
+    assert "could not be written" in caplog.text and not (tmp_path / "previews").exists()
+    assert writer.path.endswith("/previews/abc-line5.png")
