@@ -126,5 +126,5 @@ def main(out: Path, steps: int | None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
     main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
