@@ -27,6 +27,7 @@ Output layout (DIR):
     DIR/train/data-SSSSS-of-NNNNN.tfrecord.gz      schema: medgan_tf.data.schema
     DIR/val/data-SSSSS-of-NNNNN.tfrecord.gz
     DIR/test/data-SSSSS-of-NNNNN.tfrecord.gz       with --test-fraction > 0 or a CSV row naming test
+    DIR/previews/<patient_key>-line<N>.png         with --preview: each pair before / after --register
 
 One writer per output: the run holds `DIR.convert.lock` (PID and host) and works in its own
 `DIR.partial-<pid>-<random>/`, renamed to DIR only when complete (`pipelines.output`), so an
@@ -70,7 +71,7 @@ from medgan_tf.data.pairs import SPLITS, PairRejected, check_row, convert_pair, 
 from medgan_tf.data.pseudonyms import pseudonym, resolve_salt
 from medgan_tf.data.registration import RegistrationSettings, log_line
 from medgan_tf.errors import UserError
-from pipelines import filesystems, output
+from pipelines import filesystems, output, previews
 from pipelines.runners import check_beam_args, run_pipeline
 from pipelines.settings import converter_data_config, splits_of, with_windows, written_splits
 from pipelines.options import ConvertOptions, add_arguments, options_from_namespace
@@ -88,11 +89,12 @@ class ConvertPairFn(beam.DoFn):
     without paths, detail for stderr)."""
 
     def __init__(self, data_config: dict[str, Any], salt: bytes, allow_different_patients: bool = False,
-                 registration: dict[str, Any] | None = None):
+                 registration: dict[str, Any] | None = None, preview_dir: str | None = None):
         self._data_config = data_config  # plain dict: picklable for any runner
         self._salt = salt
         self._allow_different_patients = allow_different_patients
         self._registration = registration  # `RegistrationSettings` fields, or None
+        self._preview_dir = preview_dir  # where each pair's picture goes (`pipelines.previews`), or None
 
     def setup(self) -> None:
         from medgan_tf.config import from_dict
@@ -107,11 +109,13 @@ class ConvertPairFn(beam.DoFn):
             if not key:
                 raise PairRejected("empty patient_id")
             named_split = check_row(row)
+            preview = previews.PreviewWriter(self._preview_dir, self._config, row["row"], key) if self._preview_dir else None
             with filesystems.staged_row(row) as local:
                 records, summary = convert_pair(local["source"], local["target"], key, self._config, local["extra_sources"],
                                                 **({"mask_path": local["mask"]} if local["mask"] else {}),
                                                 allow_different_patients=self._allow_different_patients,
-                                                **({"registration": self._register} if self._register else {}))
+                                                **({"registration": self._register} if self._register else {}),
+                                                **({"preview": preview} if preview else {}))
             summary["split_named"] = named_split
         except Exception as error:  # noqa: BLE001 — unexpected errors too: still one pair, one line
             rejected = error if isinstance(error, PairRejected) else PairRejected(unexpected_reason(error), f"{type(error).__name__}: {error}")
@@ -135,6 +139,7 @@ def build_pipeline(
     num_shards: int,
     allow_different_patients: bool = False,
     registration: RegistrationSettings | None = None,
+    preview: bool = False,
 ) -> None:
     """Labelled steps from the CSV rows to shards and summary files under `work_dir` (a local
     folder or a folder on any filesystem Beam writes).
@@ -142,7 +147,8 @@ def build_pipeline(
     The split is assigned after conversion, over the patients that converted (a side input),
     so rejected pairs cannot leave a split empty. The test split is written only when asked
     for (`test_fraction` > 0, or a CSV row names it). `allow_different_patients` and `registration`
-    (when enabled) go to every pair (`convert_pair`).
+    (when enabled) go to every pair (`convert_pair`); with `preview`, every pair whose volumes
+    were read draws its picture into `work_dir`/previews/ (`pipelines.previews`).
     """
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -151,7 +157,9 @@ def build_pipeline(
     converted = (
         pipeline
         | "ReadPairs" >> beam.Create(rows, reshuffle=True)
-        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, allow_different_patients, registered)).with_outputs(REJECTED, VOLUMES, main="records")
+        | "Convert" >> beam.ParDo(ConvertPairFn(to_dict(data_config), salt, allow_different_patients, registered,
+                                                f"{base}/{previews.FOLDER}" if preview else None))
+        .with_outputs(REJECTED, VOLUMES, main="records")
     )
     splits = (
         converted[VOLUMES]
@@ -260,7 +268,7 @@ def _convert(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[
                  "×".join(f"{v:g}" for v in data_config.spacing_mm), out)
     run_pipeline(options, beam_args, lambda pipeline: build_pipeline(
         pipeline, rows, data_config, salt, work_dir, options.num_shards or data_config.num_shards,
-        options.allow_different_patients, options.registration()))
+        options.allow_different_patients, options.registration(), options.preview))
 
 
 def _run_remote(options: ConvertOptions, beam_args: Sequence[str], rows: list[dict[str, Any]], data_config: DataConfig,
@@ -331,6 +339,8 @@ def _finish(options: ConvertOptions, rows: list[dict[str, Any]], data_config: Da
         "wrote %d train / %d val / %d test slices (%d pairs, %d rejected) to %s",
         counts["train"]["slices"], counts["val"]["slices"], counts["test"]["slices"], len(volumes), len(rejected), out,
     )
+    if options.preview:
+        logging.info("a picture of each pair (rejected ones too): %s/%s/<patient_key>-line<N>.png", out, previews.FOLDER)
     return 0
 
 

@@ -191,18 +191,40 @@ def exists(path: str) -> bool:
     return kind == "file" or bool(found)
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    """`data` as the file `path` (local, or on any scheme Beam writes), which appears whole or not
+    at all: locally through `medgan_tf.files.atomic_file`, elsewhere as `upload` writes."""
+    if is_local(path):
+        from medgan_tf import files
+
+        with files.atomic_file(path, suffix=posixpath.splitext(path)[1]) as temporary:
+            temporary.write_bytes(data)
+        return
+    _write_remote(path, lambda target: target.write(data))
+
+
 def upload(local: Path, remote: str) -> None:
     """Copy the local file `local` to `remote` (any scheme Beam writes) so that `remote` appears
     whole or not at all: written under a temporary name beside it, then renamed (an object store's
     rename is a server-side copy: readers never see a partly written object)."""
+
+    def copy(target: Any) -> None:
+        with open(local, "rb") as source:
+            shutil.copyfileobj(source, target, COPY_CHUNK)
+
+    _write_remote(remote, copy)
+
+
+def _write_remote(remote: str, write: Any) -> None:
+    """`write(handle)` into a temporary object beside `remote`, then renamed to `remote`."""
     import secrets
 
     from apache_beam.io.filesystems import FileSystems
 
     temporary = f"{remote}.partial-{secrets.token_hex(4)}"
     try:
-        with open(local, "rb") as source, FileSystems.create(temporary) as target:
-            shutil.copyfileobj(source, target, COPY_CHUNK)
+        with FileSystems.create(temporary) as target:
+            write(target)
         FileSystems.rename([temporary], [remote])
     except BaseException:
         with contextlib.suppress(Exception):

@@ -32,7 +32,8 @@ class ConvertOptions:
     allow_different_patients: accept DICOM pairs whose headers name different patients;
     register: "none" (world coordinates), "rigid", "affine" or "deformable" registration of each
     target to its source; max_rotation (degrees), max_translation (mm), min_similarity (None: the
-    metric's floor): beyond them a registered pair is rejected (`medgan_tf.data.registration`).
+    metric's floor): beyond them a registered pair is rejected (`medgan_tf.data.registration`);
+    preview: a picture per pair in `out`/previews/ (`pipelines.previews`).
     """
 
     pairs: str
@@ -55,6 +56,7 @@ class ConvertOptions:
     max_rotation: float = _REGISTRATION.max_rotation_deg
     max_translation: float = _REGISTRATION.max_translation_mm
     min_similarity: float | None = None
+    preview: bool = False
 
     def resolved_task(self) -> tasks.Task:
         """The task `task` names (a registered one, or the one its TOML file declares)."""
@@ -125,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="modality (CT, PT or MR) of each extra source column source_2, source_3, … of the pairs "
                         "CSV; picks its normalization; default: the task's source modality for each")
     add_registration_arguments(parser)
+    parser.add_argument("--preview", action="store_true",
+                        help="one picture per pair, DIR/previews/<patient pseudonym>-line<N>.png (N: its line of the "
+                        "pairs CSV): checkerboards of source and target on the model grid (middle axial slice and "
+                        "coronal plane), before and after --register, titled with the rotation, translation and "
+                        "similarity before → after it found (without --register: one column, as converted); a rejected "
+                        "pair gets one too, with the reason. Published with the dataset (nothing when nothing is)")
     return parser
 
 

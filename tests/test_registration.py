@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from medgan_tf.data import registration
+from medgan_tf.data import geometry, pair_previews, registration
 from medgan_tf.data.io import Volume
 from medgan_tf.data.pairs import PairRejected
 from medgan_tf.data.phantoms import simulations
@@ -160,12 +160,20 @@ def test_convert_register_rigid_recovers_the_misalignment_synth_wrote_and_reject
         csv.writer(handle).writerow(["stranger", first["source"], trunk] + [""] * 8)
     out = tmp_path / "out"
     status = cli_main(["convert", "--pairs", str(pairs), "--task", "mr_ct", "--out", str(out), "--image-size", "32",
-                       "--spacing", "6,6,6", "--salt", "test-salt-0123456789", "--register", "rigid"])
+                       "--spacing", "6,6,6", "--salt", "test-salt-0123456789", "--register", "rigid", "--preview"])
     assert status == 0
     manifest = read_manifest(out)
     assert manifest["registration"]["method"] == "rigid" and manifest["converted_pairs"] == 1
     (rejected,) = manifest["rejected"]
     assert "similarity" in rejected["reason"] and str(tmp_path) not in json.dumps(manifest)
+    # --preview: one picture per pair, the rejected one too (named by pseudonym and CSV line), saying so in red.
+    (converted,) = manifest["volumes"]
+    names = {f"{converted['patient_key']}-line2.png", f"{rejected['patient_key']}-line{rejected['row']}.png"}
+    assert {p.name for p in (out / "previews").iterdir()} == names
+    for name in names:
+        image = png(out / "previews" / name)
+        assert image.shape[1::-1] == pair_previews.figure_pixels(2)
+        assert red_pixels(image) == (name.endswith(f"line{rejected['row']}.png"))
     from medgan_tf.data.pseudonyms import pseudonym
 
     for patient_id, row in truth.items():
@@ -211,3 +219,81 @@ def test_a_body_mask_on_the_source_frame_restricts_the_metric_and_the_move_is_st
                                              "mutual information", mask=body)
     rotation_error, translation_error = errors(report["matrix"], truth, centre)
     assert rotation_error < 0.5 and translation_error < 1.0, (rotation_error, translation_error)
+
+
+# --------------------------------------------------------------------------- convert --preview
+
+
+def png(path) -> np.ndarray:
+    """A PNG's pixels (height, width, RGBA in [0, 1])."""
+    from matplotlib import image
+
+    return image.imread(str(path))
+
+
+def red_pixels(image: np.ndarray) -> bool:
+    """Whether the picture holds red (the rejection's text): the checkerboards are grey."""
+    return bool(((image[..., 0] > 0.7) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)).sum() > 20)
+
+
+def axial_halves(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inner part of the axial checkerboard of the left (before) and right (after) column."""
+    height, width = image.shape[:2]
+    rows = slice(int(0.25 * height), int(0.45 * height))
+    half = width // 2
+    inner = slice(int(0.3 * half), int(0.7 * half))
+    return image[rows, inner, :3], image[rows, half:][:, inner, :3]
+
+
+def test_preview_shows_the_misalignment_before_and_not_after(head):
+    source, ct, _ = head
+    truth = registration.rigid_matrix((0.0, 2.0, 3.0), (6.0, -4.0, 0.0), registration._centre(source))
+    grid = geometry.model_grid(source, (3.0, 3.0, 3.0), 64)
+    misaligned = moved(ct, truth)
+    report = {"method": "rigid", "metric": "mutual information", "rotation_deg": 3.6, "translation_mm": 7.2,
+              "similarity_before": 0.3, "similarity_after": 0.6}
+    fixed = png_bytes(pair_previews.render(source, misaligned, grid, (3.0, 3.0, 3.0), "p", registered=ct, report=report))
+    before, after = axial_halves(fixed)
+    assert fixed.shape[1::-1] == pair_previews.figure_pixels(2)
+    assert np.abs(before - after).mean() > 0.02  # the anatomy moved between the columns
+    same = png_bytes(pair_previews.render(source, misaligned, grid, (3.0, 3.0, 3.0), "p", registered=misaligned))
+    assert np.abs(np.subtract(*axial_halves(same))).max() == 0  # control: the region holds only the image
+    one = png_bytes(pair_previews.render(source, ct, grid, (3.0, 3.0, 3.0), "p"))
+    assert one.shape[1::-1] == pair_previews.figure_pixels(1) and not red_pixels(one)
+
+
+def png_bytes(data: bytes) -> np.ndarray:
+    import io
+
+    from matplotlib import image
+
+    return image.imread(io.BytesIO(data), format="png")
+
+
+def test_preview_without_register_and_on_an_object_store(tmp_path):
+    """Without --register one column "as converted"; on an object store the pictures are written in
+    place beside the shards, whole (no temporary object left)."""
+    from objectstore import ObjectStoreTestFileSystem  # noqa: E402  (tests/ is on sys.path)
+    from pipelines import convert
+
+    previous, ObjectStoreTestFileSystem.root = ObjectStoreTestFileSystem.root, tmp_path
+    try:
+        write_synthetic_dataset("mr_ct", tmp_path / "in", patients=2, seed=2, field_of_view_mm=FIELD_MM, misalign=(6.0, 4.0))
+        assert convert.run(["--pairs", "testfs://in/pairs.csv", "--task", "mr_ct", "--out", "testfs://remote",
+                            "--image-size", "32", "--spacing", "6,6,6", "--salt", "test-salt-0123456789", "--preview"]) == 0
+    finally:
+        ObjectStoreTestFileSystem.root = previous
+    written = sorted((tmp_path / "remote" / "previews").iterdir())
+    assert len(written) == 2 and all(p.name.endswith("-line2.png") or p.name.endswith("-line3.png") for p in written)
+    assert all(png(p).shape[1::-1] == pair_previews.figure_pixels(1) for p in written)
+
+
+def test_a_preview_that_cannot_be_drawn_costs_a_warning_not_the_pair(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from pipelines.previews import PreviewWriter
+
+    writer = PreviewWriter(str(tmp_path / "previews"), SimpleNamespace(spacing_mm=(3.0, 3.0, 3.0), image_size=32), 5, "abc")
+    writer(SimpleNamespace(source=None, target=None, registered=None, report=None, rejected=None))  # nothing to draw
+    assert "could not be written" in caplog.text and not (tmp_path / "previews").exists()
+    assert writer.path.endswith("/previews/abc-line5.png")

@@ -16,10 +16,11 @@ column names a body/evaluation mask volume on the source's frame, carried into t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -176,6 +177,7 @@ def convert_pair(
     mask_path: str = "",
     allow_different_patients: bool = False,
     registration: Any = None,
+    preview: Callable[[PairView], None] | None = None,
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
     """One pair → ([(slice_index, serialized Example)], volume summary). Raises PairRejected.
 
@@ -187,17 +189,53 @@ def convert_pair(
     Two DICOM volumes of different patients are rejected unless `allow_different_patients`.
     With `registration` (`data.registration.RegistrationSettings`, method other than "none") the
     target is first registered to the source (`register_pair`) and the summary holds the report.
+    `preview` is called with the pair's `PairView` once both volumes are read: after the
+    conversion, or before a PairRejected leaves (with its reason; a registration's findings too).
     """
+    source = read_pair_volume("source", source_path, data_config.source_modality)
+    target = read_pair_volume("target", target_path, data_config.target_modality)
+    view = PairView(source, target)
+    try:
+        if not allow_different_patients:
+            check_same_patient(source, target)
+        if registration is not None and registration.enabled:
+            try:
+                view.registered, view.report = register_pair(source, target, data_config, registration, mask_path)
+            except PairRejected as rejected:
+                view.registered, view.report = getattr(rejected, "registration", (None, None))
+                raise
+        moved = target if view.registered is None else view.registered
+        converted = _convert_volumes(source, moved, patient_key, data_config, extra_source_paths, mask_path, view.report)
+    except PairRejected as rejected:
+        view.rejected = rejected.reason
+        if preview is not None:
+            preview(view)
+        raise
+    if preview is not None:
+        preview(view)
+    return converted
+
+
+@dataclasses.dataclass
+class PairView:
+    """What a pair's preview shows (`data.pair_previews`): the source, the target as read, the
+    target registered to the source and the registration's report (None without registration, or
+    when it failed before finding a transform), and the reason it was rejected (None: converted)."""
+
+    source: Any
+    target: Any
+    registered: Any = None
+    report: dict[str, Any] | None = None
+    rejected: str | None = None
+
+
+def _convert_volumes(source: Any, target: Any, patient_key: str, data_config: DataConfig,
+                     extra_source_paths: tuple[str, ...] | list[str], mask_path: str,
+                     registered: dict[str, Any] | None) -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
+    """`convert_pair` once the source and the (registered) target are read: the records and the summary."""
     from medgan_tf.data import schema
     from medgan_tf.data.preparation import prepare
 
-    source = read_pair_volume("source", source_path, data_config.source_modality)
-    target = read_pair_volume("target", target_path, data_config.target_modality)
-    if not allow_different_patients:
-        check_same_patient(source, target)
-    registered = None
-    if registration is not None and registration.enabled:
-        target, registered = register_pair(source, target, data_config, registration, mask_path)
     modalities = data_config.extra_source_modalities
     if len(extra_source_paths) != len(modalities):
         raise PairRejected(f"{len(extra_source_paths)} extra source volume(s); the conversion expects {len(modalities)}")
@@ -253,7 +291,11 @@ def register_pair(source: Any, target: Any, data_config: DataConfig, settings: A
             raise PairRejected(f"mask: {error.reason}", f"mask: {error.detail}") from None
     metric = registration.metric_of(data_config.source_modality, data_config.target_modality)
     moved, report = registration.register_target(source, target, settings, metric, mask)
-    registration.check(report, settings)
+    try:
+        registration.check(report, settings)
+    except PairRejected as rejected:
+        rejected.registration = (moved, report)  # what the registration found, for the pair's preview
+        raise
     return moved, report
 
 
