@@ -2,19 +2,21 @@
 
 Reports the machine's fp32 and bf16 GEMM GFLOP/s (the same-run references), CasNet-6 SavedModel
 inference at batch 1 and 8 (slices/s, GFLOP/s), `translate` of a 64-slice volume — each for a
-float32 and a bfloat16 export of the same weights — one MedGAN iteration (3 G + 1 D updates with
-VGG losses) at 256²/CasNet-6 and at the demo preset in float32 and mixed_bfloat16,
-input-pipeline slices/s and conversion slices/s with 1 and 2 Beam workers. Every figure is a
-median over timed repeats after an untimed warm-up. Other work on the machine skews the figures:
-the report states the load average before and after, and whether this processor computes
-bfloat16 natively (elsewhere the bf16 figures measure emulation).
+float32 and a bfloat16 export of the same weights — CasNet-6 batch-8 inference on every other
+runtime an export can target (OpenVINO, LiteRT; ONNX Runtime where tf2onnx can convert it) in
+float32, bfloat16 where native and post-training int8 (with its accuracy against float32), one
+MedGAN iteration (3 G + 1 D updates with VGG losses) at 256²/CasNet-6 and at the demo preset in
+float32 and mixed_bfloat16, input-pipeline slices/s, conversion slices/s with 1 and 2 Beam
+workers (and with registration), and a whole archive's translation in volumes per minute with 1
+and 2 Beam workers. Every figure is a median over timed repeats after an untimed warm-up (the Beam
+figures: one run each). Other work on the machine skews the figures: the report states the load
+average before and after, and whether this processor computes bfloat16 natively (elsewhere the
+bf16 figures measure emulation).
 
-A full run (4096² GEMM, 64-slice volume, 16 conversion pairs, 3–5 repeats) took about 12 minutes
-on 2 cores and --quick (1–3 repeats, 2048² GEMM, 16-slice volume, 8 conversion pairs) about 3.5
-minutes on an idle machine before the bfloat16 figures were added; those add a second export with
-its inference and translate, and the bf16 iterations (--quick skips the bf16 256² one, whose
-first call alone is about a minute of tracing and graph optimization). Results and what bounds
-each target: benchmarks/README.md.
+A full run took 37 minutes on 2 cores (10 of them the int8 exports); its int8 exports need up to about 16 GB of memory
+(LiteRT's converter on CasNet-6). --quick uses fewer repeats and smaller problems and skips the
+bf16 256² iteration, whose first call alone is about a minute of tracing and graph optimization.
+Results and what bounds each target: benchmarks/README.md.
 
 Examples:
   medgan-tf bench --quick
