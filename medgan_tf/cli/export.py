@@ -122,7 +122,8 @@ def _run_ensemble(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace) -> int:
     from medgan_tf.serving.export import read_precision, run_generator
-    from medgan_tf.serving.formats import FORMATS, export_formats, parse_formats
+    from medgan_tf.serving.format_export import export_formats
+    from medgan_tf.serving.formats import FORMATS, parse_formats
     from medgan_tf.serving.serving_kit import kit_summary
     from medgan_tf.serving.signatures import normalization_description
     from medgan_tf.training import checkpoints

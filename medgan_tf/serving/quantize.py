@@ -30,10 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 from medgan_tf.errors import UserError
+from medgan_tf.serving.formats import INT8
 
 log = logging.getLogger(__name__)
 
-INT8 = "int8"
 MIN_PSNR_DB = 45.0  # the accuracy bound of every export format against float32, per slice, 0–255 scale
 MIN_SSIM = 0.999
 GATE_BATCH = 8  # slices per call of the gate's runs
@@ -128,10 +128,6 @@ def check_int8(row, calibration) -> None:
                         "convert` output folder or its .tfrecord.gz files) to calibrate the int8 ranges on")
 
 
-def offering_int8() -> list[str]:
-    from medgan_tf.serving.formats import FORMATS
-
-    return [key for key, row in FORMATS.items() if INT8 in row.quantized]
 
 
 def write_int8(row, served, staging: Path, calibration, enforce: bool = True) -> dict[str, Any]:

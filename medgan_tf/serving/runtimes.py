@@ -20,7 +20,7 @@ import numpy as np
 
 from medgan_tf import config as config_lib
 from medgan_tf.errors import UserError
-from medgan_tf.serving.loading import check_export_precision, check_slices, read_assets
+from medgan_tf.serving.assets import check_export_precision, check_slices, read_assets
 
 log = logging.getLogger(__name__)
 

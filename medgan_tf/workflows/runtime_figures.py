@@ -117,7 +117,7 @@ def _exports(available: list[str], work_dir: Path, experiment, quick: bool, say:
 
     from medgan_tf.models import build_casnet
     from medgan_tf.serving.calibration import phantom_calibration
-    from medgan_tf.serving.formats import export_formats
+    from medgan_tf.serving.format_export import export_formats
 
     say(f"CasNet-6 export: {', '.join(available)}")
     keras.utils.set_random_seed(0)  # the same weights as the SavedModel's (bench._inference_section)
